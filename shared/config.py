@@ -1,0 +1,264 @@
+"""Typed, validated settings: config.yaml, then environment variables, then explicit overrides.
+
+This is the only module that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FILE = ROOT / "config.yaml"
+LOCAL_DIR = ROOT / ".local"
+# Written by `make infra-up` with the generated local Mongo credentials; read as
+# environment defaults so `python main.py` works without exporting anything.
+LOCAL_ENV_FILE = LOCAL_DIR / "infra.env"
+
+SERVICE_NAMES = ("order", "payment", "inventory", "notification", "orchestrator", "monitoring")
+ENVIRONMENTS = ("development", "test", "production")
+ENV_PREFIX = "APP__"
+
+
+class ConfigError(Exception):
+    """Configuration is missing or invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(min_length=1)
+    topic_partitions: int = Field(ge=1, le=1000)
+    replication_factor: int = Field(ge=1, le=10)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    linger_ms: int = Field(ge=0, le=1000)
+    delivery_timeout_ms: int = Field(ge=1000)
+    session_timeout_ms: int = Field(ge=1000)
+    # True when KAFKA_BOOTSTRAP_SERVERS points at a broker we must not start or stop.
+    external: bool = False
+
+
+class MongoSettings(_Section):
+    uri: str = Field(min_length=1)
+    username: str | None = None
+    password: SecretStr | None = None
+    server_selection_timeout_ms: int = Field(ge=100)
+    socket_timeout_ms: int = Field(ge=100)
+    external: bool = False
+
+
+class ConsumerSettings(_Section):
+    max_attempts: int = Field(ge=1, le=100)
+    backoff_base_s: float = Field(ge=0)
+    backoff_max_s: float = Field(ge=0)
+
+
+class OutboxSettings(_Section):
+    retry_interval_s: float = Field(gt=0)
+
+
+class SagaSettings(_Section):
+    payment_timeout_s: float = Field(gt=0)
+    order_timeout_s: float = Field(gt=0)
+    timer_interval_s: float = Field(gt=0)
+
+
+class InventorySettings(_Section):
+    reservation_ttl_s: float = Field(gt=0)
+    expiry_interval_s: float = Field(gt=0)
+
+
+class PaymentSettings(_Section):
+    decline_cards: tuple[str, ...]
+    amount_limit: float = Field(gt=0)
+    latency_ms: int = Field(ge=0)
+    failure_rate: float = Field(ge=0, le=1)
+
+
+class NotificationSettings(_Section):
+    sender: Literal["file", "log", "smtp"]
+    file_path: str
+    smtp_host: str
+    smtp_port: int = Field(ge=1, le=65535)
+    smtp_from: str
+
+
+class AlertThresholds(_Section):
+    error_rate: float = Field(ge=0, le=1)
+    slow_order_s: float = Field(gt=0)
+    stuck_saga_s: float = Field(gt=0)
+    dlq_growth: int = Field(ge=1)
+
+
+class MonitoringSettings(_Section):
+    health_poll_interval_s: float = Field(gt=0)
+    health_timeout_s: float = Field(gt=0)
+    timeline_limit: int = Field(ge=1)
+    alerts: AlertThresholds
+
+
+class HttpSettings(_Section):
+    max_content_length: int = Field(ge=1024)
+    workers: int = Field(ge=1, le=64)
+    threads: int = Field(ge=1, le=64)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    format: Literal["json", "text"]
+
+
+class ServiceEndpoint(_Section):
+    host: str
+    port: int = Field(ge=1, le=65535)
+    database: str = Field(min_length=1, max_length=60)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class Settings(_Section):
+    environment: Literal["development", "test", "production"]
+    service: str | None = None
+    kafka: KafkaSettings
+    mongo: MongoSettings
+    consumer: ConsumerSettings
+    outbox: OutboxSettings
+    saga: SagaSettings
+    inventory: InventorySettings
+    payment: PaymentSettings
+    notification: NotificationSettings
+    monitoring: MonitoringSettings
+    http: HttpSettings
+    logging: LoggingSettings
+    services: dict[str, ServiceEndpoint]
+    # Set under gunicorn with several workers so /metrics adds up every worker's figures.
+    prometheus_multiproc_dir: str | None = None
+
+    @property
+    def this(self) -> ServiceEndpoint:
+        """Return the endpoint settings of the service these settings were loaded for."""
+        if self.service is None:
+            raise ConfigError("settings were loaded without a service name")
+        return self.services[self.service]
+
+
+def load_settings(
+    service: str | None = None,
+    *,
+    environment: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Load settings for ``service`` from the YAML file, the environment and ``overrides``."""
+    if service is not None and service not in SERVICE_NAMES:
+        raise ConfigError(f"unknown service {service!r}; expected one of {', '.join(SERVICE_NAMES)}")
+    env = dict(process_env() if env is None else env)
+    environment = environment or env.get("ENVIRONMENT", "development")
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}")
+
+    layers = _read_config_file(config_file or Path(env.get("APP_CONFIG_FILE", CONFIG_FILE)))
+    data = copy.deepcopy(layers.get("default") or {})
+    _deep_merge(data, layers.get(environment) or {})
+    _apply_env(data, env)
+    if overrides:
+        _deep_merge(data, copy.deepcopy(dict(overrides)))
+    data["environment"] = environment
+    data["service"] = service
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from err
+
+
+def process_env() -> dict[str, str]:
+    """Return the environment with the local infra credentials file as lower-priority defaults."""
+    merged = read_env_file(LOCAL_ENV_FILE)
+    merged.update(os.environ)
+    return merged
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a KEY=VALUE file; a missing file is empty."""
+    if not path.exists():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file not found: {path}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must map environment names to sections")
+    return loaded
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    kafka, mongo, logging_ = (data.setdefault(k, {}) for k in ("kafka", "mongo", "logging"))
+    if env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        kafka["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        kafka["external"] = True
+    if env.get("MONGO_URI"):
+        mongo["uri"] = env["MONGO_URI"]
+        mongo["external"] = True
+    for key in ("username", "password"):
+        if env.get(f"MONGO_{key.upper()}"):
+            mongo[key] = env[f"MONGO_{key.upper()}"]
+    for key in ("level", "format"):
+        if env.get(f"LOG_{key.upper()}"):
+            logging_[key] = (
+                env[f"LOG_{key.upper()}"].lower() if key == "format" else env[f"LOG_{key.upper()}"]
+            )
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        data["prometheus_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
+    services = data.setdefault("services", {})
+    for name in SERVICE_NAMES:
+        for key in ("host", "port", "database"):
+            value = env.get(f"{name.upper()}_{key.upper()}") or (
+                env.get(f"{name.upper()}_MONGO_DATABASE") if key == "database" else None
+            )
+            if value:
+                services.setdefault(name, {})[key] = value
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+            if path:
+                _set_path(data, path, yaml.safe_load(value) if value else value)
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        data = data.setdefault(part, {})
+    data[path[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value

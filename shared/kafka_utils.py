@@ -1,0 +1,362 @@
+"""Kafka plumbing for every service: producer, publisher, topic admin and the consumer runner."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from prometheus_client import Counter, Histogram
+
+from shared.config import ConsumerSettings, KafkaSettings
+from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, TOPIC_BY_EVENT, Envelope, InvalidEvent
+from shared.logs import log_context
+from shared.ports import DeliveryCallback, Inbox
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], None]
+
+EVENTS_PUBLISHED = Counter("events_published_total", "Events delivered to Kafka", ["topic", "outcome"])
+EVENTS_CONSUMED = Counter(
+    "events_consumed_total", "Events taken from Kafka by outcome", ["group", "topic", "outcome"]
+)
+HANDLER_SECONDS = Histogram("event_handler_seconds", "Time spent handling one event", ["group", "topic"])
+
+
+class PublishError(Exception):
+    """Kafka did not accept an event."""
+
+
+class PermanentError(Exception):
+    """A handler's way to say retrying this event cannot help: dead-letter it now."""
+
+
+def client_config(kafka: KafkaSettings) -> dict[str, Any]:
+    return {"bootstrap.servers": kafka.bootstrap_servers, "security.protocol": kafka.security_protocol}
+
+
+def make_producer(kafka: KafkaSettings, client_id: str) -> Producer:
+    """Create a reliable producer: every in-sync replica acknowledges, retries never duplicate."""
+    return Producer(
+        {
+            **client_config(kafka),
+            "client.id": client_id,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": kafka.linger_ms,
+            "delivery.timeout.ms": kafka.delivery_timeout_ms,
+            "compression.type": "lz4",
+        }
+    )
+
+
+def make_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consumer:
+    """Create a group consumer whose offsets are stored only after a handler succeeded."""
+    return Consumer(
+        {
+            **client_config(kafka),
+            "group.id": group_id,
+            "client.id": client_id,
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": kafka.session_timeout_ms,
+            # Outages of Mongo are waited out inside the handler loop; give them room.
+            "max.poll.interval.ms": 900_000,
+        }
+    )
+
+
+class KafkaPublisher:
+    """Publish envelopes keyed by order id; delivery failures reach the caller, never only a log."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    def publish(self, event: Envelope, on_delivery: DeliveryCallback | None = None) -> None:
+        def report(err: KafkaError | None, msg: Message) -> None:
+            EVENTS_PUBLISHED.labels(event.topic, "error" if err else "ok").inc()
+            if err:
+                logger.error("delivery of %s to %s failed: %s", event.event_type, event.topic, err)
+            if on_delivery:
+                on_delivery(PublishError(str(err)) if err else None)
+
+        self.produce(event.topic, event.key, event.to_json(), on_delivery=report)
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Queue one raw message; on a full local queue wait once for room, then give up."""
+        for attempt in (1, 2):
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError as err:
+                if attempt == 2:
+                    raise PublishError(f"producer queue is full: {err}") from err
+                self._producer.poll(1)
+            except KafkaException as err:
+                raise PublishError(str(err)) from err
+        self._producer.poll(0)
+
+    def produce_sync(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Send one message and wait for the broker's acknowledgement."""
+        outcome: list[KafkaError | None] = []
+        self.produce(topic, key, value, headers, on_delivery=lambda err, _msg: outcome.append(err))
+        deadline = time.monotonic() + timeout
+        while not outcome and time.monotonic() < deadline:
+            self._producer.poll(0.1)
+        if not outcome:
+            raise PublishError(f"no acknowledgement from Kafka for {topic} within {timeout:.0f}s")
+        if outcome[0] is not None:
+            raise PublishError(f"Kafka rejected a message for {topic}: {outcome[0]}")
+
+    def poll(self, timeout: float) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return self._producer.flush(timeout)
+
+
+def ensure_topics(
+    kafka: KafkaSettings, topics: Iterable[str] = ALL_TOPICS, timeout: float = 30.0
+) -> list[str]:
+    """Create the topics that are missing; return the names created (idempotent)."""
+    admin = AdminClient(client_config(kafka))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [t for t in topics if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(t, num_partitions=kafka.topic_partitions, replication_factor=kafka.replication_factor)
+            for t in missing
+        ],
+        operation_timeout=timeout,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result()
+            created.append(topic)
+        except KafkaException as err:
+            if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def consumer_lag(kafka: KafkaSettings, group_ids: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
+    """Return the total lag (latest offset minus committed offset) of each consumer group."""
+    admin = AdminClient(client_config(kafka))
+    groups = list(group_ids)
+    committed: dict[str, list[TopicPartition]] = {}
+    for group in groups:
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        committed[group] = [tp for tp in future.result(timeout).topic_partitions if tp.offset >= 0]
+    wanted = {TopicPartition(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
+    latest: dict[tuple[str, int], int] = {}
+    if wanted:
+        futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in wanted}, request_timeout=timeout)
+        for tp, future in futures.items():
+            latest[(tp.topic, tp.partition)] = future.result(timeout).offset
+    return {
+        group: sum(max(0, latest.get((tp.topic, tp.partition), tp.offset) - tp.offset) for tp in tps)
+        for group, tps in committed.items()
+    }
+
+
+class ConsumerRunner:
+    """Consume the topics of the registered event types and apply each event at least once.
+
+    An event that cannot be parsed, or whose handler keeps failing, goes to the dead-letter
+    topic with headers saying where it came from and why; the runner then moves on.
+    Errors that ``is_transient`` accepts (a database outage, say) are retried until they pass,
+    because dead-lettering them would drop good events.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        publisher: KafkaPublisher,
+        handlers: Mapping[str, Handler],
+        *,
+        service: str,
+        group_id: str,
+        retry: ConsumerSettings,
+        inbox: Inbox | None = None,
+        is_transient: Callable[[BaseException], bool] = lambda _err: False,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        unknown = set(handlers) - set(TOPIC_BY_EVENT)
+        if unknown:
+            raise ValueError(f"handlers for unknown event types: {sorted(unknown)}")
+        self._consumer = consumer
+        self._publisher = publisher
+        self._handlers = dict(handlers)
+        self._service = service
+        self._group = group_id
+        self._retry = retry
+        self._inbox = inbox
+        self._is_transient = is_transient
+        self._on_idle = on_idle
+        self._stop = threading.Event()
+        self.topics = sorted({TOPIC_BY_EVENT[t] for t in handlers})
+
+    def stop(self, *_args: object) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, install_signal_handlers: bool = True) -> None:
+        """Poll until stopped (SIGTERM/SIGINT or ``stop()``); always close the consumer."""
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke)
+        logger.info("consuming %s as group %s", ", ".join(self.topics), self._group)
+        try:
+            while not self._stop.is_set():
+                msg = self._consumer.poll(0.5)
+                if msg is None:
+                    if self._on_idle:
+                        self._on_idle()
+                    continue
+                if msg.error():
+                    self._on_error(msg.error())
+                    continue
+                if self.process(msg) != "interrupted":
+                    self._store(msg)
+        finally:
+            self._consumer.close()
+            self._publisher.flush(10)
+            logger.info("consumer %s closed", self._group)
+
+    def process(self, msg: Message) -> str:
+        """Handle one message; return handled, duplicate, ignored, dead_lettered or interrupted."""
+        topic = msg.topic()
+        try:
+            event = Envelope.from_json(msg.value())
+            if event.topic != topic:
+                raise InvalidEvent(f"event type {event.event_type} does not belong on topic {topic}")
+        except InvalidEvent as err:
+            self._dead_letter(msg, err, attempts=1)
+            return self._count(topic, "dead_lettered")
+        handler = self._handlers.get(event.event_type)
+        if handler is None:
+            return self._count(topic, "ignored")
+        with log_context(
+            order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type
+        ):
+            return self._count(topic, self._apply(msg, event, handler))
+
+    def _apply(self, msg: Message, event: Envelope, handler: Handler) -> str:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if self._inbox and self._inbox.seen(event.event_id):
+                    return "duplicate"
+                with HANDLER_SECONDS.labels(self._group, msg.topic()).time():
+                    handler(event)
+                if self._inbox:
+                    self._inbox.mark(event.event_id)
+                return "handled"
+            except PermanentError as err:
+                logger.warning("%s rejected permanently: %s", event.event_type, err)
+                self._dead_letter(msg, err, attempts)
+                return "dead_lettered"
+            except Exception as err:
+                if self._is_transient(err):
+                    attempts -= 1  # an outage is not the event's fault; wait it out
+                    logger.warning("transient failure handling %s, will retry: %s", event.event_type, err)
+                elif attempts >= self._retry.max_attempts:
+                    logger.exception("giving up on %s after %d attempts", event.event_type, attempts)
+                    self._dead_letter(msg, err, attempts)
+                    return "dead_lettered"
+                else:
+                    logger.warning("attempt %d of %s failed: %s", attempts, event.event_type, err)
+                delay = min(self._retry.backoff_max_s, self._retry.backoff_base_s * 2 ** max(0, attempts - 1))
+                if self._stop.wait(delay):
+                    return "interrupted"
+
+    def _dead_letter(self, msg: Message, err: BaseException, attempts: int) -> None:
+        headers = [
+            ("original_topic", msg.topic().encode()),
+            ("original_partition", str(msg.partition()).encode()),
+            ("original_offset", str(msg.offset()).encode()),
+            ("error", f"{type(err).__name__}: {err}"[:1000].encode()),
+            ("attempts", str(attempts).encode()),
+            ("service", self._service.encode()),
+            ("consumer_group", self._group.encode()),
+        ]
+        logger.error("dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), err)
+        # The offset is stored only after the dead letter is acknowledged, so it is never lost.
+        while True:
+            try:
+                self._publisher.produce_sync(DEAD_LETTER_TOPIC, msg.key(), msg.value(), headers)
+                return
+            except PublishError as publish_err:
+                logger.error("could not dead-letter, retrying: %s", publish_err)
+                if self._stop.wait(self._retry.backoff_max_s or 1.0):
+                    raise
+
+    def _store(self, msg: Message) -> None:
+        try:
+            self._consumer.store_offsets(message=msg)
+        except KafkaException as err:
+            # The partition was revoked meanwhile; its new owner re-reads the event.
+            logger.warning("could not store offset for %s[%d]: %s", msg.topic(), msg.partition(), err)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as err:
+            if err.args[0].code() != KafkaError._NO_OFFSET:
+                logger.warning("commit on revoke failed: %s", err)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise KafkaException(err)
+        logger.warning("consumer error (will keep going): %s", err)
+
+    def _count(self, topic: str, outcome: str) -> str:
+        EVENTS_CONSUMED.labels(self._group, topic, outcome).inc()
+        return outcome
+
+
+def bind_handlers(
+    handlers: Mapping[str, Callable[[Any, Envelope], None]], service: Any
+) -> dict[str, Handler]:
+    """Give each ``handler(service, event)`` of a service's HANDLERS table its service."""
+    return {event_type: functools.partial(handler, service) for event_type, handler in handlers.items()}

@@ -1,0 +1,84 @@
+"""MongoDB access shared by every service: the client factory, outage detection and the inbox."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+
+from shared.config import MongoSettings, Settings
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached right now; the request may be retried later."""
+
+
+class MongoAuthError(Exception):
+    """The database refused our credentials."""
+
+
+def make_mongo_client(mongo: MongoSettings, app_name: str = "kafka-ecommerce") -> MongoClient:
+    """Create one client per process (after any fork); credentials come from settings, not the URI."""
+    credentials = {}
+    if mongo.username:
+        credentials = {
+            "username": mongo.username,
+            "password": mongo.password.get_secret_value() if mongo.password else "",
+        }
+    return MongoClient(
+        mongo.uri,
+        appname=app_name,
+        serverSelectionTimeoutMS=mongo.server_selection_timeout_ms,
+        connectTimeoutMS=mongo.server_selection_timeout_ms,
+        socketTimeoutMS=mongo.socket_timeout_ms,
+        tz_aware=True,
+        **credentials,
+    )
+
+
+def service_database(client: MongoClient, settings: Settings) -> Database:
+    """Return the database this service owns."""
+    return client[settings.this.database]
+
+
+def ping(client: MongoClient) -> None:
+    """Round-trip to the server with authentication; raise a clear error when it fails."""
+    try:
+        client.admin.command("ping")
+    except OperationFailure as err:
+        if err.code == 18 or "auth" in str(err).lower():
+            raise MongoAuthError(
+                f"MongoDB refused the credentials: {err.details.get('errmsg', err)}"
+            ) from err
+        raise
+    except ConnectionFailure as err:
+        raise DatabaseUnavailable(f"MongoDB is unreachable: {err}") from err
+
+
+def is_transient(err: BaseException) -> bool:
+    """Tell an outage (wait and retry) from a bug or bad data (give up)."""
+    return isinstance(err, ConnectionFailure | DatabaseUnavailable)
+
+
+def is_duplicate(err: PyMongoError) -> bool:
+    return isinstance(err, DuplicateKeyError)
+
+
+class MongoInbox:
+    """Processed event ids of one consumer group, so a redelivered event is applied once."""
+
+    def __init__(self, collection: Collection, group_id: str) -> None:
+        self._events = collection
+        self._group = group_id
+
+    def seen(self, event_id: str) -> bool:
+        return self._events.find_one({"_id": f"{self._group}:{event_id}"}, {"_id": 1}) is not None
+
+    def mark(self, event_id: str) -> None:
+        # Another member of the group may have got there first: the event is recorded either way.
+        with contextlib.suppress(DuplicateKeyError):
+            self._events.insert_one({"_id": f"{self._group}:{event_id}", "at": datetime.now(UTC)})

@@ -1,0 +1,145 @@
+"""Process wiring shared by the services: clients, the consumer worker and the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from shared.config import Settings
+from shared.events import DEAD_LETTER_TOPIC
+from shared.kafka_utils import ConsumerRunner, Handler, KafkaPublisher, make_consumer, make_producer
+from shared.mongo import MongoInbox, is_transient, make_mongo_client, ping, service_database
+from shared.outbox import OutboxRelay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Clients:
+    """The clients one process uses, created once after any fork."""
+
+    settings: Settings
+    mongo: MongoClient
+    db: Database
+    publisher: KafkaPublisher
+    producer: Any = field(repr=False)
+
+    def health_checks(self) -> dict[str, Callable[[], None]]:
+        return {"kafka": self.kafka_ping, "mongo": lambda: ping(self.mongo)}
+
+    def kafka_ping(self) -> None:
+        """Ask the broker for metadata; raise when it does not answer."""
+        metadata = self.producer.list_topics(topic=DEAD_LETTER_TOPIC, timeout=2)
+        if not metadata.brokers:
+            raise ConnectionError("no Kafka broker answered")
+
+    def relay(self, *collection_names: str) -> OutboxRelay:
+        return OutboxRelay(
+            self.publisher,
+            [self.db[name] for name in collection_names],
+            retry_interval_s=self.settings.outbox.retry_interval_s,
+        )
+
+
+def connect(settings: Settings) -> Clients:
+    """Create the Mongo client and Kafka producer of this process."""
+    mongo = make_mongo_client(settings.mongo, app_name=settings.service or "kafka-ecommerce")
+    producer = make_producer(settings.kafka, client_id=settings.service or "kafka-ecommerce")
+    return Clients(settings, mongo, service_database(mongo, settings), KafkaPublisher(producer), producer)
+
+
+Periodic = tuple[float, Callable[[], object]]
+
+
+def run_worker(
+    clients: Clients,
+    handlers: Mapping[str, Handler],
+    *,
+    group_id: str | None = None,
+    relay: OutboxRelay | None = None,
+    periodic: list[Periodic] | None = None,
+) -> None:
+    """Consume this service's events until SIGTERM, running the relay and periodic jobs beside it."""
+    settings = clients.settings
+    group_id = group_id or f"{settings.service}-service"
+    runner = ConsumerRunner(
+        make_consumer(settings.kafka, group_id, client_id=f"{settings.service}-worker"),
+        clients.publisher,
+        handlers,
+        service=settings.service or "unknown",
+        group_id=group_id,
+        retry=settings.consumer,
+        inbox=MongoInbox(clients.db["processed_events"], group_id),
+        is_transient=is_transient,
+    )
+    stop = threading.Event()
+    jobs = [
+        threading.Thread(target=_every, args=(interval, job, stop), daemon=True)
+        for interval, job in periodic or []
+    ]
+    if relay:
+        relay.start()
+    for job in jobs:
+        job.start()
+    try:
+        runner.run()
+    finally:
+        stop.set()
+        if relay:
+            relay.stop()
+        clients.publisher.flush(10)
+
+
+def _every(interval: float, job: Callable[[], object], stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            job()
+        except Exception:
+            logger.exception("periodic job %s failed; will run again", getattr(job, "__name__", job))
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, app_factory: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self._factory = app_factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        # Called in each worker after the fork, so every worker gets its own clients.
+        return self._factory()
+
+
+def serve(app_factory: Callable[[], Flask], settings: Settings) -> None:
+    """Serve the service's API with gunicorn on its configured host and port."""
+
+    def child_exit(_server: object, worker: Any) -> None:
+        if settings.prometheus_multiproc_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid, settings.prometheus_multiproc_dir)
+
+    _Gunicorn(
+        app_factory,
+        {
+            "bind": f"{settings.this.host}:{settings.this.port}",
+            "workers": settings.http.workers if settings.prometheus_multiproc_dir else 1,
+            "threads": settings.http.threads,
+            "worker_class": "gthread",
+            "timeout": 60,
+            "graceful_timeout": 15,
+            "accesslog": None,
+            "child_exit": child_exit,
+        },
+    ).run()

@@ -1,0 +1,234 @@
+"""Flask pieces every service shares: JSON errors, body parsing, health, metrics, request logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from pydantic import BaseModel, ValidationError
+from pymongo.errors import ConnectionFailure, PyMongoError
+from werkzeug.exceptions import HTTPException
+
+from shared.config import Settings
+from shared.kafka_utils import PublishError
+from shared.mongo import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+Model = TypeVar("Model", bound=BaseModel)
+HealthCheck = Callable[[], None]
+
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
+HTTP_SECONDS = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "endpoint"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", "details"}}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_body(status: int, code: str, message: str, details: Any = None) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message, "details": details}}), status
+
+
+def parse_body(model: type[Model], *, allow_empty: bool = False) -> Model:
+    """Validate the JSON request body against ``model``: 415, 400 or the parsed model."""
+    raw = request.get_data(cache=True)
+    if not raw and allow_empty:
+        return model()
+    if not request.is_json:
+        raise ApiError(
+            415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)"
+        )
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON")
+    return validate(model, data)
+
+
+def validate(model: type[Model], data: Any) -> Model:
+    """Validate ``data`` against ``model``; field errors become a 400 naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ApiError(400, "validation_error", "request is invalid", field_errors(err)) from err
+
+
+def field_errors(err: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        for e in err.errors(include_url=False)
+    ]
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    """Read an integer query parameter within bounds, or answer 400 naming it."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(
+            400,
+            "validation_error",
+            f"{name} must be an integer",
+            [{"field": name, "message": "not an integer"}],
+        ) from None
+    if not low <= value <= high:
+        raise ApiError(
+            400,
+            "validation_error",
+            f"{name} must be between {low} and {high}",
+            [{"field": name, "message": "out of range"}],
+        )
+    return value
+
+
+def create_service_app(
+    settings: Settings,
+    name: str,
+    checks: Mapping[str, HealthCheck],
+    import_name: str | None = None,
+) -> Flask:
+    """Build the Flask app skeleton of one service: errors, health, metrics and request logging."""
+    app = Flask(import_name or name)
+    app.config["MAX_CONTENT_LENGTH"] = settings.http.max_content_length
+    app.json.sort_keys = False
+    app.extensions["service_name"] = name
+    app.extensions["health_checks"] = dict(checks)
+    app.extensions["started_at"] = time.time()
+    app.extensions["settings"] = settings
+    _register_errors(app)
+    _register_request_logging(app)
+    app.add_url_rule("/health", "health", _health)
+    app.add_url_rule("/health/detailed", "health_detailed", _health_detailed)
+    app.add_url_rule("/metrics", "metrics", _metrics)
+    app.add_url_rule("/metrics/custom", "metrics_custom", _metrics_custom)
+    return app
+
+
+def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, dict[str, Any]]:
+    """Run each dependency check and report its status and latency."""
+    results = {}
+    for dependency, check in checks.items():
+        started = time.perf_counter()
+        try:
+            check()
+            status, error = "up", None
+        except Exception as err:
+            status, error = "down", f"{type(err).__name__}: {err}"[:300]
+        result = {"status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        if error:
+            result["error"] = error
+        results[dependency] = result
+    return results
+
+
+def _health() -> Response:
+    return jsonify(
+        {
+            "status": "healthy",
+            "service": current_app.extensions["service_name"],
+            "uptime_s": round(time.time() - current_app.extensions["started_at"], 1),
+        }
+    )
+
+
+def _health_detailed() -> tuple[Response, int]:
+    results = run_checks(current_app.extensions["health_checks"])
+    healthy = all(r["status"] == "up" for r in results.values())
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "service": current_app.extensions["service_name"],
+        "dependencies": results,
+    }
+    return jsonify(body), 200 if healthy else 503
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry to read: all gunicorn workers' figures when running multi-process."""
+    multiproc_dir = current_app.extensions["settings"].prometheus_multiproc_dir
+    if not multiproc_dir:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=multiproc_dir)
+    return registry
+
+
+def _metrics() -> Response:
+    return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _metrics_custom() -> Response:
+    figures: dict[str, list[dict[str, Any]]] = {}
+    for metric in metrics_registry().collect():
+        for sample in metric.samples:
+            if sample.name.endswith(("_created", "_bucket")):
+                continue
+            figures.setdefault(sample.name, []).append({"labels": sample.labels, "value": sample.value})
+    return jsonify({"service": current_app.extensions["service_name"], "metrics": figures})
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(err: ApiError) -> tuple[Response, int]:
+        return error_body(err.status, err.code, err.message, err.details)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> tuple[Response, int]:
+        code = (err.name or "error").lower().replace(" ", "_")
+        return error_body(err.code or 500, code, err.description or err.name)
+
+    @app.errorhandler(DatabaseUnavailable)
+    @app.errorhandler(ConnectionFailure)
+    def database_down(err: Exception) -> tuple[Response, int]:
+        logger.warning("database unavailable: %s", err)
+        return error_body(503, "database_unavailable", "the database is unavailable; retry later")
+
+    @app.errorhandler(PublishError)
+    def broker_down(err: Exception) -> tuple[Response, int]:
+        logger.warning("kafka unavailable: %s", err)
+        return error_body(503, "broker_unavailable", "the message broker is unavailable; retry later")
+
+    @app.errorhandler(PyMongoError)
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception) -> tuple[Response, int]:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_body(500, "internal_error", "internal server error")
+
+
+def _register_request_logging(app: Flask) -> None:
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(request.method, endpoint).observe(elapsed)
+        if endpoint not in ("/metrics", "/health"):
+            logger.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed * 1000)
+        return response

@@ -1,0 +1,32 @@
+"""Fixtures for every tier; the tier marker follows the folder a test lives in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import Settings, load_settings
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(TESTS).parts[0]
+        if tier == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif tier == "e2e":
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """Build test settings for a service without touching any server."""
+
+    def make(service: str | None = None, **overrides: Any) -> Settings:
+        return load_settings(service, environment="test", overrides=overrides)
+
+    return make

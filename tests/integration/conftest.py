@@ -1,0 +1,70 @@
+"""Integration fixtures: the real local Kafka broker and MongoDB-protocol server.
+
+They never skip: when a server does not answer, the test fails and says how to start it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from shared.config import Settings, load_settings
+from shared.kafka_utils import client_config
+from shared.mongo import make_mongo_client, ping
+
+HOW_TO_START = "start the local servers with `make infra-up` (or set KAFKA_BOOTSTRAP_SERVERS / MONGO_URI)"
+
+
+@pytest.fixture(scope="session")
+def live_settings() -> Settings:
+    """Test settings, after proving both servers answer."""
+    settings = load_settings(environment="test")
+    try:
+        metadata = AdminClient(client_config(settings.kafka)).list_topics(timeout=10)
+        if not metadata.brokers:
+            raise RuntimeError("no broker in metadata")
+    except Exception as err:
+        pytest.fail(f"Kafka at {settings.kafka.bootstrap_servers} does not answer ({err}); {HOW_TO_START}")
+    try:
+        ping(make_mongo_client(settings.mongo))
+    except Exception as err:
+        pytest.fail(f"MongoDB at {settings.mongo.uri} does not answer ({err}); {HOW_TO_START}")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def mongo_client(live_settings: Settings) -> Iterator[MongoClient]:
+    client = make_mongo_client(live_settings.mongo)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def mongo_db(mongo_client: MongoClient) -> Iterator[Database]:
+    """A fresh database of its own for one test, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield mongo_client[name]
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def service_settings(live_settings: Settings, mongo_db: Database) -> Callable[..., Settings]:
+    """Settings for one service whose database is this test's fresh database."""
+
+    def make(service: str, **overrides: Any) -> Settings:
+        services = {service: {"database": mongo_db.name}}
+        return load_settings(service, environment="test", overrides={"services": services, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Unique names for consumer groups, order ids and the like."""
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
