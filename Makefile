@@ -1,0 +1,71 @@
+# Everything a fresh machine needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: help venv infra-up infra-down infra-status run stop status test unit integration e2e lint format browser chaos load bench clean
+
+help:
+	@echo "make run          start local Kafka + MongoDB-protocol server and all six services"
+	@echo "make test         install everything, start the servers, run the whole suite"
+	@echo "make unit | integration | e2e   one tier of the suite"
+	@echo "make infra-up | infra-down | infra-status   the local servers only"
+	@echo "make lint         ruff"
+	@echo "make chaos        the crash-consistency suite (long)"
+	@echo "make load | bench load tests against a running stack"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+infra-up: venv
+	$(PY) -m shared.local_infra up
+
+infra-down: venv
+	$(PY) -m shared.local_infra down
+
+infra-status: venv
+	$(PY) -m shared.local_infra status
+
+run: infra-up
+	$(PY) main.py
+
+status: venv
+	$(PY) main.py --status
+
+# Debian's Chromium and its driver, for the dashboard's browser test.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing chromium and chromium-driver (Debian packages) for the dashboard test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: infra-up browser
+	$(PYTEST) tests
+
+unit: venv
+	$(PYTEST) tests/unit
+
+integration: infra-up
+	$(PYTEST) tests/integration
+
+e2e: infra-up browser
+	$(PYTEST) tests/e2e
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,177 @@
+"""Start, watch and stop the six services as local processes (what `python main.py` does)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from shared.config import LOCAL_DIR, ROOT, SERVICE_NAMES, Settings, load_settings
+from shared.logs import configure_logging
+
+LOG_DIR = LOCAL_DIR / "logs"
+METRICS_DIR = LOCAL_DIR / "prometheus"
+ROLES = ("api", "worker")
+
+
+@dataclass
+class Child:
+    service: str
+    role: str
+    replica: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def name(self) -> str:
+        suffix = f"-{self.replica}" if self.replica else ""
+        return f"{self.service}-{self.role}{suffix}"
+
+
+def run_role(service: str, role: str) -> None:
+    """Run one process of one service in the foreground: its API server or its consumer worker."""
+    settings = load_settings(service)
+    configure_logging(settings.logging, f"{service}-{role}")
+    if role == "api":
+        from shared.runtime import serve
+
+        module = importlib.import_module(f"services.{service}.app")
+        serve(lambda: module.create_app(load_settings(service)), settings)
+    else:
+        importlib.import_module(f"services.{service}.worker").main(settings)
+
+
+def log_path(service: str, role: str, replica: int = 0) -> Path:
+    return LOG_DIR / f"{service}-{role}{f'-{replica}' if replica else ''}.log"
+
+
+def start(services: Sequence[str], replicas: int = 1, env: dict[str, str] | None = None) -> list[Child]:
+    """Spawn an API and ``replicas`` workers per service, logging to .local/logs."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    children = []
+    for service in services:
+        for role in ROLES:
+            for replica in range(replicas if role == "worker" else 1):
+                child_env = {**os.environ, **(env or {})}
+                if role == "api":
+                    # Each API's gunicorn workers add up their metrics in this folder.
+                    metrics_dir = METRICS_DIR / service
+                    shutil.rmtree(metrics_dir, ignore_errors=True)
+                    metrics_dir.mkdir(parents=True)
+                    child_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+                path = log_path(service, role, replica)
+                with path.open("ab") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, str(ROOT / "main.py"), service, role],
+                        cwd=ROOT,
+                        env=child_env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                children.append(Child(service, role, replica, process, path))
+    return children
+
+
+def wait_healthy(settings: Settings, services: Iterable[str], children: list[Child], timeout: float = 60) -> None:
+    """Wait until every service answers /health; raise naming the ones that do not."""
+    pending = set(services)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for child in children:
+            if child.process.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+        for service in list(pending):
+            if health(settings, service)[0] == 200:
+                pending.discard(service)
+        time.sleep(0.3)
+    if pending:
+        raise RuntimeError(f"not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}; see {LOG_DIR}")
+
+
+def health(settings: Settings, service: str, detailed: bool = False) -> tuple[int, dict]:
+    """Return the HTTP status and body of a service's health endpoint (0 when unreachable)."""
+    url = settings.services[service].url + ("/health/detailed" if detailed else "/health")
+    try:
+        response = requests.get(url, timeout=2)
+        return response.status_code, response.json()
+    except (requests.RequestException, ValueError):
+        return 0, {}
+
+
+def stop(children: list[Child], timeout: float = 20) -> None:
+    """SIGTERM every child we started, then SIGKILL what is still running after ``timeout``."""
+    for child in children:
+        if child.process.poll() is None:
+            os.killpg(child.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+
+
+def launch(services: Sequence[str], replicas: int = 1) -> int:
+    """Run the services until Ctrl-C or SIGTERM; restart nothing, report any child that dies."""
+    settings = load_settings()
+    busy = [s for s in services if health(settings, s)[0]]
+    if busy:
+        print(f"already answering on their ports: {', '.join(busy)} — stop them first (or check `main.py --status`)")
+        return 1
+    children = start(services, replicas)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print(f"starting {', '.join(services)} (logs in {LOG_DIR}) ...", flush=True)
+        wait_healthy(settings, services, children)
+        print_table(settings, services)
+        print("all services are up. Ctrl-C stops them.", flush=True)
+        while True:
+            for child in children:
+                if child.process.poll() is not None:
+                    print(f"{child.name} exited with {child.process.returncode}; see {child.log_path}", flush=True)
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    except RuntimeError as err:
+        print(f"startup failed: {err}", flush=True)
+        return 1
+    finally:
+        stop(children)
+
+
+def print_table(settings: Settings, services: Iterable[str] = SERVICE_NAMES) -> bool:
+    """Print a health table of the services; return True when all are healthy."""
+    print(f"{'service':<14}{'url':<28}{'status':<11}{'kafka':<8}{'mongo':<8}")
+    all_ok = True
+    for service in services:
+        code, body = health(settings, service, detailed=True)
+        deps = body.get("dependencies", {})
+        status = body.get("status", "down") if code else "down"
+        all_ok &= status == "healthy"
+        kafka, mongo = (deps.get(d, {}).get("status", "-") for d in ("kafka", "mongo"))
+        print(f"{service:<14}{settings.services[service].url:<28}{status:<11}{kafka:<8}{mongo:<8}")
+    print(f"monitoring dashboard: {settings.services['monitoring'].url}/dashboard")
+    return all_ok
+
+
+def show_logs(service: str | None, lines: int = 50) -> None:
+    """Print the last lines of each service's logs."""
+    paths = sorted(LOG_DIR.glob(f"{service}-*.log" if service else "*.log"))
+    if not paths:
+        print(f"no logs in {LOG_DIR}")
+    for path in paths:
+        print(f"==> {path} <==")
+        print("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))

@@ -1,0 +1,126 @@
+"""The running stack: all six services as processes against the real Kafka and MongoDB-protocol server.
+
+The stack uses databases of its own (e2e_*) dropped at the start, so every run starts from
+the seed catalogue and never touches the data of `make run`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+
+from shared import launcher
+from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
+from shared.mongo import make_mongo_client
+
+E2E_ENV = {
+    "ENVIRONMENT": "test",
+    "APP__NOTIFICATION__FILE_PATH": ".local/e2e-notifications.log",
+    **{f"{name.upper()}_DATABASE": f"e2e_{name}" for name in SERVICE_NAMES},
+}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    children: list[launcher.Child] = field(default_factory=list)
+
+    def url(self, service: str, path: str = "") -> str:
+        return self.settings.services[service].url + path
+
+    def restart(self, service: str) -> None:
+        """Stop a service's processes and start them again on the same databases."""
+        mine = [c for c in self.children if c.service == service]
+        launcher.stop(mine)
+        self.children = [c for c in self.children if c.service != service]
+        started = launcher.start([service], env=E2E_ENV)
+        self.children += started
+        launcher.wait_healthy(self.settings, [service], started, timeout=60)
+
+    def db(self, service: str):
+        return make_mongo_client(self.settings.mongo)[self.settings.services[service].database]
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    settings = load_settings(env={**process_env(), **E2E_ENV})
+    busy = [name for name in SERVICE_NAMES if launcher.health(settings, name)[0]]
+    if busy:
+        pytest.fail(f"ports of {', '.join(busy)} are already in use: stop `make run` before the e2e tests")
+    client = make_mongo_client(settings.mongo)
+    for name in SERVICE_NAMES:
+        client.drop_database(settings.services[name].database)
+    stack = Stack(settings)
+    stack.children = launcher.start(SERVICE_NAMES, env=E2E_ENV)
+    try:
+        launcher.wait_healthy(settings, SERVICE_NAMES, stack.children, timeout=90)
+        yield stack
+    finally:
+        launcher.stop(stack.children)
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 45.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}; last value {last!r}")
+
+
+def new_customer() -> str:
+    return f"e2e-{uuid.uuid4().hex[:10]}"
+
+
+def order_body(items: list[tuple[str, int, float]], **extra: Any) -> dict[str, Any]:
+    lines = [{"product_id": p, "quantity": q, "price": price} for p, q, price in items]
+    total = round(sum(q * price for _, q, price in items), 2)
+    return {"customer_id": new_customer(), "items": lines, "total_amount": total, **extra}
+
+
+@pytest.fixture
+def place(stack: Stack) -> Callable[..., dict[str, Any]]:
+    """POST an order and return its body; asserts it was accepted."""
+
+    def place(body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        response = requests.post(stack.url("order", "/orders"), json=body, headers=headers, timeout=10)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    return place
+
+
+@pytest.fixture
+def terminal(stack: Stack) -> Callable[[str], dict[str, Any]]:
+    """Wait until an order is completed or failed and return it."""
+
+    def terminal(order_id: str, timeout: float = 60) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            order = requests.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()
+            return order if order.get("status") in ("completed", "failed") else None
+
+        return wait_until(check, timeout, what=f"order {order_id} to finish")
+
+    return terminal
+
+
+def stock(stack: Stack, product_id: str) -> dict[str, Any]:
+    response = requests.get(stack.url("inventory", f"/inventory/{product_id}"), timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def create_product(stack: Stack, product_id: str, price: float, quantity: int) -> None:
+    """Add a product of the test's own, so stock assertions don't depend on other tests."""
+    body = {"name": f"E2E {product_id}", "price": price, "quantity": quantity}
+    response = requests.put(stack.url("inventory", f"/inventory/{product_id}"), json=body, timeout=5)
+    assert response.status_code == 201, response.text

@@ -1,0 +1,185 @@
+"""kafka_utils against the real broker: groups, resume, retries, dead letters, the inbox."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import Consumer
+
+from shared.config import Settings
+from shared.events import DEAD_LETTER_TOPIC, Envelope
+from shared.kafka_utils import ConsumerRunner, KafkaPublisher, make_consumer, make_producer
+from shared.mongo import MongoInbox
+
+EVENT_TYPE = "NotificationSent"  # a topic no other integration test's handler writes state from
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def publisher(live_settings: Settings) -> Iterator[KafkaPublisher]:
+    publisher = KafkaPublisher(make_producer(live_settings.kafka, "test-publisher"))
+    yield publisher
+    publisher.flush(10)
+
+
+class Recorder:
+    """A handler that remembers the events of the orders it is told to watch."""
+
+    def __init__(self, order_ids: set[str], fail: Callable[[Envelope], bool] = lambda _e: False) -> None:
+        self.order_ids = order_ids
+        self.fail = fail
+        self.seen: list[Envelope] = []
+        self.calls = 0
+
+    def __call__(self, event: Envelope) -> None:
+        if event.order_id not in self.order_ids:
+            return
+        self.calls += 1
+        if self.fail(event):
+            raise RuntimeError(f"handler refuses {event.order_id}")
+        self.seen.append(event)
+
+
+def start_runner(settings: Settings, publisher: KafkaPublisher, group: str, handler: Recorder, inbox=None):
+    runner = ConsumerRunner(
+        make_consumer(settings.kafka, group, "test-consumer"),
+        publisher,
+        {EVENT_TYPE: handler},
+        service="integration-test",
+        group_id=group,
+        retry=settings.consumer,
+        inbox=inbox,
+    )
+    thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    thread.start()
+    return runner, thread
+
+
+def event_for(order_id: str) -> Envelope:
+    return Envelope(event_type=EVENT_TYPE, order_id=order_id, source="test", data={"n": 1})
+
+
+def test_events_published_with_kafka_utils_reach_a_consumer_group(live_settings, publisher, unique):
+    orders = {unique("order") for _ in range(5)}
+    handler = Recorder(orders)
+    for order_id in orders:
+        publisher.publish(event_for(order_id))
+    publisher.flush(10)
+    runner, thread = start_runner(live_settings, publisher, unique("group"), handler)
+    try:
+        wait_for(lambda: {e.order_id for e in handler.seen} == orders, what="all five events")
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert all(e.topic == "notifications.sent" for e in handler.seen)
+
+
+def test_a_restarted_consumer_resumes_after_the_events_it_finished(live_settings, publisher, unique):
+    group, first, second = unique("group"), unique("order"), unique("order")
+    handler = Recorder({first, second})
+    publisher.publish(event_for(first))
+    publisher.flush(10)
+    runner, thread = start_runner(live_settings, publisher, group, handler)
+    wait_for(lambda: len(handler.seen) == 1, what="the first event")
+    runner.stop()
+    thread.join(15)  # closing the consumer commits the stored offsets
+
+    publisher.publish(event_for(second))
+    publisher.flush(10)
+    handler_after_restart = Recorder({first, second})
+    runner, thread = start_runner(live_settings, publisher, group, handler_after_restart)
+    try:
+        wait_for(lambda: len(handler_after_restart.seen) == 1, what="the second event")
+        time.sleep(1)  # room for a wrong redelivery of the first event to show up
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert [e.order_id for e in handler_after_restart.seen] == [second]
+
+
+def dead_letters_for(settings: Settings, key: str, group: str, timeout: float = 30) -> list:
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([DEAD_LETTER_TOPIC])
+    found, deadline = [], time.monotonic() + timeout
+    try:
+        while not found and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.key() == key.encode():
+                found.append(msg)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_a_failing_handler_is_retried_then_dead_lettered_with_headers(live_settings, publisher, unique):
+    order_id = unique("poison")
+    handler = Recorder({order_id}, fail=lambda _e: True)
+    publisher.publish(event_for(order_id))
+    publisher.flush(10)
+    runner, thread = start_runner(live_settings, publisher, unique("group"), handler)
+    try:
+        letters = dead_letters_for(live_settings, order_id, unique("dlq-reader"))
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert handler.calls == live_settings.consumer.max_attempts
+    assert len(letters) == 1
+    headers = {k: v.decode() for k, v in letters[0].headers()}
+    assert headers["original_topic"] == "notifications.sent"
+    assert headers["attempts"] == str(live_settings.consumer.max_attempts)
+    assert headers["service"] == "integration-test"
+    assert "handler refuses" in headers["error"]
+    assert {"original_partition", "original_offset"} <= set(headers)
+    assert Envelope.from_json(letters[0].value()).order_id == order_id
+
+
+def test_a_malformed_message_is_dead_lettered_and_the_consumer_goes_on(live_settings, publisher, unique):
+    bad_key, good = unique("malformed"), unique("order")
+    handler = Recorder({good})
+    publisher.produce_sync("notifications.sent", bad_key.encode(), b"{this is not json")
+    publisher.publish(event_for(good))
+    publisher.flush(10)
+    runner, thread = start_runner(live_settings, publisher, unique("group"), handler)
+    try:
+        wait_for(lambda: len(handler.seen) == 1, what="the good event after the bad one")
+        letters = dead_letters_for(live_settings, bad_key, unique("dlq-reader"))
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert len(letters) == 1
+    headers = {k: v.decode() for k, v in letters[0].headers()}
+    assert headers["attempts"] == "1"
+    assert "not valid JSON" in headers["error"]
+
+
+def test_a_redelivered_event_is_applied_once_thanks_to_the_inbox(live_settings, publisher, mongo_db, unique):
+    order_id, group = unique("order"), unique("group")
+    handler = Recorder({order_id})
+    event = event_for(order_id)
+    publisher.publish(event)
+    publisher.publish(event)  # the same event id twice, as after a producer retry or a replay
+    publisher.flush(10)
+    runner, thread = start_runner(
+        live_settings, publisher, group, handler, inbox=MongoInbox(mongo_db["processed_events"], group)
+    )
+    try:
+        wait_for(lambda: handler.seen, what="the event")
+        time.sleep(1.5)
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert len(handler.seen) == 1
+    assert mongo_db["processed_events"].count_documents({"_id": f"{group}:{event.event_id}"}) == 1

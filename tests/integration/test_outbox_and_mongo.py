@@ -1,0 +1,72 @@
+"""The outbox relay and the Mongo plumbing against the real servers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer
+from pydantic import SecretStr
+from pymongo.errors import OperationFailure
+
+from shared.events import Envelope
+from shared.kafka_utils import KafkaPublisher, make_producer
+from shared.mongo import MongoAuthError, MongoInbox, make_mongo_client, ping
+from shared.outbox import OutboxRelay, outbox_document
+from tests.integration.test_kafka_utils import wait_for
+
+
+def test_the_relay_delivers_an_event_written_before_a_crash(live_settings, mongo_db, unique):
+    order_id = unique("order")
+    event = Envelope(event_type="NotificationSent", order_id=order_id, source="test", data={"k": "v"})
+    # The state change and its event in one write; the process "dies" before publishing.
+    mongo_db["things"].insert_one({"_id": order_id, "state": "done", "outbox": outbox_document([event])})
+
+    reader = Consumer(
+        {
+            "bootstrap.servers": live_settings.kafka.bootstrap_servers,
+            "group.id": unique("reader"),
+            "auto.offset.reset": "latest",
+        }
+    )
+    reader.subscribe(["notifications.sent"])
+    wait_for(lambda: reader.poll(0.2) is None and bool(reader.assignment()), what="the reader's assignment")
+
+    # A new process starts: its relay's recovery scan finds and publishes the event.
+    relay = OutboxRelay(KafkaPublisher(make_producer(live_settings.kafka, "relay-test")), [mongo_db["things"]])
+    relay.start()
+    received = []
+    try:
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            msg = reader.poll(0.5)
+            if msg is not None and not msg.error() and msg.key() == order_id.encode():
+                received.append(Envelope.from_json(msg.value()))
+        wait_for(lambda: mongo_db["things"].find_one({"_id": order_id})["outbox"] == {}, what="the outbox to empty")
+    finally:
+        relay.stop()
+        reader.close()
+    assert [e.event_id for e in received] == [event.event_id]
+    assert mongo_db["things"].find_one({"_id": order_id})["state"] == "done"
+
+
+def test_documents_round_trip_over_an_authenticated_connection(live_settings, mongo_db):
+    assert live_settings.mongo.username, "the local server runs with authentication"
+    inbox = MongoInbox(mongo_db["processed_events"], "group-a")
+    assert not inbox.seen("event-1")
+    inbox.mark("event-1")
+    inbox.mark("event-1")
+    assert inbox.seen("event-1")
+    assert not MongoInbox(mongo_db["processed_events"], "group-b").seen("event-1")
+
+
+def test_a_wrong_password_fails_with_a_clear_error(live_settings):
+    wrong = live_settings.mongo.model_copy(update={"password": SecretStr("definitely-wrong")})
+    with pytest.raises(MongoAuthError, match="refused the credentials"):
+        ping(make_mongo_client(wrong))
+
+
+def test_anonymous_clients_cannot_read(live_settings):
+    anonymous = live_settings.mongo.model_copy(update={"username": None, "password": None})
+    with pytest.raises(OperationFailure, match="requires authentication"):
+        make_mongo_client(anonymous)["orders"]["orders"].find_one()

@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigError, load_settings
+
+FILE = """
+default:
+  kafka: {bootstrap_servers: "file:9092", topic_partitions: 6, replication_factor: 1, linger_ms: 5,
+          delivery_timeout_ms: 30000, session_timeout_ms: 10000}
+  mongo: {uri: "mongodb://file:27017", server_selection_timeout_ms: 1000, socket_timeout_ms: 1000}
+  consumer: {max_attempts: 3, backoff_base_s: 1.0, backoff_max_s: 30}
+  outbox: {retry_interval_s: 1}
+  saga: {payment_timeout_s: 60, order_timeout_s: 300, timer_interval_s: 1}
+  inventory: {reservation_ttl_s: 900, expiry_interval_s: 30}
+  payment: {decline_cards: ["4000000000000002"], amount_limit: 10000, latency_ms: 0, failure_rate: 0}
+  notification: {sender: log, file_path: x, smtp_host: h, smtp_port: 25, smtp_from: a@b.c}
+  monitoring: {health_poll_interval_s: 5, health_timeout_s: 2, timeline_limit: 10,
+               alerts: {error_rate: 0.1, slow_order_s: 30, stuck_saga_s: 60, dlq_growth: 1}}
+  http: {max_content_length: 2048, workers: 2, threads: 2}
+  logging: {level: INFO, format: json}
+  services:
+    order: {host: 127.0.0.1, port: 5011, database: orders}
+production:
+  logging: {level: WARNING}
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(FILE)
+    return path
+
+
+def test_environment_section_overrides_the_defaults(config_file):
+    settings = load_settings(environment="production", env={}, config_file=config_file)
+    assert settings.logging.level == "WARNING"
+    assert settings.kafka.bootstrap_servers == "file:9092"
+
+
+def test_environment_variables_override_the_file(config_file):
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "env:9092", "ORDER_PORT": "6011", "APP__SAGA__PAYMENT_TIMEOUT_S": "5"}
+    settings = load_settings("order", env=env, config_file=config_file)
+    assert settings.kafka.bootstrap_servers == "env:9092"
+    assert settings.kafka.external is True
+    assert settings.this.port == 6011
+    assert settings.saga.payment_timeout_s == 5
+
+
+def test_explicit_overrides_win_over_environment_variables(config_file):
+    settings = load_settings(
+        env={"APP__SAGA__ORDER_TIMEOUT_S": "7"}, overrides={"saga": {"order_timeout_s": 9}}, config_file=config_file
+    )
+    assert settings.saga.order_timeout_s == 9
+
+
+def test_secrets_come_from_the_environment_and_are_not_printed(config_file):
+    settings = load_settings(env={"MONGO_USERNAME": "app", "MONGO_PASSWORD": "s3cret"}, config_file=config_file)
+    assert settings.mongo.username == "app"
+    assert settings.mongo.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_a_bad_value_fails_with_a_message_naming_the_key(config_file):
+    with pytest.raises(ConfigError, match=r"kafka\.topic_partitions"):
+        load_settings(env={"APP__KAFKA__TOPIC_PARTITIONS": "zero"}, config_file=config_file)
+
+
+def test_an_unknown_environment_is_refused(config_file):
+    with pytest.raises(ConfigError, match="ENVIRONMENT"):
+        load_settings(env={"ENVIRONMENT": "staging-ish"}, config_file=config_file)
+
+
+def test_an_unknown_key_is_refused(config_file):
+    with pytest.raises(ConfigError, match=r"saga\.payment_timeout"):
+        load_settings(env={"APP__SAGA__PAYMENT_TIMEOUT": "5"}, config_file=config_file)
+
+
+def test_the_repository_config_file_loads_for_every_environment():
+    for environment in ("development", "test", "production"):
+        settings = load_settings("order", environment=environment, env={})
+        assert settings.services["monitoring"].port == 5006
+        assert settings.services["payment"].port == 6002

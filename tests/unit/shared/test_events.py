@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, Envelope, InvalidEvent
+from shared.outbox import outbox_document, outbox_fields
+
+
+def created(**overrides):
+    return Envelope(event_type="OrderCreated", order_id="o-1", source="order", data={"total_amount": 1.5}, **overrides)
+
+
+def test_an_envelope_survives_the_wire():
+    event = created(customer_id="c-1")
+    again = Envelope.from_json(event.to_json())
+    assert again == event
+    assert again.topic == "orders.created"
+    assert again.key == b"o-1"
+    assert again.correlation_id == "o-1"
+
+
+def test_a_follow_up_event_is_caused_by_the_first():
+    first = created(customer_id="c-1")
+    second = first.follow("OrderValidated", "orchestrator", {"total_amount": 1.5})
+    assert second.causation_id == first.event_id
+    assert second.correlation_id == first.correlation_id
+    assert second.customer_id == "c-1"
+    assert second.event_id != first.event_id
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b"[]",
+        json.dumps({"event_type": "OrderCreated"}).encode(),
+        json.dumps({**created().to_dict(), "event_type": "NoSuchEvent"}).encode(),
+        json.dumps({**created().to_dict(), "data": "not an object"}).encode(),
+        json.dumps({**created().to_dict(), "order_id": 42}).encode(),
+        b"\xff\xfe",
+        None,
+    ],
+)
+def test_malformed_messages_are_rejected_as_invalid_events(payload):
+    with pytest.raises(InvalidEvent):
+        Envelope.from_json(payload)
+
+
+def test_unknown_fields_from_a_newer_producer_are_ignored():
+    raw = {**created().to_dict(), "added_in_v2": True}
+    assert Envelope.from_dict(raw).order_id == "o-1"
+
+
+def test_every_seed_topic_exists():
+    seed = {
+        "orders.created", "orders.validated", "orders.completed", "orders.failed", "payments.requested",
+        "payments.completed", "payments.failed", "inventory.reserved", "inventory.released",
+        "notifications.email", "dead.letter.queue",
+    }  # fmt: skip
+    assert seed <= set(ALL_TOPICS)
+    assert ALL_TOPICS[-1] == DEAD_LETTER_TOPIC
+
+
+def test_outbox_entries_are_keyed_by_event_id():
+    event = created()
+    assert outbox_document([event]) == {event.event_id: event.to_dict()}
+    assert outbox_fields([event]) == {f"outbox.{event.event_id}": event.to_dict()}
