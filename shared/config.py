@@ -179,9 +179,7 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False))
         raise ConfigError(f"invalid configuration: {problems}") from err
 
 
@@ -230,9 +228,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             mongo[key] = env[f"MONGO_{key.upper()}"]
     for key in ("level", "format"):
         if env.get(f"LOG_{key.upper()}"):
-            logging_[key] = (
-                env[f"LOG_{key.upper()}"].lower() if key == "format" else env[f"LOG_{key.upper()}"]
-            )
+            logging_[key] = env[f"LOG_{key.upper()}"].lower() if key == "format" else env[f"LOG_{key.upper()}"]
     if env.get("PROMETHEUS_MULTIPROC_DIR"):
         data["prometheus_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
     services = data.setdefault("services", {})

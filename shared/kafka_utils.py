@@ -32,9 +32,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[Envelope], None]
 
 EVENTS_PUBLISHED = Counter("events_published_total", "Events delivered to Kafka", ["topic", "outcome"])
-EVENTS_CONSUMED = Counter(
-    "events_consumed_total", "Events taken from Kafka by outcome", ["group", "topic", "outcome"]
-)
+EVENTS_CONSUMED = Counter("events_consumed_total", "Events taken from Kafka by outcome", ["group", "topic", "outcome"])
 HANDLER_SECONDS = Histogram("event_handler_seconds", "Time spent handling one event", ["group", "topic"])
 
 
@@ -145,9 +143,7 @@ class KafkaPublisher:
         return self._producer.flush(timeout)
 
 
-def ensure_topics(
-    kafka: KafkaSettings, topics: Iterable[str] = ALL_TOPICS, timeout: float = 30.0
-) -> list[str]:
+def ensure_topics(kafka: KafkaSettings, topics: Iterable[str] = ALL_TOPICS, timeout: float = 30.0) -> list[str]:
     """Create the topics that are missing; return the names created (idempotent)."""
     admin = AdminClient(client_config(kafka))
     existing = set(admin.list_topics(timeout=timeout).topics)
@@ -273,9 +269,7 @@ class ConsumerRunner:
         handler = self._handlers.get(event.event_type)
         if handler is None:
             return self._count(topic, "ignored")
-        with log_context(
-            order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type
-        ):
+        with log_context(order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type):
             return self._count(topic, self._apply(msg, event, handler))
 
     def _apply(self, msg: Message, event: Envelope, handler: Handler) -> str:
@@ -355,8 +349,6 @@ class ConsumerRunner:
         return outcome
 
 
-def bind_handlers(
-    handlers: Mapping[str, Callable[[Any, Envelope], None]], service: Any
-) -> dict[str, Handler]:
+def bind_handlers(handlers: Mapping[str, Callable[[Any, Envelope], None]], service: Any) -> dict[str, Handler]:
     """Give each ``handler(service, event)`` of a service's HANDLERS table its service."""
     return {event_type: functools.partial(handler, service) for event_type, handler in handlers.items()}

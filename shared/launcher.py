@@ -59,15 +59,14 @@ def start(services: Sequence[str], replicas: int = 1, env: dict[str, str] | None
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     children = []
     for service in services:
+        # Every process of a service (gunicorn workers and consumer workers) writes its metrics
+        # here, and the service's /metrics adds them all up.
+        metrics_dir = METRICS_DIR / service
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
         for role in ROLES:
             for replica in range(replicas if role == "worker" else 1):
-                child_env = {**os.environ, **(env or {})}
-                if role == "api":
-                    # Each API's gunicorn workers add up their metrics in this folder.
-                    metrics_dir = METRICS_DIR / service
-                    shutil.rmtree(metrics_dir, ignore_errors=True)
-                    metrics_dir.mkdir(parents=True)
-                    child_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+                child_env = {**os.environ, **(env or {}), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
                 path = log_path(service, role, replica)
                 with path.open("ab") as log:
                     process = subprocess.Popen(

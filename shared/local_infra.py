@@ -10,6 +10,7 @@ their data under ``.local/``. Servers named by KAFKA_BOOTSTRAP_SERVERS / MONGO_U
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import secrets
@@ -228,19 +229,26 @@ def _stop(name: str, timeout: float = 20.0) -> int | None:
     return pid
 
 
-def _wait_ready(name: str, pid: int, ready: Callable[[], bool], timeout: float) -> None:
+def _listening_ports(pid: int) -> set[int]:
+    try:
+        return {c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.status == "LISTEN"}
+    except psutil.Error:
+        return set()
+
+
+def _wait_ready(name: str, pid: int, ready: Callable[[], bool], timeout: float, spawned: bool) -> None:
+    """Wait for ``ready``; on timeout stop the process only if this call ``spawned`` it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready():
             return
         if running_pid(name) != pid:
-            raise InfraError(
-                f"{name} (pid {pid}) exited during startup; last log lines:\n{_tail(log_file(name))}"
-            )
+            raise InfraError(f"{name} (pid {pid}) exited during startup; last log lines:\n{_tail(log_file(name))}")
         time.sleep(0.5)
-    _stop(name)
+    if spawned:
+        _stop(name)
     raise InfraError(
-        f"{name} did not answer within {timeout:.0f} s (stopped pid {pid}); "
+        f"{name} (pid {pid}{', now stopped' if spawned else ''}) did not answer within {timeout:.0f} s; "
         f"last lines of {log_file(name)}:\n{_tail(log_file(name))}"
     )
 
@@ -260,9 +268,7 @@ def _run_logged(
     started, count = time.monotonic(), [0]
     with log.open("a") as out:
         out.write(f"\n==== {' '.join(argv)}\n")
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -313,9 +319,7 @@ def _java_cmd(*args: str, jvm: Sequence[str] = ()) -> list[str]:
 def _prepare_kafka(port: int, partitions: int) -> None:
     java = subprocess.run([_require("java", "install a JDK 17+"), "-version"], capture_output=True, text=True)
     if java_major_version(java.stderr + java.stdout) < 17:
-        raise InfraError(
-            f"Kafka {KAFKA_VERSION} needs Java 17+, found: {java.stderr.strip().splitlines()[:1]}"
-        )
+        raise InfraError(f"Kafka {KAFKA_VERSION} needs Java 17+, found: {java.stderr.strip().splitlines()[:1]}")
     KAFKA_DIR.mkdir(parents=True, exist_ok=True)
     if not (KAFKA_LIBS / ".complete").exists():
         mvn = _require("mvn", "install Apache Maven to fetch the Kafka jars")
@@ -328,17 +332,13 @@ def _prepare_kafka(port: int, partitions: int) -> None:
             "-DincludeScope=runtime",
             f"-Dmaven.repo.local={LOCAL_DIR / 'm2'}",
         ]
-        _run_logged(
-            cmd, LOG_DIR / "build-kafka.log", "maven", "files downloaded", lambda ln: "Downloaded from" in ln
-        )
+        _run_logged(cmd, LOG_DIR / "build-kafka.log", "maven", "files downloaded", lambda ln: "Downloaded from" in ln)
         (KAFKA_LIBS / ".complete").write_text(f"{KAFKA_VERSION}\n")
     KAFKA_LOG4J.write_text(LOG4J2_YAML)
     KAFKA_PROPERTIES.write_text(server_properties(port, port + 1, KAFKA_DATA, partitions))
     if not (KAFKA_DATA / "meta.properties").exists():
         say("kafka: formatting storage ...")
-        uuid = subprocess.run(
-            _java_cmd("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True
-        )
+        uuid = subprocess.run(_java_cmd("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True)
         cluster_id = (uuid.stdout.strip().splitlines() or [""])[-1].strip()
         if uuid.returncode != 0 or not cluster_id:
             raise InfraError(f"kafka-storage random-uuid failed: {uuid.stderr.strip()}")
@@ -352,23 +352,45 @@ def _start(
     name: str, ports: tuple[int, ...], answers: Callable[[], bool], prepare: Callable[[], int], timeout: float
 ) -> int | None:
     """Start server ``name`` with ``prepare`` (returns the PID) unless it answers; wait until it does."""
-    pid = running_pid(name)
-    if pid is not None and answers():
-        say(f"{name}: already running (pid {pid}) on 127.0.0.1:{ports[0]}")
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with (RUN_DIR / f"{name}.lock").open("w") as lock:  # one `up` at a time per server
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pid, state = _start_locked(name, ports, answers, prepare)
+    if state == "ready":
         return pid
-    if pid is None:
-        for port in ports:
-            if _port_open(port):
-                if port == ports[0] and answers():
-                    say(f"{name}: a server not started by local_infra answers on 127.0.0.1:{port}; using it")
-                    return None
-                raise InfraError(f"{name}: port {port} on 127.0.0.1 is taken by a process that is not ours")
-        pid = prepare()
-        say(f"{name}: started pid {pid}, waiting for 127.0.0.1:{ports[0]} ...")
+    assert pid is not None
     started = time.monotonic()
-    _wait_ready(name, pid, answers, timeout)
+    _wait_ready(name, pid, answers, timeout, spawned=state == "spawned")
     say(f"{name}: ready after {time.monotonic() - started:.1f} s")
     return pid
+
+
+def _start_locked(
+    name: str, ports: tuple[int, ...], answers: Callable[[], bool], prepare: Callable[[], int]
+) -> tuple[int | None, str]:
+    """Return the PID and "ready", "starting" (someone else started it) or "spawned" (we did)."""
+    pid = running_pid(name)
+    if pid is not None:
+        if answers():
+            say(f"{name}: already running (pid {pid}) on 127.0.0.1:{ports[0]}")
+            return pid, "ready"
+        listening = _listening_ports(pid)
+        if listening and not listening & set(ports):
+            raise InfraError(
+                f"{name}: our process (pid {pid}) listens on {sorted(listening)}, not on "
+                f"127.0.0.1:{ports[0]} (configuration changed?); run `down` first"
+            )
+        say(f"{name}: pid {pid} is still starting, waiting for 127.0.0.1:{ports[0]} ...")
+        return pid, "starting"
+    for port in ports:
+        if _port_open(port):
+            if port == ports[0] and answers():
+                say(f"{name}: a server not started by local_infra answers on 127.0.0.1:{port}; using it")
+                return None, "ready"
+            raise InfraError(f"{name}: port {port} on 127.0.0.1 is taken by a process that is not ours")
+    pid = prepare()
+    say(f"{name}: started pid {pid}, waiting for 127.0.0.1:{ports[0]} ...")
+    return pid, "spawned"
 
 
 def start_kafka(settings: Settings | None = None, timeout: float = 90.0) -> int | None:
@@ -402,9 +424,7 @@ def _mongo_check(settings: Settings) -> str | None:
     from pymongo.errors import PyMongoError
 
     mongo = settings.mongo
-    auth = (
-        {"username": mongo.username, "password": mongo.password.get_secret_value()} if mongo.password else {}
-    )
+    auth = {"username": mongo.username, "password": mongo.password.get_secret_value()} if mongo.password else {}
     client: MongoClient = MongoClient(mongo.uri, serverSelectionTimeoutMS=1500, connectTimeoutMS=1500, **auth)
     try:
         client.admin.command("ping")
@@ -461,9 +481,7 @@ def ensure_credentials(settings: Settings | None = None) -> Settings:
         for ln in (LOCAL_ENV_FILE.read_text().splitlines() if LOCAL_ENV_FILE.exists() else [])
         if not ln.startswith(("MONGO_USERNAME=", "MONGO_PASSWORD="))
     ]
-    LOCAL_ENV_FILE.write_text(
-        "\n".join([*lines, f"MONGO_USERNAME={username}", f"MONGO_PASSWORD={password}", ""])
-    )
+    LOCAL_ENV_FILE.write_text("\n".join([*lines, f"MONGO_USERNAME={username}", f"MONGO_PASSWORD={password}", ""]))
     LOCAL_ENV_FILE.chmod(0o600)
     say(f"mongo: generated credentials for user {username!r} in {LOCAL_ENV_FILE}")
     if settings is None:
@@ -481,8 +499,9 @@ def start_mongo(settings: Settings | None = None, timeout: float = 30.0) -> int 
         reason = _mongo_check(settings)
         if reason and "Authentication failed" in reason and is_running("mongo"):
             raise InfraError(
-                f"mongo: FerretDB rejects the credentials in {LOCAL_ENV_FILE}: its data was created with "
-                f"other ones. Restore them, or delete {FERRET_DATA} and {FERRET_STATE} to start empty"
+                f"mongo: FerretDB rejects user {settings.mongo.username!r}: its data was created with other "
+                f"credentials (MONGO_USERNAME/MONGO_PASSWORD come from the environment, else {LOCAL_ENV_FILE})."
+                f" Restore them, or delete {FERRET_DATA} and {FERRET_STATE} to start empty"
             )
         return reason is None
 
@@ -574,9 +593,10 @@ def status(settings: Settings | None = None) -> bool:
         "kafka": (settings.kafka.bootstrap_servers, _kafka_answers(settings.kafka.bootstrap_servers)),
         "mongo": ("{}:{}".format(*mongo_address(settings.mongo.uri)), _mongo_check(settings) is None),
     }
+    external = {"kafka": settings.kafka.external, "mongo": settings.mongo.external}
     for name, (address, answers) in checks.items():
-        pid = running_pid(name)
-        state = "running" if pid else "stopped"
+        pid = None if external[name] else running_pid(name)
+        state = "external" if external[name] else "running" if pid else "stopped"
         say(f"{name:6} {state:8} pid {pid or '-':<8} {address:22} answering: {'yes' if answers else 'no'}")
     return all(answers for _, answers in checks.values())
 

@@ -5,12 +5,28 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 
-from pymongo import MongoClient
+from prometheus_client import Counter
+from pymongo import MongoClient, monitoring
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from shared.config import MongoSettings, Settings
+
+MONGO_COMMANDS = Counter("mongo_commands_total", "Commands sent to MongoDB", ["command"])
+
+
+class _CommandCounter(monitoring.CommandListener):
+    """Count every round trip to the database, for the per-order cost figures."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        MONGO_COMMANDS.labels(event.command_name).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
 
 
 class DatabaseUnavailable(Exception):
@@ -36,6 +52,7 @@ def make_mongo_client(mongo: MongoSettings, app_name: str = "kafka-ecommerce") -
         connectTimeoutMS=mongo.server_selection_timeout_ms,
         socketTimeoutMS=mongo.socket_timeout_ms,
         tz_aware=True,
+        event_listeners=[_CommandCounter()],
         **credentials,
     )
 
@@ -51,9 +68,7 @@ def ping(client: MongoClient) -> None:
         client.admin.command("ping")
     except OperationFailure as err:
         if err.code == 18 or "auth" in str(err).lower():
-            raise MongoAuthError(
-                f"MongoDB refused the credentials: {err.details.get('errmsg', err)}"
-            ) from err
+            raise MongoAuthError(f"MongoDB refused the credentials: {err.details.get('errmsg', err)}") from err
         raise
     except ConnectionFailure as err:
         raise DatabaseUnavailable(f"MongoDB is unreachable: {err}") from err

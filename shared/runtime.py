@@ -82,8 +82,7 @@ def run_worker(
     )
     stop = threading.Event()
     jobs = [
-        threading.Thread(target=_every, args=(interval, job, stop), daemon=True)
-        for interval, job in periodic or []
+        threading.Thread(target=_every, args=(interval, job, stop), daemon=True) for interval, job in periodic or []
     ]
     if relay:
         relay.start()

@@ -57,9 +57,7 @@ def parse_body(model: type[Model], *, allow_empty: bool = False) -> Model:
     if not raw and allow_empty:
         return model()
     if not request.is_json:
-        raise ApiError(
-            415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)"
-        )
+        raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
     data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "invalid_json", "request body is not valid JSON")
