@@ -67,5 +67,22 @@ format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# Load tests against a running stack (`make run` in another terminal).
+USERS ?= 50
+SPAWN_RATE ?= 10
+DURATION ?= 60s
+load: venv
+	@mkdir -p load/reports
+	$(PY) -m locust -f load/locustfile.py --headless -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) \
+		--csv load/reports/locust --html load/reports/locust.html --only-summary
+
+BENCH_ARGS ?= --orders 2000 --rate max
+bench: venv
+	$(PY) -m load.bench $(BENCH_ARGS)
+
+CHAOS_ARGS ?= --orders 1000
+chaos: infra-up
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
