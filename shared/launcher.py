@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -54,7 +55,12 @@ def log_path(service: str, role: str, replica: int = 0) -> Path:
     return LOG_DIR / f"{service}-{role}{f'-{replica}' if replica else ''}.log"
 
 
-def start(services: Sequence[str], replicas: int = 1, env: dict[str, str] | None = None) -> list[Child]:
+def start(
+    services: Sequence[str],
+    replicas: int = 1,
+    env: dict[str, str] | None = None,
+    roles: Sequence[str] = ROLES,
+) -> list[Child]:
     """Spawn an API and ``replicas`` workers per service, logging to .local/logs."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     children = []
@@ -62,9 +68,10 @@ def start(services: Sequence[str], replicas: int = 1, env: dict[str, str] | None
         # Every process of a service (gunicorn workers and consumer workers) writes its metrics
         # here, and the service's /metrics adds them all up.
         metrics_dir = METRICS_DIR / service
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        for role in ROLES:
+        if "api" in roles:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for role in roles:
             for replica in range(replicas if role == "worker" else 1):
                 child_env = {**os.environ, **(env or {}), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
                 path = log_path(service, role, replica)
@@ -107,18 +114,31 @@ def health(settings: Settings, service: str, detailed: bool = False) -> tuple[in
         return 0, {}
 
 
+def kill(children: list[Child]) -> None:
+    """SIGKILL children and their process groups, as a crash would."""
+    for child in children:
+        _signal_group(child, signal.SIGKILL)
+        child.process.wait()
+
+
 def stop(children: list[Child], timeout: float = 20) -> None:
     """SIGTERM every child we started, then SIGKILL what is still running after ``timeout``."""
     for child in children:
-        if child.process.poll() is None:
-            os.killpg(child.process.pid, signal.SIGTERM)
+        _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for child in children:
         try:
             child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(child.process.pid, signal.SIGKILL)
+            _signal_group(child, signal.SIGKILL)
             child.process.wait()
+
+
+def _signal_group(child: Child, signum: int) -> None:
+    # The child leads its own session, so its gunicorn workers get the signal too.
+    if child.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.process.pid, signum)
 
 
 def launch(services: Sequence[str], replicas: int = 1) -> int:
