@@ -120,10 +120,13 @@ class ServiceEndpoint(_Section):
     host: str
     port: int = Field(ge=1, le=65535)
     database: str = Field(min_length=1, max_length=60)
+    # Where other processes reach the service when that is not host:port (e.g. in containers,
+    # which bind 0.0.0.0 and are called by their compose service name).
+    base_url: str | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.base_url or f"http://{self.host}:{self.port}"
 
 
 class Settings(_Section):
@@ -143,6 +146,8 @@ class Settings(_Section):
     services: dict[str, ServiceEndpoint]
     # Set under gunicorn with several workers so /metrics adds up every worker's figures.
     prometheus_multiproc_dir: str | None = None
+    # A consumer worker in a container of its own serves its metrics on this port.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @property
     def this(self) -> ServiceEndpoint:
@@ -229,11 +234,13 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for key in ("level", "format"):
         if env.get(f"LOG_{key.upper()}"):
             logging_[key] = env[f"LOG_{key.upper()}"].lower() if key == "format" else env[f"LOG_{key.upper()}"]
+    if env.get("WORKER_METRICS_PORT"):
+        data["worker_metrics_port"] = env["WORKER_METRICS_PORT"]
     if env.get("PROMETHEUS_MULTIPROC_DIR"):
         data["prometheus_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
     services = data.setdefault("services", {})
     for name in SERVICE_NAMES:
-        for key in ("host", "port", "database"):
+        for key in ("host", "port", "database", "base_url"):
             value = env.get(f"{name.upper()}_{key.upper()}") or (
                 env.get(f"{name.upper()}_MONGO_DATABASE") if key == "database" else None
             )

@@ -10,12 +10,13 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from prometheus_client import start_http_server
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC
-from shared.kafka_utils import ConsumerRunner, Handler, KafkaPublisher, make_consumer, make_producer
+from shared.kafka_utils import ConsumerRunner, Handler, KafkaPublisher, ensure_topics, make_consumer, make_producer
 from shared.mongo import MongoInbox, is_transient, make_mongo_client, ping, service_database
 from shared.outbox import OutboxRelay
 
@@ -70,6 +71,12 @@ def run_worker(
     """Consume this service's events until SIGTERM, running the relay and periodic jobs beside it."""
     settings = clients.settings
     group_id = group_id or f"{settings.service}-service"
+    try:
+        ensure_topics(settings.kafka)
+    except Exception as err:  # the broker may still be starting; the consumer waits for it anyway
+        logger.warning("could not ensure topics: %s", err)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port)
     runner = ConsumerRunner(
         make_consumer(settings.kafka, group_id, client_id=f"{settings.service}-worker"),
         clients.publisher,

@@ -1,0 +1,66 @@
+"""The compose files can't run here (no Docker engine); check what would break them instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.config import ROOT, SERVICE_NAMES, load_settings
+
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.prod.yml")
+
+
+@pytest.fixture(params=COMPOSE_FILES)
+def compose(request) -> dict:
+    return yaml.safe_load((ROOT / request.param).read_text())
+
+
+def test_every_service_has_an_api_and_a_worker_container(compose):
+    names = set(compose["services"])
+    for service in SERVICE_NAMES:
+        assert {f"{service}-service", f"{service}-worker"} <= names
+
+
+def test_each_container_runs_its_own_service_and_role(compose):
+    for name, spec in compose["services"].items():
+        if name in ("kafka", "mongo"):
+            continue
+        service, role = name.split("-")
+        assert spec["command"] == ["python", "main.py", service, "api" if role == "service" else "worker"]
+
+
+def test_dependencies_name_existing_services(compose):
+    for spec in compose["services"].values():
+        for dependency in spec.get("depends_on", {}):
+            assert dependency in compose["services"]
+
+
+def test_the_environment_of_a_container_loads_as_valid_settings(compose):
+    for name, spec in compose["services"].items():
+        if name in ("kafka", "mongo"):
+            continue
+        env = {k: str(v).replace("${MONGO_PASSWORD:?set MONGO_PASSWORD}", "x") for k, v in spec["environment"].items()}
+        env = {k: v.split(":-", 1)[1].rstrip("}") if v.startswith("${") else v for k, v in env.items()}
+        settings = load_settings(name.split("-")[0], env=env)
+        assert settings.kafka.external and settings.mongo.external
+        assert settings.this.host == "0.0.0.0"
+        assert settings.services["monitoring"].url == "http://monitoring-service:5006"
+
+
+def test_published_ports_match_the_configured_ports(compose):
+    settings = load_settings(env={})
+    for service in SERVICE_NAMES:
+        ports = compose["services"][f"{service}-service"]["ports"]
+        assert str(ports[0]).split(":")[-1] == str(settings.services[service].port)
+
+
+def test_workers_can_scale_because_they_publish_no_ports(compose):
+    for service in SERVICE_NAMES:
+        assert "ports" not in compose["services"][f"{service}-worker"]
+
+
+def test_the_image_installs_the_project():
+    dockerfile = Path(ROOT / "Dockerfile").read_text()
+    assert "pip install" in dockerfile and "main.py" in dockerfile
