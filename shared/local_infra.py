@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import re
 import secrets
@@ -27,7 +28,7 @@ from pathlib import Path
 import psutil
 from pydantic import SecretStr
 
-from shared.config import LOCAL_DIR, LOCAL_ENV_FILE, Settings, load_settings, read_env_file
+from shared.config import LOCAL_DIR, LOCAL_ENV_FILE, ConfigError, Settings, load_settings, read_env_file
 
 KAFKA_VERSION = "4.1.1"
 FERRETDB_VERSION = "v1.24.2"
@@ -134,7 +135,7 @@ def ferretdb_argv(binary: Path, port: int, data_dir: Path, state_dir: Path, user
         "--test-enable-new-auth",
         f"--setup-username={username}",
         "--setup-database=admin",
-        "--log-level=warn",
+        "--log-level=error",
     ]
 
 
@@ -303,7 +304,8 @@ def _require(tool: str, hint: str) -> str:
 def _kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     from confluent_kafka.admin import AdminClient
 
-    if not _port_open(kafka_address(bootstrap)[1], kafka_address(bootstrap)[0]):
+    host, port = kafka_address(bootstrap)
+    if not _port_open(port, host):
         return False
     try:
         admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
@@ -319,7 +321,8 @@ def _java_cmd(*args: str, jvm: Sequence[str] = ()) -> list[str]:
 def _prepare_kafka(port: int, partitions: int) -> None:
     java = subprocess.run([_require("java", "install a JDK 17+"), "-version"], capture_output=True, text=True)
     if java_major_version(java.stderr + java.stdout) < 17:
-        raise InfraError(f"Kafka {KAFKA_VERSION} needs Java 17+, found: {java.stderr.strip().splitlines()[:1]}")
+        found = (java.stderr.strip() or java.stdout.strip() or "?").splitlines()[0]
+        raise InfraError(f"Kafka {KAFKA_VERSION} needs Java 17+ on PATH, found: {found}")
     KAFKA_DIR.mkdir(parents=True, exist_ok=True)
     if not (KAFKA_LIBS / ".complete").exists():
         mvn = _require("mvn", "install Apache Maven to fetch the Kafka jars")
@@ -445,14 +448,13 @@ def _build_ferretdb() -> None:
     dl = subprocess.run(
         [go, "mod", "download", "-json", module], capture_output=True, text=True, env=env, cwd=LOCAL_DIR
     )
-    match = re.search(r'"Dir":\s*"([^"]+)"', dl.stdout)
-    if dl.returncode != 0 or not match:
+    if dl.returncode != 0:
         raise InfraError(f"go mod download {module} failed: {dl.stdout.strip()} {dl.stderr.strip()}")
     src = FERRET_DIR / "src"
     if src.exists():
         _make_writable(src)
         shutil.rmtree(src)
-    shutil.copytree(match.group(1), src)
+    shutil.copytree(json.loads(dl.stdout)["Dir"], src)  # the module cache copy is read-only
     _make_writable(src)
     (src / "build" / "version" / "version.txt").write_text(f"{FERRETDB_VERSION}\n")  # else panics at start
     say("mongo: building FerretDB (1-4 minutes on a fresh machine) ...")
@@ -612,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             down()
         else:
             return 0 if status() else 3
-    except InfraError as err:
+    except (InfraError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     return 0

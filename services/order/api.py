@@ -1,0 +1,241 @@
+"""HTTP API of the order service: parse the request, call OrderService, answer JSON."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from services.order.domain import (
+    IdempotencyConflict,
+    InvalidCursor,
+    Item,
+    NewOrder,
+    Order,
+    OrderError,
+    OrderNotFound,
+    OrderTerminal,
+    iso,
+)
+from services.order.service import OrderService, Page
+from shared.events import ORDER_STATUSES
+from shared.web import ApiError, error_body, field_errors, parse_body, query_int
+
+bp = Blueprint("order", __name__)
+
+MAX_ITEMS = 100
+MAX_BULK = 100
+MAX_KEY_LENGTH = 200
+MAX_ID_LENGTH = 100
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+Id = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)]
+Money = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _card_digits(value: Any) -> Any:
+    # People type card numbers with spaces or dashes; only the digits matter.
+    return re.sub(r"[\s-]", "", value) if isinstance(value, str) else value
+
+
+class ItemBody(BaseModel):
+    product_id: Id
+    quantity: Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
+    price: Annotated[Money, Field(gt=0, le=1_000_000_000)]
+
+
+class CardBody(BaseModel):
+    number: Annotated[str, BeforeValidator(_card_digits), StringConstraints(strict=True, pattern=r"^[0-9]{12,19}$")]
+
+
+class OrderBody(BaseModel):
+    customer_id: Id
+    items: Annotated[list[ItemBody], Field(min_length=1, max_length=MAX_ITEMS)]
+    total_amount: Annotated[Money, Field(ge=0)]
+    customer_email: Annotated[str, StringConstraints(strict=True, strip_whitespace=True, max_length=254)] | None = None
+    payment_method: Annotated[
+        str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=50)
+    ] = "credit_card"
+    card_details: CardBody | None = None
+
+    @field_validator("customer_email")
+    @classmethod
+    def _plausible_email(cls, value: str | None) -> str | None:
+        if value is not None and not EMAIL.fullmatch(value):
+            raise ValueError("must be a valid email address")
+        return value
+
+    @field_validator("total_amount")
+    @classmethod
+    def _matches_items(cls, value: float, info: ValidationInfo) -> float:
+        items = info.data.get("items")
+        if items is None:
+            return value  # the items are invalid; that error is reported on its own
+        expected = round(sum(i.quantity * i.price for i in items), 2)
+        if abs(round(value, 2) - expected) >= 0.005:
+            raise ValueError(f"must equal the sum of quantity x price over the items ({expected:.2f})")
+        return round(value, 2)
+
+    def to_request(self) -> NewOrder:
+        return NewOrder(
+            customer_id=self.customer_id,
+            items=tuple(Item(i.product_id, i.quantity, i.price) for i in self.items),
+            total_amount=self.total_amount,
+            customer_email=self.customer_email,
+            payment_method=self.payment_method,
+            card_number=self.card_details.number if self.card_details else None,
+        )
+
+
+class BulkBody(BaseModel):
+    # Each order is validated on its own below, so one bad order fails alone.
+    orders: Annotated[list[Any], Field(min_length=1, max_length=MAX_BULK)]
+
+
+def _service() -> OrderService:
+    return current_app.extensions["order"]
+
+
+@bp.post("/orders")
+def place_order() -> tuple[Response, int]:
+    body = parse_body(OrderBody)
+    order, created = _service().place_order(body.to_request(), _idempotency_key())
+    return jsonify(order_view(order)), 201 if created else 200
+
+
+@bp.post("/orders/bulk")
+def place_orders() -> tuple[Response, int]:
+    body = parse_body(BulkBody)
+    results: list[dict[str, Any]] = [{} for _ in body.orders]
+    valid: list[tuple[int, NewOrder]] = []
+    for index, raw in enumerate(body.orders):
+        try:
+            valid.append((index, OrderBody.model_validate(raw).to_request()))
+        except ValidationError as err:
+            error = {"code": "validation_error", "message": "order is invalid", "details": field_errors(err)}
+            results[index] = {"index": index, "status": 400, "error": error}
+    orders = _service().place_orders([new for _, new in valid])
+    for (index, _), order in zip(valid, orders, strict=True):
+        results[index] = {"index": index, "status": 201, "order_id": order.order_id}
+    failed = len(body.orders) - len(valid)
+    summary = {"results": results, "created": len(valid), "failed": failed}
+    return jsonify(summary), 207 if failed else 200
+
+
+@bp.get("/orders/<order_id>")
+def get_order(order_id: str) -> Response:
+    return jsonify(order_view(_service().get_order(order_id)))
+
+
+@bp.get("/orders")
+def list_orders() -> Response:
+    customer_id = request.args.get("customer_id") or None
+    if customer_id is not None:
+        customer_id = _bounded_id("customer_id", customer_id)
+    return jsonify(_page_view(_list(customer_id)))
+
+
+@bp.get("/customers/<customer_id>/orders")
+def list_customer_orders(customer_id: str) -> Response:
+    return jsonify(_page_view(_list(_bounded_id("customer_id", customer_id))))
+
+
+@bp.post("/orders/<order_id>/cancel")
+def cancel_order(order_id: str) -> tuple[Response, int]:
+    order = _service().cancel_order(order_id)
+    return jsonify({"order_id": order.order_id, "status": order.status, "cancel_requested": True}), 202
+
+
+# Domain errors -> HTTP status and error code, in one place.
+ERRORS: dict[type[OrderError], tuple[int, str]] = {
+    OrderNotFound: (404, "not_found"),
+    OrderTerminal: (409, "order_terminal"),
+    IdempotencyConflict: (409, "idempotency_conflict"),
+    InvalidCursor: (400, "validation_error"),
+}
+MESSAGES = {
+    OrderNotFound: "order {} not found",
+    OrderTerminal: "order {} is already completed or failed",
+}
+
+
+@bp.errorhandler(OrderError)
+def order_error(err: OrderError) -> tuple[Response, int]:
+    """Answer a domain error with its HTTP status and code."""
+    status, code = ERRORS.get(type(err), (409, "conflict"))
+    message = MESSAGES.get(type(err), "{}").format(err)
+    details = [{"field": "cursor", "message": message}] if isinstance(err, InvalidCursor) else None
+    return error_body(status, code, message, details)
+
+
+def order_view(order: Order) -> dict[str, Any]:
+    """Serialize an order for clients: never the card number, at most its last four digits."""
+    return {
+        "order_id": order.order_id,
+        "customer_id": order.customer_id,
+        "customer_email": order.customer_email,
+        "items": [{"product_id": i.product_id, "quantity": i.quantity, "price": i.price} for i in order.items],
+        "total_amount": order.total_amount,
+        "payment_method": order.payment_method,
+        "card_last4": order.card_last4,
+        "status": order.status,
+        "failure_reason": order.failure_reason,
+        "failure_detail": order.failure_detail,
+        "payment_id": order.payment_id,
+        "reservation_id": order.reservation_id,
+        "cancel_requested": order.cancel_requested_at is not None,
+        "created_at": iso(order.created_at),
+        "updated_at": iso(order.updated_at),
+        "status_history": [{"status": c.status, "at": iso(c.at)} for c in order.status_history],
+    }
+
+
+def _list(customer_id: str | None) -> Page:
+    status = request.args.get("status") or None
+    if status is not None and status not in ORDER_STATUSES:
+        raise ApiError(
+            400,
+            "validation_error",
+            f"status must be one of {', '.join(ORDER_STATUSES)}",
+            [{"field": "status", "message": "unknown status"}],
+        )
+    return _service().list_orders(
+        customer_id=customer_id,
+        status=status,
+        limit=query_int("limit", 20, 1, 100),
+        cursor=request.args.get("cursor") or None,
+    )
+
+
+def _page_view(page: Page) -> dict[str, Any]:
+    return {"orders": [order_view(o) for o in page.orders], "next_cursor": page.next_cursor}
+
+
+def _bounded_id(field: str, value: str) -> str:
+    if len(value) > MAX_ID_LENGTH:
+        raise ApiError(
+            400, "validation_error", f"{field} is too long", [{"field": field, "message": "at most 100 characters"}]
+        )
+    return value
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > MAX_KEY_LENGTH:
+        raise ApiError(
+            400,
+            "validation_error",
+            "Idempotency-Key is too long",
+            [{"field": "Idempotency-Key", "message": f"at most {MAX_KEY_LENGTH} characters"}],
+        )
+    return key or None
