@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -56,12 +57,20 @@ def parse_body(model: type[Model], *, allow_empty: bool = False) -> Model:
     raw = request.get_data(cache=True)
     if not raw and allow_empty:
         return model()
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON")
-    return validate(model, data)
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if data is None:
+            raise ApiError(400, "invalid_json", "request body is not valid JSON")
+        return validate(model, data)
+    # A bare `curl -d '{...}'` labels JSON as form-urlencoded: take it when it is a JSON object.
+    if request.mimetype == "application/x-www-form-urlencoded":
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return validate(model, data)
+    raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
 
 
 def validate(model: type[Model], data: Any) -> Model:

@@ -1,0 +1,48 @@
+"""Kafka in: the saga's notification requests."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, StringConstraints, ValidationError
+
+from services.notification.domain import DeliveryFailed
+from services.notification.service import NotificationRequest, NotificationService
+from shared.events import Envelope
+from shared.kafka_utils import PermanentError
+
+
+class NotificationRequestedData(BaseModel):
+    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    customer_email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    type: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    subject: Annotated[str, StringConstraints(max_length=500)] = ""
+    message: Annotated[str, StringConstraints(max_length=10_000)]
+
+
+def notification_requested(service: NotificationService, event: Envelope) -> None:
+    """Send the order's notification once; a failed send is retried by the runner."""
+    try:
+        data = NotificationRequestedData.model_validate(event.data)
+    except ValidationError as err:
+        raise PermanentError(f"NotificationRequested data is invalid: {err}") from err
+    customer_id = data.customer_id or event.customer_id
+    if not customer_id:
+        raise PermanentError("NotificationRequested names no customer to notify")
+    request = NotificationRequest(
+        customer_id=customer_id,
+        type=data.type,
+        message=data.message,
+        subject=data.subject or data.type.replace("_", " ").capitalize(),
+        customer_email=data.customer_email or None,
+        order_id=event.order_id,
+    )
+    try:
+        service.process_notification_request(request, event)
+    except DeliveryFailed as err:
+        if err.permanent:
+            raise PermanentError(str(err)) from err
+        raise
+
+
+HANDLERS = {"NotificationRequested": notification_requested}

@@ -1,0 +1,132 @@
+"""Notification use cases: send one directly (REST), deliver the saga's, and look them up.
+
+Exactly one notification per order and type: a NotificationRequested gets the id
+``ntf_<order_id>_<type>``, so a redelivered event finds the stored one. A sent one is left
+alone; a pending or failed one (a crash before sending, or a failed send the runner retries)
+is sent now. A crash after sending but before the ``sent`` write sends it once more, so
+delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client import Counter
+
+from services.notification.domain import (
+    SAGA_TYPES,
+    SENT,
+    DeliveryFailed,
+    DuplicateNotification,
+    Notification,
+    NotificationNotFound,
+    Undeliverable,
+    now_ms,
+    saga_notification_id,
+)
+from services.notification.ports import NotificationRepository, NotificationSender
+from shared.events import Envelope
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "notification"
+SENT_TOTAL = Counter("notifications_sent_total", "Notifications delivered", ["type", "channel"])
+FAILED_TOTAL = Counter("notifications_failed_total", "Notification delivery attempts that failed")
+
+
+@dataclass(frozen=True)
+class NotificationRequest:
+    customer_id: str
+    type: str
+    message: str
+    subject: str
+    channel: str = "email"
+    customer_email: str | None = None
+    order_id: str | None = None
+
+
+def new_notification_id() -> str:
+    return f"ntf_{uuid.uuid4().hex}"
+
+
+class NotificationService:
+    def __init__(
+        self,
+        notifications: NotificationRepository,
+        sender: NotificationSender,
+        *,
+        clock: Callable[[], datetime] = now_ms,
+        new_id: Callable[[], str] = new_notification_id,
+    ) -> None:
+        self._notifications = notifications
+        self._sender = sender
+        self._clock = clock
+        self._new_id = new_id
+
+    def send(self, request: NotificationRequest) -> Notification:
+        """Store and send a notification now; raise ``DeliveryFailed`` when sending fails."""
+        notification = self._new(self._new_id(), request)
+        self._notifications.add(notification)
+        self._deliver(notification, events=())
+        return notification
+
+    def process_notification_request(self, request: NotificationRequest, cause: Envelope) -> None:
+        """Send the saga's notification of an order once and queue NotificationSent."""
+        if request.order_id is None:
+            raise ValueError("a saga notification belongs to an order")
+        notification_id = saga_notification_id(request.order_id, request.type)
+        notification = self._new(notification_id, request)
+        try:
+            self._notifications.add(notification)
+        except DuplicateNotification:
+            notification = self.get(notification_id)
+            if notification.status == SENT:
+                logger.info("notification %s was already sent", notification_id)
+                return
+            logger.warning("notification %s is %s; sending it now", notification_id, notification.status)
+        data = {"notification_id": notification_id, "type": notification.type, "channel": notification.channel}
+        self._deliver(notification, events=[cause.follow("NotificationSent", SOURCE, data)])
+
+    def get(self, notification_id: str) -> Notification:
+        """Return the notification or raise ``NotificationNotFound``."""
+        notification = self._notifications.get(notification_id)
+        if notification is None:
+            raise NotificationNotFound(notification_id)
+        return notification
+
+    def list_for_customer(self, customer_id: str, limit: int = 50) -> list[Notification]:
+        """Return the customer's notifications, newest first."""
+        return self._notifications.list_by_customer(customer_id, limit)
+
+    def _new(self, notification_id: str, request: NotificationRequest) -> Notification:
+        return Notification(
+            notification_id=notification_id,
+            customer_id=request.customer_id,
+            type=request.type,
+            channel=request.channel,
+            subject=request.subject,
+            message=request.message,
+            created_at=self._clock(),
+            order_id=request.order_id,
+            customer_email=request.customer_email,
+        )
+
+    def _deliver(self, notification: Notification, events: Iterable[Envelope]) -> None:
+        notification.begin_attempt()
+        try:
+            self._sender.send(notification)
+        except Exception as err:
+            notification.mark_failed(f"{type(err).__name__}: {err}")
+            self._notifications.update(notification)
+            FAILED_TOTAL.inc()
+            raise DeliveryFailed(
+                notification.notification_id, notification.error or "", permanent=isinstance(err, Undeliverable)
+            ) from err
+        notification.mark_sent(self._clock())
+        if self._notifications.update(notification, events=events):
+            kind = notification.type if notification.type in SAGA_TYPES else "other"
+            SENT_TOTAL.labels(kind, notification.channel).inc()

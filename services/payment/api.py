@@ -1,0 +1,121 @@
+"""HTTP API of the payment service: parse the request, call the service, answer JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import AfterValidator, BaseModel, StrictFloat, StringConstraints
+
+from services.payment.domain import (
+    FAILED,
+    AlreadyPaid,
+    ChargeRequest,
+    NotRefundable,
+    Payment,
+    PaymentError,
+    PaymentNotFound,
+    card_digits,
+    to_cents,
+)
+from services.payment.service import PaymentService
+from shared.web import error_body, parse_body, query_int, validate
+
+bp = Blueprint("payment", __name__)
+
+OrderId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Amount = Annotated[StrictFloat, AfterValidator(to_cents)]
+Method = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+CardNumber = Annotated[str, StringConstraints(max_length=40), AfterValidator(card_digits)]
+
+
+class CardDetails(BaseModel):
+    number: CardNumber
+
+
+class PaymentBody(BaseModel):
+    order_id: OrderId
+    amount: Amount
+    payment_method: Method
+    card_details: CardDetails | None = None
+    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+
+
+class RefundBody(BaseModel):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = "requested"
+
+
+class OrderQuery(BaseModel):
+    order_id: OrderId
+
+
+def _service() -> PaymentService:
+    return current_app.extensions["payment"]
+
+
+@bp.post("/payments")
+def create_payment() -> tuple[Response, int]:
+    body = parse_body(PaymentBody)
+    payment = _service().charge(
+        ChargeRequest(
+            order_id=body.order_id,
+            amount=body.amount,
+            payment_method=body.payment_method,
+            card_number=body.card_details.number if body.card_details else None,
+            customer_id=body.customer_id,
+        )
+    )
+    return jsonify(payment_json(payment)), 402 if payment.status == FAILED else 201
+
+
+@bp.get("/payments/<payment_id>")
+def get_payment(payment_id: str) -> Response:
+    return jsonify(payment_json(_service().get(payment_id)))
+
+
+@bp.get("/payments")
+def list_payments() -> Response:
+    query = validate(OrderQuery, {"order_id": request.args.get("order_id")})
+    payments = _service().list_for_order(query.order_id, query_int("limit", 50, 1, 200))
+    return jsonify({"order_id": query.order_id, "payments": [payment_json(p) for p in payments]})
+
+
+@bp.post("/payments/<payment_id>/refund")
+def refund_payment(payment_id: str) -> Response:
+    body = parse_body(RefundBody, allow_empty=True)
+    return jsonify(payment_json(_service().refund(payment_id, body.reason)))
+
+
+def error_response(err: PaymentError) -> tuple[Response, int]:
+    """Answer a domain error with its HTTP status and the standard error body."""
+    if isinstance(err, PaymentNotFound):
+        return error_body(404, "not_found", str(err), {"payment_id": err.payment_id})
+    if isinstance(err, AlreadyPaid):
+        return error_body(409, "already_paid", str(err), {"order_id": err.order_id, "payment_id": err.payment_id})
+    if isinstance(err, NotRefundable):
+        return error_body(409, "not_refundable", str(err), {"payment_id": err.payment_id, "status": err.status})
+    return error_body(409, "conflict", str(err))
+
+
+def payment_json(payment: Payment) -> dict[str, Any]:
+    """Serialize a payment; it only ever holds the card's last four digits."""
+    return {
+        "payment_id": payment.payment_id,
+        "order_id": payment.order_id,
+        "amount": round(payment.amount, 2),
+        "payment_method": payment.payment_method,
+        "card_last4": payment.card_last4,
+        "status": payment.status,
+        "reason": payment.reason,
+        "refunded_amount": round(payment.refunded_amount, 2),
+        "refund_reason": payment.refund_reason,
+        "customer_id": payment.customer_id,
+        "gateway_ref": payment.gateway_ref,
+        "created_at": iso(payment.created_at),
+        "updated_at": iso(payment.updated_at),
+    }
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,154 @@
+"""Payments: the payment record, the charge outcome, amount and card rules, and domain errors."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+PROCESSING, COMPLETED, FAILED, REFUNDED = "processing", "completed", "failed", "refunded"
+# A payment in one of these states holds its order's charge: the order counts as paid.
+HOLDS_CHARGE = frozenset({PROCESSING, COMPLETED})
+
+CARD_DECLINED, AMOUNT_OVER_LIMIT, GATEWAY_ERROR = "card_declined", "amount_over_limit", "gateway_error"
+# Not a gateway answer: the order was already charged by another payment, so this one was not kept.
+ALREADY_PAID = "already_paid"
+
+MAX_AMOUNT = 1_000_000_000.0
+_CARD_SEPARATORS = re.compile(r"[\s-]")
+
+
+class PaymentError(Exception):
+    """Base of the payment service's domain errors."""
+
+
+class InvalidPayment(PaymentError):
+    """A payment request cannot be processed as given."""
+
+
+class PaymentNotFound(PaymentError):
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(f"payment {payment_id} not found")
+        self.payment_id = payment_id
+
+
+class DuplicatePayment(PaymentError):
+    """A payment with this id is already stored."""
+
+
+class NotRefundable(PaymentError):
+    def __init__(self, payment_id: str, status: str) -> None:
+        super().__init__(f"payment {payment_id} is {status}; only completed payments can be refunded")
+        self.payment_id, self.status = payment_id, status
+
+
+class AlreadyPaid(PaymentError):
+    def __init__(self, order_id: str, payment_id: str) -> None:
+        super().__init__(f"order {order_id} is already paid by payment {payment_id}")
+        self.order_id, self.payment_id = order_id, payment_id
+
+
+def now_ms() -> datetime:
+    """Return the current UTC time at millisecond precision, the precision MongoDB stores."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def to_cents(amount: float, *, cap: float | None = MAX_AMOUNT) -> float:
+    """Return ``amount`` rounded to cents; reject non-finite, non-positive and (with ``cap``) huge ones."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        raise ValueError("amount must be a number")
+    if not math.isfinite(amount):
+        raise ValueError("amount must be a finite number")
+    if cap is not None and amount > cap:
+        raise ValueError(f"amount must be at most {cap:.0f}")
+    cents = round(float(amount), 2)
+    if cents <= 0:
+        raise ValueError("amount must be greater than 0")
+    return cents
+
+
+def card_digits(number: str) -> str:
+    """Return a card number's digits (spaces and dashes allowed); reject anything else."""
+    digits = _CARD_SEPARATORS.sub("", number)
+    if not digits.isdigit() or not 12 <= len(digits) <= 19:
+        raise ValueError("card number must have 12 to 19 digits")
+    return digits
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """What to charge; ``card_number`` lives only in memory, never in storage or responses."""
+
+    order_id: str
+    amount: float
+    payment_method: str
+    card_number: str | None = field(default=None, repr=False)
+    customer_id: str | None = None
+    payment_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    approved: bool
+    reason: str | None = None
+    gateway_ref: str | None = None
+
+
+@dataclass
+class Payment:
+    payment_id: str
+    order_id: str
+    amount: float
+    payment_method: str
+    card_last4: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    customer_id: str | None = None
+    reason: str | None = None
+    gateway_ref: str | None = None
+    refunded_amount: float = 0.0
+    refund_reason: str | None = None
+
+    @classmethod
+    def start(cls, payment_id: str, request: ChargeRequest, now: datetime) -> Payment:
+        """Open a payment in ``processing`` before the gateway is called."""
+        return cls(
+            payment_id=payment_id,
+            order_id=request.order_id,
+            amount=request.amount,
+            payment_method=request.payment_method,
+            card_last4=request.card_number[-4:] if request.card_number else None,
+            status=PROCESSING,
+            created_at=now,
+            updated_at=now,
+            customer_id=request.customer_id,
+        )
+
+    def settle(self, result: ChargeResult, now: datetime) -> None:
+        """Record the gateway's answer to the charge."""
+        self._require(PROCESSING)
+        self.status = COMPLETED if result.approved else FAILED
+        self.reason = None if result.approved else (result.reason or GATEWAY_ERROR)
+        self.gateway_ref = result.gateway_ref
+        self.updated_at = now
+
+    def refund(self, reason: str, now: datetime) -> None:
+        """Mark a completed payment refunded in full."""
+        if self.status != COMPLETED:
+            raise NotRefundable(self.payment_id, self.status)
+        self.status = REFUNDED
+        self.refunded_amount = self.amount
+        self.refund_reason = reason
+        self.updated_at = now
+
+    def undo_duplicate(self, now: datetime) -> None:
+        """Mark this charge refunded because another payment had already charged the order."""
+        self.refund(ALREADY_PAID, now)
+        self.reason = ALREADY_PAID
+
+    def _require(self, status: str) -> None:
+        if self.status != status:
+            raise InvalidPayment(f"payment {self.payment_id} is {self.status}, expected {status}")

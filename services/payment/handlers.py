@@ -1,0 +1,67 @@
+"""Kafka in: the saga's payment commands."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, TypeVar
+
+from pydantic import AfterValidator, BaseModel, StrictFloat, StringConstraints, ValidationError
+
+from services.payment.domain import ChargeRequest, InvalidPayment, card_digits, to_cents
+from services.payment.service import PaymentService
+from shared.events import Envelope
+from shared.kafka_utils import PermanentError
+
+Data = TypeVar("Data", bound=BaseModel)
+Text = Annotated[str, StringConstraints(min_length=1, max_length=150)]
+
+
+class CardData(BaseModel):
+    number: Annotated[str, StringConstraints(max_length=40), AfterValidator(card_digits)]
+
+
+class PaymentRequestedData(BaseModel):
+    payment_id: Text
+    # No upper bound here: an amount over the gateway limit must be declined, not dead-lettered.
+    amount: Annotated[StrictFloat, AfterValidator(partial(to_cents, cap=None))]
+    payment_method: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    card_details: CardData | None = None
+    customer_id: Text | None = None
+
+
+class RefundRequestedData(BaseModel):
+    payment_id: Text
+    reason: Annotated[str, StringConstraints(max_length=200)] = "refund_requested"
+
+
+def payment_requested(service: PaymentService, event: Envelope) -> None:
+    """Charge for the order once and reply PaymentCompleted or PaymentFailed."""
+    data = _parse(PaymentRequestedData, event)
+    request = ChargeRequest(
+        order_id=event.order_id,
+        amount=data.amount,
+        payment_method=data.payment_method,
+        card_number=data.card_details.number if data.card_details else None,
+        customer_id=data.customer_id or event.customer_id,
+        payment_id=data.payment_id,
+    )
+    try:
+        service.process_payment_request(request, event)
+    except InvalidPayment as err:
+        raise PermanentError(str(err)) from err
+
+
+def refund_requested(service: PaymentService, event: Envelope) -> None:
+    """Refund a completed payment and reply PaymentRefunded; anything else is a no-op."""
+    data = _parse(RefundRequestedData, event)
+    service.process_refund_request(data.payment_id, data.reason or "refund_requested", event)
+
+
+def _parse(model: type[Data], event: Envelope) -> Data:
+    try:
+        return model.model_validate(event.data)
+    except ValidationError as err:
+        raise PermanentError(f"{event.event_type} data is invalid: {err}") from err
+
+
+HANDLERS = {"PaymentRequested": payment_requested, "RefundRequested": refund_requested}

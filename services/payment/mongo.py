@@ -1,0 +1,96 @@
+"""MongoDB storage of payments and order charge claims; the only place documents meet dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+from datetime import UTC
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from services.payment.domain import DuplicatePayment, Payment, now_ms
+from shared.events import Envelope
+from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+
+_FIELDS = tuple(Payment.__dataclass_fields__)
+
+
+class MongoPaymentRepository:
+    def __init__(self, payments: Collection, order_charges: Collection, relay: OutboxRelay | None = None) -> None:
+        self._payments = payments
+        self._charges = order_charges
+        self._relay = relay
+
+    def ensure_indexes(self) -> None:
+        """Create the secondary indexes (the claims need only their ``_id``)."""
+        self._payments.create_index([("order_id", ASCENDING), ("created_at", DESCENDING)])
+
+    def add(self, payment: Payment) -> None:
+        doc = _to_document(payment)
+        doc["outbox"] = outbox_document(())
+        try:
+            self._payments.insert_one(doc)
+        except DuplicateKeyError as err:
+            raise DuplicatePayment(f"payment {payment.payment_id} already exists") from err
+
+    def get(self, payment_id: str) -> Payment | None:
+        doc = self._payments.find_one({"_id": payment_id}, {"outbox": 0})
+        return _from_document(doc) if doc else None
+
+    def update(self, payment: Payment, *, expected_status: str, events: Iterable[Envelope] = ()) -> bool:
+        events = list(events)
+        fields = _to_document(payment)
+        del fields["_id"]
+        result = self._payments.update_one(
+            {"_id": payment.payment_id, "status": expected_status},
+            {"$set": {**fields, **outbox_fields(events)}},
+        )
+        if result.matched_count and events and self._relay:
+            self._relay.notify(self._payments, payment.payment_id)
+        return result.matched_count == 1
+
+    def list_by_order(self, order_id: str, limit: int) -> list[Payment]:
+        cursor = (
+            self._payments.find({"order_id": order_id}, {"outbox": 0})
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [_from_document(doc) for doc in cursor]
+
+    def claim_order(self, order_id: str, payment_id: str) -> str:
+        for _ in range(3):
+            try:
+                self._charges.insert_one({"_id": order_id, "payment_id": payment_id, "claimed_at": now_ms()})
+                return payment_id
+            except DuplicateKeyError:
+                holder = self.order_holder(order_id)
+                if holder:
+                    return holder
+                # Released between our insert and the read: try again.
+        raise DuplicatePayment(f"the charge claim of order {order_id} keeps changing hands")
+
+    def order_holder(self, order_id: str) -> str | None:
+        doc = self._charges.find_one({"_id": order_id})
+        return doc["payment_id"] if doc else None
+
+    def release_order(self, order_id: str, payment_id: str) -> None:
+        self._charges.delete_one({"_id": order_id, "payment_id": payment_id})
+
+
+def _to_document(payment: Payment) -> dict[str, Any]:
+    doc = asdict(payment)
+    doc["_id"] = doc.pop("payment_id")
+    return doc
+
+
+def _from_document(doc: dict[str, Any]) -> Payment:
+    values = {name: doc.get(name) for name in _FIELDS if name != "payment_id"}
+    for name in ("created_at", "updated_at"):
+        # Servers without tz-aware clients hand back naive UTC datetimes.
+        if values[name] is not None and values[name].tzinfo is None:
+            values[name] = values[name].replace(tzinfo=UTC)
+    values["refunded_amount"] = values["refunded_amount"] or 0.0
+    return Payment(payment_id=doc["_id"], **values)

@@ -1,0 +1,51 @@
+"""Ports of the payment service: where payments are stored and who moves the money."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from services.payment.domain import ChargeResult, Payment
+from shared.events import Envelope
+
+
+class PaymentRepository(Protocol):
+    """Payments by id, plus one claim per order naming the payment that charged it."""
+
+    def add(self, payment: Payment) -> None:
+        """Insert a new payment; raise ``DuplicatePayment`` when its id is taken."""
+
+    def get(self, payment_id: str) -> Payment | None:
+        """Return the payment or None."""
+
+    def update(self, payment: Payment, *, expected_status: str, events: Iterable[Envelope] = ()) -> bool:
+        """Store ``payment`` and queue ``events`` in one write if it is still ``expected_status``."""
+
+    def list_by_order(self, order_id: str, limit: int) -> list[Payment]:
+        """Return an order's payments, newest first."""
+
+    def claim_order(self, order_id: str, payment_id: str) -> str:
+        """Record ``payment_id`` as the order's charge unless one is recorded; return the holder."""
+
+    def order_holder(self, order_id: str) -> str | None:
+        """Return the payment id recorded as the order's charge, if any."""
+
+    def release_order(self, order_id: str, payment_id: str) -> None:
+        """Forget the order's charge if ``payment_id`` still holds it."""
+
+
+class PaymentGateway(Protocol):
+    """A payment provider.
+
+    ``idempotency_key`` must make a repeated call return the first call's outcome without
+    moving money again: the service repeats a charge after a crash mid-charge, and a real
+    gateway adapter must pass the key on (e.g. Stripe's ``Idempotency-Key`` header).
+    """
+
+    def charge(
+        self, amount: float, payment_method: str, card_number: str | None, *, idempotency_key: str
+    ) -> ChargeResult:
+        """Charge ``amount``; a decline is a result, not an exception."""
+
+    def refund(self, amount: float, gateway_ref: str | None, *, idempotency_key: str) -> None:
+        """Give back ``amount`` of the charge ``gateway_ref``; raise when the provider refuses."""

@@ -1,0 +1,189 @@
+"""Payment use cases: charge (REST and saga), refund, and look-ups.
+
+One successful charge per order: an approved charge claims the order in ``order_charges``
+(``_id`` = order id) before its payment is marked completed. A REST charge first checks that
+claim and answers ``already_paid``; any charge that loses the claim race is refunded at once
+(a saga charge then replies PaymentFailed with reason ``already_paid``).
+A saga charge uses the saga's deterministic payment id, so a redelivered PaymentRequested
+finds its payment and either does nothing (the reply is already in the outbox) or, when a
+crash left it ``processing``, repeats the charge with the payment id as idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from prometheus_client import Counter
+
+from services.payment.domain import (
+    COMPLETED,
+    HOLDS_CHARGE,
+    PROCESSING,
+    AlreadyPaid,
+    ChargeRequest,
+    DuplicatePayment,
+    InvalidPayment,
+    NotRefundable,
+    Payment,
+    PaymentNotFound,
+    now_ms,
+)
+from services.payment.ports import PaymentGateway, PaymentRepository
+from shared.events import Envelope
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "payment"
+PAYMENTS = Counter("payments_total", "Charges settled, by outcome", ["outcome"])
+PAYMENT_AMOUNT = Counter("payment_amount_total", "Amount charged successfully")
+REFUNDS = Counter("refunds_total", "Payments refunded")
+
+
+def new_payment_id() -> str:
+    return f"pay_{uuid.uuid4().hex}"
+
+
+class PaymentService:
+    def __init__(
+        self,
+        payments: PaymentRepository,
+        gateway: PaymentGateway,
+        *,
+        clock: Callable[[], datetime] = now_ms,
+        new_id: Callable[[], str] = new_payment_id,
+    ) -> None:
+        self._payments = payments
+        self._gateway = gateway
+        self._clock = clock
+        self._new_id = new_id
+
+    def charge(self, request: ChargeRequest) -> Payment:
+        """Charge an order directly (REST); return the payment, completed or failed."""
+        holder = self._paid_by(request.order_id)
+        if holder:
+            raise AlreadyPaid(request.order_id, holder)
+        payment = Payment.start(self._new_id(), request, self._clock())
+        self._payments.add(payment)
+        lost_to = self._charge(payment, request.card_number)
+        self._payments.update(payment, expected_status=PROCESSING)
+        self._count(payment)
+        if lost_to:
+            raise AlreadyPaid(request.order_id, lost_to)
+        return payment
+
+    def process_payment_request(self, request: ChargeRequest, cause: Envelope) -> None:
+        """Charge for the saga once per payment id and queue PaymentCompleted or PaymentFailed."""
+        if not request.payment_id:
+            raise InvalidPayment("a saga payment needs its payment_id")
+        payment = Payment.start(request.payment_id, request, self._clock())
+        try:
+            self._payments.add(payment)
+        except DuplicatePayment:
+            payment = self._existing(request.payment_id, request.order_id)
+            if payment.status != PROCESSING:
+                logger.info("payment %s is already %s; its reply was sent", payment.payment_id, payment.status)
+                return
+            logger.warning("payment %s was interrupted mid-charge; finishing it", payment.payment_id)
+        # No pre-check of the order's claim here: a crash may have left this charge made but
+        # unclaimed, and only charging (idempotently) then claiming settles that case correctly.
+        self._charge(payment, request.card_number)
+        if self._payments.update(payment, expected_status=PROCESSING, events=[self._reply(payment, cause)]):
+            self._count(payment)
+
+    def refund(self, payment_id: str, reason: str, cause: Envelope | None = None) -> Payment:
+        """Refund a completed payment in full and queue PaymentRefunded."""
+        payment = self.get(payment_id)
+        if payment.status != COMPLETED:
+            raise NotRefundable(payment_id, payment.status)
+        # The key makes a refund repeated after a crash (before the write below) harmless.
+        self._gateway.refund(payment.amount, payment.gateway_ref, idempotency_key=f"refund_{payment_id}")
+        payment.refund(reason, self._clock())
+        data = {"payment_id": payment_id, "amount": payment.amount}
+        event = (
+            cause.follow("PaymentRefunded", SOURCE, data)
+            if cause
+            else Envelope("PaymentRefunded", payment.order_id, SOURCE, data, customer_id=payment.customer_id)
+        )
+        if not self._payments.update(payment, expected_status=COMPLETED, events=[event]):
+            raise NotRefundable(payment_id, self.get(payment_id).status)
+        self._payments.release_order(payment.order_id, payment_id)
+        REFUNDS.inc()
+        return payment
+
+    def process_refund_request(self, payment_id: str, reason: str, cause: Envelope) -> None:
+        """Refund for the saga; unknown or not completed payments are left alone."""
+        try:
+            self.refund(payment_id, reason, cause)
+        except PaymentNotFound:
+            logger.warning("refund requested for unknown payment %s; ignoring it", payment_id)
+        except NotRefundable as err:
+            logger.info("refund of %s not needed: %s", payment_id, err)
+
+    def get(self, payment_id: str) -> Payment:
+        """Return the payment or raise ``PaymentNotFound``."""
+        payment = self._payments.get(payment_id)
+        if payment is None:
+            raise PaymentNotFound(payment_id)
+        return payment
+
+    def list_for_order(self, order_id: str, limit: int = 50) -> list[Payment]:
+        """Return the order's payments, newest first."""
+        return self._payments.list_by_order(order_id, limit)
+
+    def _charge(self, payment: Payment, card_number: str | None) -> str | None:
+        """Call the gateway and settle ``payment`` in memory; return the winner if another charge won."""
+        result = self._gateway.charge(
+            payment.amount, payment.payment_method, card_number, idempotency_key=payment.payment_id
+        )
+        payment.settle(result, self._clock())
+        if not result.approved:
+            return None
+        lost_to = self._claim(payment)
+        if lost_to:
+            logger.warning(
+                "order %s was charged concurrently by %s; refunding %s", payment.order_id, lost_to, payment.payment_id
+            )
+            self._gateway.refund(payment.amount, payment.gateway_ref, idempotency_key=f"refund_{payment.payment_id}")
+            payment.undo_duplicate(self._clock())
+        return lost_to
+
+    def _claim(self, payment: Payment) -> str | None:
+        holder = self._payments.claim_order(payment.order_id, payment.payment_id)
+        if holder != payment.payment_id and self._paid_by(payment.order_id) is None:
+            # The claim was stale (its payment has been refunded) and is now released.
+            holder = self._payments.claim_order(payment.order_id, payment.payment_id)
+        return None if holder == payment.payment_id else holder
+
+    def _paid_by(self, order_id: str) -> str | None:
+        """Return the payment holding the order's charge; release a claim whose payment gave it back."""
+        holder = self._payments.order_holder(order_id)
+        if holder is None:
+            return None
+        held = self._payments.get(holder)
+        if held is not None and held.status in HOLDS_CHARGE:
+            return holder
+        # A refund released its claim after its own write; a crash in between leaves this.
+        self._payments.release_order(order_id, holder)
+        return None
+
+    def _existing(self, payment_id: str, order_id: str) -> Payment:
+        payment = self.get(payment_id)
+        if payment.order_id != order_id:
+            raise InvalidPayment(f"payment {payment_id} belongs to order {payment.order_id}, not {order_id}")
+        return payment
+
+    def _reply(self, payment: Payment, cause: Envelope) -> Envelope:
+        if payment.status == COMPLETED:
+            return cause.follow(
+                "PaymentCompleted", SOURCE, {"payment_id": payment.payment_id, "amount": payment.amount}
+            )
+        data = {"payment_id": payment.payment_id, "amount": payment.amount, "reason": payment.reason}
+        return cause.follow("PaymentFailed", SOURCE, data)
+
+    def _count(self, payment: Payment) -> None:
+        PAYMENTS.labels("completed" if payment.status == COMPLETED else "failed").inc()
+        if payment.status == COMPLETED:
+            PAYMENT_AMOUNT.inc(payment.amount)

@@ -1,0 +1,123 @@
+"""The notification worker's handler through the real Kafka broker and MongoDB."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.notification.app import bootstrap
+from services.notification.handlers import HANDLERS
+from shared.config import Settings
+from shared.events import Envelope, InvalidEvent
+from shared.kafka_utils import ConsumerRunner, KafkaPublisher, bind_handlers, ensure_topics, make_consumer
+from shared.mongo import MongoInbox, is_transient
+from shared.runtime import Clients, connect
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "out" / "notifications.log"
+
+
+@pytest.fixture
+def clients(service_settings: Callable[..., Settings], log_path: Path) -> Iterator[Clients]:
+    settings = service_settings("notification", notification={"sender": "file", "file_path": str(log_path)})
+    ensure_topics(settings.kafka)
+    clients = connect(settings)
+    yield clients
+    clients.publisher.flush(10)
+    clients.mongo.close()
+
+
+@pytest.fixture
+def worker(clients: Clients, unique: Callable[[str], str]) -> Iterator[str]:
+    """The notification handler consuming as a fresh group (yielded), with the outbox relay running."""
+    service, relay = bootstrap(clients.settings, clients=clients)
+    assert relay is not None
+    group = unique("notification-it")
+    runner = ConsumerRunner(
+        make_consumer(clients.settings.kafka, group, "notification-it"),
+        clients.publisher,
+        bind_handlers(HANDLERS, service),
+        service="notification",
+        group_id=group,
+        retry=clients.settings.consumer,
+        inbox=MongoInbox(clients.db["processed_events"], group),
+        is_transient=is_transient,
+    )
+    relay.start()
+    thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    thread.start()
+    yield group
+    runner.stop()
+    thread.join(15)
+    relay.stop()
+
+
+def lines_of(path: Path, order_id: str) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [record for record in map(json.loads, path.read_text().splitlines()) if record["order_id"] == order_id]
+
+
+def test_a_notification_request_is_sent_once_written_to_the_file_and_reported(
+    clients: Clients, worker: str, unique: Callable[[str], str], log_path: Path
+) -> None:
+    order_id = unique("order")
+    data = {
+        "customer_id": "cust-it",
+        "customer_email": "it@example.com",
+        "type": "order_confirmation",
+        "subject": "Order confirmed",
+        "message": f"Order {order_id} is confirmed.",
+    }
+    request = Envelope("NotificationRequested", order_id, "orchestrator", data)
+    again = Envelope("NotificationRequested", order_id, "orchestrator", data)  # same request, new event id
+    publisher = KafkaPublisher(clients.producer)
+    sent_reader = make_consumer(clients.settings.kafka, unique("notification-it-sent"), "notification-it-sent")
+    sent_reader.subscribe(["notifications.sent"])
+    try:
+        for event in (request, request, again):
+            publisher.produce_sync(event.topic, event.key, event.to_json())
+        notifications = clients.db["notifications"]
+        notification_id = f"ntf_{order_id}_order_confirmation"
+        doc = wait_for(
+            lambda: notifications.find_one({"_id": notification_id, "status": "sent", "outbox": {}}),
+            what="the sent notification with its outbox published",
+        )
+        assert (doc["customer_id"], doc["channel"], doc["attempts"]) == ("cust-it", "email", 1)
+
+        def sent_event() -> Envelope | None:
+            msg = sent_reader.poll(0.5)
+            if msg is None or msg.error():
+                return None
+            try:
+                event = Envelope.from_json(msg.value())
+            except InvalidEvent:  # other tests put malformed messages on shared topics
+                return None
+            return event if event.order_id == order_id else None
+
+        reported = wait_for(sent_event, what="NotificationSent on notifications.sent")
+        assert reported.data == {"notification_id": notification_id, "type": "order_confirmation", "channel": "email"}
+        handled = {"_id": {"$in": [f"{worker}:{request.event_id}", f"{worker}:{again.event_id}"]}}
+        wait_for(lambda: clients.db["processed_events"].count_documents(handled) == 2, what="both requests handled")
+        [line] = lines_of(log_path, order_id)
+        assert line["notification_id"] == notification_id
+        assert line["message"] == f"Order {order_id} is confirmed."
+    finally:
+        sent_reader.close()

@@ -1,0 +1,138 @@
+"""The payment worker's handlers through the real Kafka broker and MongoDB."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import Consumer
+
+from services.payment.app import bootstrap
+from services.payment.handlers import HANDLERS
+from shared.config import Settings
+from shared.events import Envelope, InvalidEvent
+from shared.kafka_utils import ConsumerRunner, KafkaPublisher, bind_handlers, ensure_topics, make_consumer
+from shared.mongo import MongoInbox, is_transient
+from shared.runtime import Clients, connect
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def clients(service_settings: Callable[..., Settings]) -> Iterator[Clients]:
+    settings = service_settings("payment")
+    ensure_topics(settings.kafka)
+    clients = connect(settings)
+    yield clients
+    clients.publisher.flush(10)
+    clients.mongo.close()
+
+
+@pytest.fixture
+def worker(clients: Clients, unique: Callable[[str], str]) -> Iterator[ConsumerRunner]:
+    """The payment handlers consuming as a fresh group, with the outbox relay running."""
+    service, relay = bootstrap(clients.settings, clients=clients)
+    assert relay is not None
+    group = unique("payment-it")
+    runner = ConsumerRunner(
+        make_consumer(clients.settings.kafka, group, "payment-it"),
+        clients.publisher,
+        bind_handlers(HANDLERS, service),
+        service="payment",
+        group_id=group,
+        retry=clients.settings.consumer,
+        inbox=MongoInbox(clients.db["processed_events"], group),
+        is_transient=is_transient,
+    )
+    relay.start()
+    thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    thread.start()
+    yield runner
+    runner.stop()
+    thread.join(15)
+    relay.stop()
+
+
+def next_event_of(consumer: Consumer, order_id: str, timeout: float = 20.0) -> Envelope:
+    """Read the subscribed topic until an event of ``order_id`` shows up."""
+
+    def poll() -> Envelope | None:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            return None
+        try:
+            event = Envelope.from_json(msg.value())
+        except InvalidEvent:  # other tests put malformed messages on shared topics
+            return None
+        return event if event.order_id == order_id else None
+
+    return wait_for(poll, timeout, f"an event of order {order_id}")
+
+
+def test_a_declined_payment_request_is_stored_failed_and_answered_on_payments_failed(
+    clients: Clients, worker: ConsumerRunner, unique: Callable[[str], str]
+) -> None:
+    order_id = unique("order")
+    replies = make_consumer(clients.settings.kafka, unique("payment-it-replies"), "payment-it-replies")
+    replies.subscribe(["payments.failed"])
+    try:
+        request = Envelope(
+            "PaymentRequested",
+            order_id,
+            "orchestrator",
+            {
+                "payment_id": f"pay_{order_id}",
+                "amount": 42.5,
+                "payment_method": "credit_card",
+                "card_details": {"number": "4000000000000002"},
+                "customer_id": "cust-it",
+            },
+        )
+        KafkaPublisher(clients.producer).produce_sync(request.topic, request.key, request.to_json())
+        payments = clients.db["payments"]
+        doc = wait_for(
+            lambda: payments.find_one({"_id": f"pay_{order_id}", "status": "failed"}), what="the failed payment"
+        )
+        assert (doc["order_id"], doc["reason"], doc["card_last4"], doc["amount"]) == (
+            order_id,
+            "card_declined",
+            "0002",
+            42.5,
+        )
+        reply = next_event_of(replies, order_id)
+        assert reply.event_type == "PaymentFailed"
+        assert reply.data == {"payment_id": f"pay_{order_id}", "amount": 42.5, "reason": "card_declined"}
+        assert reply.causation_id == request.event_id
+        wait_for(lambda: payments.find_one({"_id": f"pay_{order_id}", "outbox": {}}), what="the outbox to empty")
+    finally:
+        replies.close()
+
+
+def test_a_repeated_payment_request_makes_one_payment_that_a_refund_request_refunds(
+    clients: Clients, worker: ConsumerRunner, unique: Callable[[str], str]
+) -> None:
+    order_id = unique("order")
+    publisher = KafkaPublisher(clients.producer)
+    data = {"payment_id": f"pay_{order_id}", "amount": 12.0, "payment_method": "credit_card", "card_details": None}
+    request = Envelope("PaymentRequested", order_id, "orchestrator", data)
+    again = Envelope("PaymentRequested", order_id, "orchestrator", data)  # a new event id: not an inbox duplicate
+    for event in (request, request, again):
+        publisher.produce_sync(event.topic, event.key, event.to_json())
+    payments = clients.db["payments"]
+    wait_for(lambda: payments.find_one({"_id": f"pay_{order_id}", "status": "completed"}), what="the payment")
+    refund = Envelope("RefundRequested", order_id, "orchestrator", {"payment_id": f"pay_{order_id}", "reason": "x"})
+    publisher.produce_sync(refund.topic, refund.key, refund.to_json())
+    doc = wait_for(lambda: payments.find_one({"_id": f"pay_{order_id}", "status": "refunded"}), what="the refund")
+    assert doc["refunded_amount"] == 12.0
+    assert payments.count_documents({"order_id": order_id}) == 1
+    assert clients.db["order_charges"].find_one({"_id": order_id}) is None

@@ -1,0 +1,96 @@
+"""The behaviour every PaymentRepository must have; subclasses provide make_repo()."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.payment.domain import (
+    COMPLETED,
+    PROCESSING,
+    ChargeRequest,
+    ChargeResult,
+    DuplicatePayment,
+    Payment,
+    now_ms,
+)
+from services.payment.ports import PaymentRepository
+from shared.events import Envelope
+
+
+def a_payment(payment_id: str = "pay_1", order_id: str = "order-1", minutes_ago: int = 0) -> Payment:
+    request = ChargeRequest(order_id, 25.5, "credit_card", "4242424242424242", customer_id="cust-1")
+    return Payment.start(payment_id, request, now_ms() - timedelta(minutes=minutes_ago))
+
+
+class PaymentRepositoryContract:
+    def make_repo(self) -> PaymentRepository:
+        raise AssertionError("subclasses provide make_repo()")
+
+    def queued_event_types(self, repo: PaymentRepository, payment_id: str) -> list[str]:
+        raise AssertionError("subclasses provide queued_event_types()")
+
+    def test_an_added_payment_reads_back_equal(self) -> None:
+        repo = self.make_repo()
+        payment = a_payment()
+        repo.add(payment)
+        assert repo.get("pay_1") == payment
+        assert repo.get("pay_1").card_last4 == "4242"
+
+    def test_an_unknown_payment_is_none(self) -> None:
+        assert self.make_repo().get("pay_missing") is None
+
+    def test_adding_the_same_id_twice_raises_duplicate_payment(self) -> None:
+        repo = self.make_repo()
+        repo.add(a_payment())
+        with pytest.raises(DuplicatePayment):
+            repo.add(a_payment())
+
+    def test_update_stores_the_new_state_and_queues_events_when_the_status_matches(self) -> None:
+        repo = self.make_repo()
+        payment = a_payment()
+        repo.add(payment)
+        payment.settle(ChargeResult(True, gateway_ref="ref-1"), now_ms())
+        event = Envelope("PaymentCompleted", "order-1", "payment", {"payment_id": "pay_1", "amount": 25.5})
+        assert repo.update(payment, expected_status=PROCESSING, events=[event]) is True
+        assert repo.get("pay_1") == payment
+        assert repo.get("pay_1").status == COMPLETED
+        assert self.queued_event_types(repo, "pay_1") == ["PaymentCompleted"]
+
+    def test_update_does_nothing_when_the_status_has_moved_on(self) -> None:
+        repo = self.make_repo()
+        payment = a_payment()
+        repo.add(payment)
+        payment.settle(ChargeResult(True), now_ms())
+        repo.update(payment, expected_status=PROCESSING)
+        event = Envelope("PaymentCompleted", "order-1", "payment", {"payment_id": "pay_1", "amount": 25.5})
+        assert repo.update(payment, expected_status=PROCESSING, events=[event]) is False
+        assert self.queued_event_types(repo, "pay_1") == []
+
+    def test_list_by_order_returns_only_that_order_newest_first_within_the_limit(self) -> None:
+        repo = self.make_repo()
+        repo.add(a_payment("pay_old", minutes_ago=10))
+        repo.add(a_payment("pay_new", minutes_ago=1))
+        repo.add(a_payment("pay_mid", minutes_ago=5))
+        repo.add(a_payment("pay_other", order_id="order-2"))
+        assert [p.payment_id for p in repo.list_by_order("order-1", 10)] == ["pay_new", "pay_mid", "pay_old"]
+        assert [p.payment_id for p in repo.list_by_order("order-1", 2)] == ["pay_new", "pay_mid"]
+        assert repo.list_by_order("order-none", 10) == []
+
+    def test_the_first_claim_of_an_order_wins_and_repeating_it_is_harmless(self) -> None:
+        repo = self.make_repo()
+        assert repo.order_holder("order-1") is None
+        assert repo.claim_order("order-1", "pay_a") == "pay_a"
+        assert repo.claim_order("order-1", "pay_a") == "pay_a"
+        assert repo.claim_order("order-1", "pay_b") == "pay_a"
+        assert repo.order_holder("order-1") == "pay_a"
+
+    def test_release_only_removes_the_claim_of_its_holder(self) -> None:
+        repo = self.make_repo()
+        repo.claim_order("order-1", "pay_a")
+        repo.release_order("order-1", "pay_b")
+        assert repo.order_holder("order-1") == "pay_a"
+        repo.release_order("order-1", "pay_a")
+        assert repo.order_holder("order-1") is None
+        assert repo.claim_order("order-1", "pay_b") == "pay_b"
