@@ -75,8 +75,11 @@ def ping(client: MongoClient) -> None:
 
 
 def is_transient(err: BaseException) -> bool:
-    """Tell an outage (wait and retry) from a bug or bad data (give up)."""
-    return isinstance(err, ConnectionFailure | DatabaseUnavailable)
+    """Tell an outage or contention (wait and retry) from a bug or bad data (give up).
+
+    Domain errors can say they are worth waiting out with a class attribute ``transient = True``.
+    """
+    return isinstance(err, ConnectionFailure | DatabaseUnavailable) or getattr(err, "transient", False) is True
 
 
 def is_duplicate(err: PyMongoError) -> bool:

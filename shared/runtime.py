@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -12,11 +13,13 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import start_http_server
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import ConsumerRunner, Handler, KafkaPublisher, ensure_topics, make_consumer, make_producer
+from shared.locks import DocumentLocks, LockingCollection, Locks, NoLocks
 from shared.mongo import MongoInbox, is_transient, make_mongo_client, ping, service_database
 from shared.outbox import OutboxRelay
 
@@ -42,10 +45,20 @@ class Clients:
         if not metadata.brokers:
             raise ConnectionError("no Kafka broker answered")
 
+    @functools.cached_property
+    def locks(self) -> Locks:
+        """Per-document locks where the server needs them (see MongoSettings.document_locks)."""
+        return DocumentLocks(self.db["locks"]) if self.settings.mongo.document_locks else NoLocks()
+
+    def collection(self, name: str) -> Collection:
+        """A collection whose updates by ``_id`` hold that document's lock (named ``<name>:<id>``)."""
+        return LockingCollection(self.db[name], self.locks, name)  # type: ignore[return-value]
+
     def relay(self, *collection_names: str) -> OutboxRelay:
+        """The outbox relay of these collections; its clean-up updates take the documents' locks."""
         return OutboxRelay(
             self.publisher,
-            [self.db[name] for name in collection_names],
+            [self.collection(name) for name in collection_names],
             retry_interval_s=self.settings.outbox.retry_interval_s,
         )
 

@@ -45,6 +45,7 @@ def test_the_environment_of_a_container_loads_as_valid_settings(compose):
         env = {k: v.split(":-", 1)[1].rstrip("}") if v.startswith("${") else v for k, v in env.items()}
         settings = load_settings(name.split("-")[0], env=env)
         assert settings.kafka.external and settings.mongo.external
+        assert settings.mongo.document_locks is False
         assert settings.this.host == "0.0.0.0"
         assert settings.services["monitoring"].url == "http://monitoring-service:5006"
 

@@ -1,0 +1,267 @@
+"""Inventory use cases: the catalogue, and reservations driven over REST or by saga commands.
+
+There are no transactions, so every step is one conditional single-document write and each
+use case can be run again after a crash at any point. A reservation's status is the decision;
+``_settle`` then brings the stock holds in line with it, and every path ends by settling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
+
+from services.inventory.catalogue import seed_stock
+from services.inventory.domain import (
+    ACTIVE,
+    COMMITTED,
+    EXPIRED,
+    FAILED,
+    RELEASED,
+    RESERVED,
+    RESERVING,
+    InsufficientStock,
+    InvalidInput,
+    InvalidOrder,
+    Line,
+    ProductNotFound,
+    Reservation,
+    ReservationNotFound,
+    Shortage,
+    StockItem,
+    describe_shortages,
+    find_invalid_line,
+    merge_lines,
+)
+from services.inventory.holds import settle_holds, take_holds
+from services.inventory.ports import ReservationRepository, StockRepository
+from services.inventory.replies import expiry_event, outcome_replies, replies, tombstone
+from shared.events import Envelope, new_id, utc_now
+
+logger = logging.getLogger(__name__)
+
+RESERVATIONS = Counter("inventory_reservations_total", "Reservation attempts by outcome", ["outcome"])
+RELEASES = Counter("inventory_releases_total", "Reservations whose stock went back to available")
+COMMITS = Counter("inventory_commits_total", "Reservations whose stock was sold")
+EXPIRATIONS = Counter("inventory_expirations_total", "Reservations released because they expired")
+
+
+class InventoryService:
+    def __init__(
+        self,
+        stock: StockRepository,
+        reservations: ReservationRepository,
+        *,
+        ttl_s: float,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._stock = stock
+        self._reservations = reservations
+        self._ttl = timedelta(seconds=ttl_s)
+        self._clock = clock
+
+    # --- catalogue -------------------------------------------------------------------------
+
+    def seed(self) -> int:
+        """Load the catalogue into an empty store; return how many products were added."""
+        return seed_stock(self._stock, self._clock())
+
+    def list_products(self) -> list[StockItem]:
+        """Return every product's stock, sorted by product id."""
+        return self._stock.list()
+
+    def get_product(self, product_id: str) -> StockItem:
+        """Return one product's stock or raise ProductNotFound."""
+        item = self._stock.get(product_id)
+        if item is None:
+            raise ProductNotFound(f"product {product_id} not found")
+        return item
+
+    def put_product(
+        self, product_id: str, *, name: str | None, price: float | None, quantity: int | None
+    ) -> tuple[StockItem, bool]:
+        """Create the product, or rename/reprice it and add ``quantity`` units; return it and whether created."""
+        now = self._clock()
+        price = None if price is None else round(price, 2)
+        if self._stock.get(product_id) is None:
+            if name is None or price is None or quantity is None:
+                raise InvalidInput("a new product needs name, price and quantity")
+            item = StockItem(product_id, name, price, available=quantity, updated_at=now)
+            if self._stock.add(item):
+                logger.info("created product %s with %d units", product_id, quantity)
+                return item, True
+        if name is None and price is None and quantity is None:
+            raise InvalidInput("give at least one of name, price and quantity")
+        updated = self._stock.update(product_id, name=name, price=price, restock=quantity or 0, now=now)
+        if updated is None:
+            raise ProductNotFound(f"product {product_id} not found")
+        if quantity:
+            logger.info("restocked %s with %d units", product_id, quantity)
+        return updated, False
+
+    # --- reservations ----------------------------------------------------------------------
+
+    def create_reservation(self, order_id: str, lines: list[Line]) -> Reservation:
+        """Reserve for a REST caller under a fresh id; raise InvalidOrder or InsufficientStock on failure."""
+        invalid = find_invalid_line(lines, self._catalogue_of(lines))
+        if invalid:
+            raise invalid
+        reservation = self.reserve(new_id(), order_id, lines)
+        if reservation.status == FAILED and reservation.reason == "out_of_stock":
+            raise InsufficientStock(reservation.shortages)
+        if reservation.status == FAILED:
+            product_id = reservation.shortages[0].product_id if reservation.shortages else ""
+            raise InvalidOrder("invalid_order", reservation.detail or "invalid order", product_id)
+        return reservation
+
+    def get_reservation(self, reservation_id: str) -> Reservation:
+        """Return the reservation or raise ReservationNotFound."""
+        reservation = self._reservations.get(reservation_id)
+        if reservation is None:
+            raise ReservationNotFound(f"reservation {reservation_id} not found")
+        return reservation
+
+    def reserve(
+        self, reservation_id: str, order_id: str, lines: list[Line], *, command: Envelope | None = None
+    ) -> Reservation:
+        """Hold every line's units for the order, or none of them; answer ``command`` through the outbox."""
+        now = self._clock()
+        draft = Reservation(
+            reservation_id, order_id, merge_lines(lines), RESERVING, now, now + self._ttl, now,
+            origin="saga" if command else "api",
+            correlation_id=command.correlation_id if command else None,
+            customer_id=command.customer_id if command else None,
+        )  # fmt: skip
+        if not self._reservations.add(draft):
+            existing = self.get_reservation(reservation_id)
+            if existing.status != RESERVING:
+                # Decided before. A redelivered command's reply went out with that decision (same
+                # reply id, so this adds nothing); a command re-sent under a new id gets its own.
+                logger.info("reservation %s is already %s", reservation_id, existing.status)
+                self._reply_once(reservation_id, outcome_replies(existing, command))
+                return self._settle(reservation_id)
+            draft = existing  # resume an attempt that a crash interrupted; holds are idempotent
+        self._reservations.add_timer(reservation_id, draft.expires_at)
+        invalid = find_invalid_line(lines, self._catalogue_of(lines))
+        if invalid:
+            item = self._stock.get(invalid.product_id)
+            requested = sum(line.quantity for line in lines if line.product_id == invalid.product_id)
+            shortage = Shortage(invalid.product_id, requested, item.available if item else 0)
+            return self._finish(draft, FAILED, command, "invalid_order", str(invalid), [shortage])
+        shortages = take_holds(self._stock, draft, self._clock())
+        if shortages:
+            return self._finish(draft, FAILED, command, "out_of_stock", describe_shortages(shortages), shortages)
+        return self._finish(draft, RESERVED, command)
+
+    def release(
+        self, reservation_id: str, *, command: Envelope | None = None, reason: str = "released"
+    ) -> tuple[Reservation, bool]:
+        """Give the reservation's units back; return it and whether this call released it."""
+        data = {"reservation_id": reservation_id, "released": True}
+        reservation = self._existing(reservation_id, command, "InventoryReleased", {**data, "released": False})
+        events = replies(command, reservation.order_id, "InventoryReleased", data)
+        released = self._reservations.transition(
+            reservation_id, ACTIVE, RELEASED, now=self._clock(), reason=reason, events=events
+        )
+        if released:
+            RELEASES.inc()
+            logger.info("released reservation %s (%s)", reservation_id, reason)
+        else:
+            events = replies(command, reservation.order_id, "InventoryReleased", {**data, "released": False})
+            self._reply_once(reservation_id, events)
+        return self._settle(reservation_id), released
+
+    def commit(self, reservation_id: str, *, command: Envelope | None = None) -> tuple[Reservation, bool]:
+        """Turn the reserved units into sold ones; return the reservation and whether it is committed."""
+        data = {"reservation_id": reservation_id, "committed": True}
+        reservation = self._existing(reservation_id, command, "InventoryCommitted", {**data, "committed": False})
+        events = replies(command, reservation.order_id, "InventoryCommitted", data)
+        if self._reservations.transition(reservation_id, (RESERVED,), COMMITTED, now=self._clock(), events=events):
+            COMMITS.inc()
+            logger.info("committed reservation %s", reservation_id)
+            return self._settle(reservation_id), True
+        current = self.get_reservation(reservation_id)
+        committed = current.status == COMMITTED  # true when this command is redelivered
+        if not committed:
+            logger.warning("commit of %s reservation %s changes no stock", current.status, reservation_id)
+        events = replies(command, current.order_id, "InventoryCommitted", {**data, "committed": committed})
+        self._reply_once(reservation_id, events)
+        return self._settle(reservation_id), committed
+
+    def expire_due(self, limit: int = 100) -> int:
+        """Release the active reservations whose time ran out; return how many expired now."""
+        expired = 0
+        for reservation_id in self._reservations.due_timers(self._clock(), limit):
+            reservation = self._reservations.get(reservation_id)
+            if reservation is None:
+                self._reservations.remove_timer(reservation_id)
+                continue
+            events = [expiry_event(reservation)] if reservation.origin == "saga" else []
+            if reservation.status in ACTIVE and self._reservations.transition(
+                reservation_id, ACTIVE, EXPIRED, now=self._clock(), reason="expired", events=events
+            ):
+                expired += 1
+                EXPIRATIONS.inc()
+                RELEASES.inc()
+                logger.info("reservation %s of order %s expired", reservation_id, reservation.order_id)
+            self._settle(reservation_id)
+        return expired
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _catalogue_of(self, lines: list[Line]) -> dict[str, StockItem | None]:
+        return {pid: self._stock.get(pid) for pid in {line.product_id for line in lines}}
+
+    def _finish(
+        self,
+        draft: Reservation,
+        status: str,
+        command: Envelope | None,
+        reason: str | None = None,
+        detail: str | None = None,
+        shortages: list[Shortage] | None = None,
+    ) -> Reservation:
+        rid = draft.reservation_id
+        decided = replace(draft, status=status, reason=reason, detail=detail, shortages=shortages or [])
+        if self._reservations.transition(
+            rid, (RESERVING,), status, now=self._clock(), reason=reason, detail=detail,
+            shortages=shortages or (), events=outcome_replies(decided, command),
+        ):  # fmt: skip
+            RESERVATIONS.labels(reason or status).inc()
+            logger.info("reservation %s of order %s: %s", rid, draft.order_id, detail or status)
+        else:
+            logger.warning("reservation %s was decided by someone else meanwhile", rid)
+        return self._settle(rid)
+
+    def _settle(self, reservation_id: str) -> Reservation:
+        """Make the holds match a final status (sold or returned), drop the timer; return the reservation."""
+        reservation = self.get_reservation(reservation_id)
+        if reservation.status in ACTIVE:
+            return reservation
+        settle_holds(self._stock, reservation, self._clock())
+        self._reservations.remove_timer(reservation_id)
+        return reservation
+
+    def _reply_once(self, reservation_id: str, events: list[Envelope]) -> None:
+        """Add the replies unless written before: a command's reply id is derived from the command's id."""
+        for event in events:
+            self._reservations.add_reply(reservation_id, event)
+
+    def _existing(
+        self, rid: str, command: Envelope | None, event_type: str, unknown_reply: dict[str, Any]
+    ) -> Reservation:
+        """Return the reservation; for a command about an unknown one, first record it as released
+        (so a late ReserveInventory holds nothing) with ``unknown_reply`` in its outbox."""
+        reservation = self._reservations.get(rid)
+        if reservation is not None:
+            return reservation
+        if command is None:
+            raise ReservationNotFound(f"reservation {rid} not found")
+        record = tombstone(rid, command, self._clock())
+        if self._reservations.add(record, replies(command, command.order_id, event_type, unknown_reply)):
+            logger.warning("%s for unknown reservation %s; recorded it as released", command.event_type, rid)
+        return self.get_reservation(rid)

@@ -1,0 +1,89 @@
+"""HTTP views of the orchestrator: the saga flows, for people and for the monitoring service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from services.orchestrator.domain import SagaError, SagaNotFound, Step
+from services.orchestrator.saga import STATES, Deadline, SagaState
+from services.orchestrator.service import SagaService
+from shared.web import ApiError, error_body, query_int
+
+bp = Blueprint("orchestrator", __name__)
+
+
+@bp.get("/flows")
+def list_flows() -> Response:
+    state = request.args.get("state") or None
+    if state is not None and state not in STATES:
+        raise ApiError(
+            400,
+            "validation_error",
+            f"state must be one of {', '.join(STATES)}",
+            [{"field": "state", "message": "unknown state"}],
+        )
+    limit = query_int("limit", 50, 1, 200)
+    return jsonify({"flows": [_summary(flow) for flow in _service().flows(state, limit)]})
+
+
+@bp.get("/flows/<order_id>")
+def get_flow(order_id: str) -> Response:
+    service = _service()
+    flow = service.flow(order_id)
+    deadlines = service.deadlines(flow)
+    nxt = deadlines["next"]
+    body = {
+        **_summary(flow),
+        "failure_detail": flow.failure_detail,
+        "reservation_id": flow.reservation_id,
+        "payment_id": flow.payment_id,
+        "refund_requested": flow.refund_requested,
+        "total_amount": flow.order.total_amount if flow.order else None,
+        "attempts": flow.attempts,
+        "steps": [_step(step) for step in flow.steps],
+        "deadlines": {
+            "payment": _iso(deadlines["payment"]),
+            "order": _iso(deadlines["order"]),
+            "next": {"at": _iso(nxt.at), "kind": nxt.kind} if isinstance(nxt, Deadline) else None,
+        },
+    }
+    return jsonify(body)
+
+
+def error_response(err: SagaError) -> tuple[Response, int]:
+    """Answer a domain error with the shared JSON error body."""
+    if isinstance(err, SagaNotFound):
+        return error_body(404, "not_found", str(err))
+    return error_body(409, "conflict", str(err))
+
+
+def _service() -> SagaService:
+    return current_app.extensions["orchestrator"]
+
+
+def _summary(flow: SagaState) -> dict[str, Any]:
+    return {
+        "order_id": flow.order_id,
+        "state": flow.state,
+        "failure_reason": flow.failure_reason,
+        "created_at": _iso(flow.created_at),
+        "updated_at": _iso(flow.updated_at),
+    }
+
+
+def _step(step: Step) -> dict[str, Any]:
+    body: dict[str, Any] = {"step": step.step, "status": step.status, "at": _iso(step.at)}
+    if step.event_id:
+        body["event_id"] = step.event_id
+    if step.detail:
+        body["detail"] = step.detail
+    return body
+
+
+def _iso(value: Any) -> str | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,175 @@
+"""MongoDB storage of sagas and their timers; the only place saga documents are mapped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from services.orchestrator.domain import LineItem, OrderSnapshot, Step
+from services.orchestrator.locks import MongoSagaLocks
+from services.orchestrator.ports import Timer
+from services.orchestrator.saga import SagaState
+from shared.events import Envelope
+from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+
+NO_OUTBOX = {"outbox": 0}
+
+
+class MongoSagaRepository:
+    """Sagas in ``sagas`` (one document per order, with its outbox) and timers in ``saga_timers``."""
+
+    def __init__(
+        self, sagas: Collection, timers: Collection, locks: MongoSagaLocks, relay: OutboxRelay | None = None
+    ) -> None:
+        self._sagas = sagas
+        self._timers = timers
+        self._locks = locks
+        self._relay = relay
+
+    def locked(self, order_id: str) -> AbstractContextManager[None]:
+        return self._locks.locked(order_id)
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes of the listing and of the timer scan (idempotent)."""
+        self._sagas.create_index([("created_at", DESCENDING)])
+        self._timers.create_index([("due_at", ASCENDING)])
+
+    def get(self, order_id: str) -> SagaState | None:
+        doc = self._sagas.find_one({"_id": order_id}, NO_OUTBOX)
+        return to_saga(doc) if doc else None
+
+    def create(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
+        doc = {**to_document(saga), "version": 1, "outbox": outbox_document(events)}
+        try:
+            self._sagas.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        self._notify(saga.order_id, doc["outbox"])
+        return True
+
+    def update(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
+        fields = to_document(saga)
+        for fixed in ("_id", "version", "created_at"):
+            fields.pop(fixed)
+        outbox = outbox_fields(events)
+        result = self._sagas.update_one(
+            {"_id": saga.order_id, "version": saga.version},
+            {"$set": {**fields, **outbox}, "$inc": {"version": 1}},
+        )
+        if result.modified_count == 0:
+            return False
+        self._notify(saga.order_id, outbox)
+        return True
+
+    def recent(self, state: str | None, limit: int) -> list[SagaState]:
+        query = {"state": state} if state else {}
+        cursor = self._sagas.find(query, NO_OUTBOX).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        return [to_saga(doc) for doc in cursor.limit(limit)]
+
+    def set_timer(self, timer: Timer) -> None:
+        self._timers.update_one(
+            {"_id": timer.order_id}, {"$set": {"due_at": timer.due_at, "kind": timer.kind}}, upsert=True
+        )
+
+    def clear_timer(self, order_id: str) -> None:
+        self._timers.delete_one({"_id": order_id})
+
+    def due_timers(self, now: datetime, limit: int) -> list[Timer]:
+        cursor = self._timers.find({"due_at": {"$lte": now}}).sort("due_at", ASCENDING).limit(limit)
+        return [Timer(doc["_id"], doc["due_at"], doc["kind"]) for doc in cursor]
+
+    def untimed_active(self, states: Iterable[str]) -> list[SagaState]:
+        timed = {doc["_id"] for doc in self._timers.find({}, {"_id": 1})}
+        cursor = self._sagas.find({"state": {"$in": list(states)}}, NO_OUTBOX)
+        return [to_saga(doc) for doc in cursor if doc["_id"] not in timed]
+
+    def _notify(self, order_id: str, outbox: dict[str, Any]) -> None:
+        if self._relay and outbox:
+            self._relay.notify(self._sagas, order_id)
+
+
+def to_document(saga: SagaState) -> dict[str, Any]:
+    """Map a saga to its document (without the outbox)."""
+    return {
+        "_id": saga.order_id,
+        "state": saga.state,
+        "order": _order_document(saga.order),
+        "reservation_id": saga.reservation_id,
+        "payment_id": saga.payment_id,
+        "failure_reason": saga.failure_reason,
+        "failure_detail": saga.failure_detail,
+        "refund_requested": saga.refund_requested,
+        "steps": [_step_document(step) for step in saga.steps],
+        "handled_events": list(saga.handled_events),
+        "attempts": dict(saga.attempts),
+        "version": saga.version,
+        "created_at": saga.created_at,
+        "updated_at": saga.updated_at,
+        "payment_deadline": saga.payment_deadline,
+        "order_deadline": saga.order_deadline,
+    }
+
+
+def to_saga(doc: dict[str, Any]) -> SagaState:
+    """Map a saga document back to the saga."""
+    return SagaState(
+        order_id=doc["_id"],
+        state=doc["state"],
+        order=_order(doc.get("order")),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        reservation_id=doc.get("reservation_id"),
+        payment_id=doc.get("payment_id"),
+        failure_reason=doc.get("failure_reason"),
+        failure_detail=doc.get("failure_detail"),
+        refund_requested=bool(doc.get("refund_requested")),
+        steps=tuple(
+            Step(s["step"], s["status"], s["at"], s.get("event_id"), s.get("detail")) for s in doc.get("steps", [])
+        ),
+        handled_events=tuple(doc.get("handled_events", [])),
+        attempts=dict(doc.get("attempts") or {}),
+        version=doc["version"],
+        payment_deadline=doc.get("payment_deadline"),
+        order_deadline=doc.get("order_deadline"),
+    )
+
+
+def _order_document(order: OrderSnapshot | None) -> dict[str, Any] | None:
+    if order is None:
+        return None
+    return {
+        "customer_id": order.customer_id,
+        "customer_email": order.customer_email,
+        "items": order.item_dicts(),
+        "total_amount": order.total_amount,
+        "payment_method": order.payment_method,
+        "card_details": order.card_details,
+    }
+
+
+def _order(doc: dict[str, Any] | None) -> OrderSnapshot | None:
+    if doc is None:
+        return None
+    return OrderSnapshot(
+        customer_id=doc["customer_id"],
+        customer_email=doc.get("customer_email"),
+        items=tuple(LineItem(i["product_id"], i["quantity"], i["price"]) for i in doc.get("items", [])),
+        total_amount=doc["total_amount"],
+        payment_method=doc["payment_method"],
+        card_details=doc.get("card_details"),
+    )
+
+
+def _step_document(step: Step) -> dict[str, Any]:
+    doc: dict[str, Any] = {"step": step.step, "status": step.status, "at": step.at}
+    if step.event_id:
+        doc["event_id"] = step.event_id
+    if step.detail:
+        doc["detail"] = step.detail
+    return doc

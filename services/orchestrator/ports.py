@@ -1,0 +1,54 @@
+"""The storage port of the orchestrator: sagas (with their outbox) and the timers of active sagas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from services.orchestrator.saga import SagaState
+from shared.events import Envelope
+
+
+@dataclass(frozen=True)
+class Timer:
+    order_id: str
+    due_at: datetime
+    kind: str
+
+
+class SagaRepository(Protocol):
+    def locked(self, order_id: str) -> AbstractContextManager[None]:
+        """Hold the saga's write lock for the block; raise SagaBusy if it stays taken.
+
+        Writers of one saga (the consumer, the timer job, other processes, the outbox relay)
+        take it because FerretDB applies even a conditional update as read-modify-write, so
+        two concurrent updates of one document can silently lose one of them.
+        """
+
+    def get(self, order_id: str) -> SagaState | None:
+        """Return the saga of ``order_id`` or None."""
+
+    def create(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
+        """Insert a new saga with ``events`` in its outbox; return False if one already exists."""
+
+    def update(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
+        """Replace the saga if its stored version is still ``saga.version``, adding ``events`` to its
+        outbox and incrementing the version; return False when another writer got there first."""
+
+    def recent(self, state: str | None, limit: int) -> list[SagaState]:
+        """Return up to ``limit`` sagas, newest first, optionally only those in ``state``."""
+
+    def set_timer(self, timer: Timer) -> None:
+        """Create or move the timer of ``timer.order_id``."""
+
+    def clear_timer(self, order_id: str) -> None:
+        """Remove the timer of ``order_id`` (absent is fine)."""
+
+    def due_timers(self, now: datetime, limit: int) -> list[Timer]:
+        """Return up to ``limit`` timers due at or before ``now``, earliest first."""
+
+    def untimed_active(self, states: Iterable[str]) -> list[SagaState]:
+        """Return the sagas in ``states`` that have no timer (a crash between two writes)."""

@@ -1,0 +1,175 @@
+"""The orchestrator's use cases: drive sagas with events and deadlines, and show their flows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from prometheus_client import Counter, Histogram
+
+from services.orchestrator import saga, transitions
+from services.orchestrator.domain import SagaConflict, SagaError, SagaNotFound
+from services.orchestrator.ports import SagaRepository, Timer
+from services.orchestrator.saga import ACTIVE_STATES, COMPENSATING, COMPLETED, FAILED, Context, SagaState, Transition
+from shared.events import Envelope
+
+logger = logging.getLogger(__name__)
+
+SAGAS_STARTED = Counter("sagas_started_total", "Order sagas started")
+SAGAS_COMPLETED = Counter("sagas_completed_total", "Order sagas that completed")
+SAGAS_FAILED = Counter("sagas_failed_total", "Order sagas that failed, by reason", ["reason"])
+SAGA_DURATION = Histogram(
+    "saga_duration_seconds",
+    "Time from saga creation to its terminal state",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+SAGA_COMPENSATIONS = Counter("saga_compensations_total", "Compensations started, by reason", ["reason"])
+SAGA_REFUNDS = Counter("saga_refunds_total", "Refunds requested for payments that arrived too late")
+
+MAX_WRITE_ATTEMPTS = 10
+TIMER_BATCH = 100
+
+Clock = Callable[[], datetime]
+Decide = Callable[[SagaState | None, Context], Transition | None]
+
+
+class SagaService:
+    """Apply events and deadlines to sagas with optimistic concurrency; read flows for the API."""
+
+    def __init__(self, sagas: SagaRepository, timeouts: saga.Timeouts, clock: Clock) -> None:
+        self._sagas = sagas
+        self._timeouts = timeouts
+        self._clock = clock
+
+    def start(self, event: Envelope) -> Transition | None:
+        """Start the saga of a new order; for an existing saga OrderCreated is just a late event."""
+
+        def decide(current: SagaState | None, ctx: Context) -> Transition:
+            return saga.start(event, ctx) if current is None else transitions.apply(current, event, ctx)
+
+        with self._sagas.locked(event.order_id):
+            return self._write(event.order_id, decide)
+
+    def advance(self, event: Envelope) -> Transition | None:
+        """Apply a reply or a cancel to its saga; events for unknown orders are logged and dropped."""
+
+        def decide(current: SagaState | None, ctx: Context) -> Transition | None:
+            if current is not None:
+                return transitions.apply(current, event, ctx)
+            if event.event_type == "OrderCancelRequested":
+                return saga.cancel_before_start(event, ctx)
+            logger.warning("ignoring %s for order %s: there is no saga for it", event.event_type, event.order_id)
+            return None
+
+        with self._sagas.locked(event.order_id):
+            return self._write(event.order_id, decide)
+
+    def fire_due_timers(self) -> int:
+        """Apply every deadline that has passed; return how many sagas it changed."""
+        changed = 0
+        for timer in self._sagas.due_timers(self._now(), TIMER_BATCH):
+            try:
+                with self._sagas.locked(timer.order_id):
+                    result = self._write(timer.order_id, _timeout)
+                    if result is None:
+                        self._sagas.clear_timer(timer.order_id)
+                    elif not result.changed:
+                        # A stale timer (its saga moved on meanwhile): point it at the real deadline.
+                        self._sync_timer(result.saga, force=True)
+            except SagaError as err:
+                logger.warning("timer of saga %s not applied, it runs again next time: %s", timer.order_id, err)
+                continue
+            changed += bool(result and result.changed)
+        return changed
+
+    def reconcile_timers(self) -> int:
+        """Give a timer to every active saga that lost it (a crash between the two writes)."""
+        repaired = 0
+        for lost in self._sagas.untimed_active(ACTIVE_STATES):
+            try:
+                with self._sagas.locked(lost.order_id):
+                    current = self._sagas.get(lost.order_id)
+                    if current is not None and current.state in ACTIVE_STATES:
+                        logger.warning("saga %s in %s had no timer; restoring it", current.order_id, current.state)
+                        self._sync_timer(current, force=True)
+                        repaired += 1
+            except SagaError as err:
+                logger.warning("could not check the timer of saga %s now: %s", lost.order_id, err)
+        return repaired
+
+    def flows(self, state: str | None, limit: int) -> list[SagaState]:
+        """Return recent sagas, newest first."""
+        return self._sagas.recent(state, limit)
+
+    def flow(self, order_id: str) -> SagaState:
+        """Return the saga of ``order_id``."""
+        found = self._sagas.get(order_id)
+        if found is None:
+            raise SagaNotFound(f"no saga for order {order_id}")
+        return found
+
+    def deadlines(self, flow: SagaState) -> dict[str, datetime | saga.Deadline | None]:
+        """Return the saga's deadlines and the next one it waits on."""
+        return {
+            "payment": flow.payment_deadline,
+            "order": flow.order_deadline,
+            "next": saga.next_deadline(flow, self._timeouts),
+        }
+
+    def _write(self, order_id: str, decide: Decide) -> Transition | None:
+        """Decide on the freshest saga and write the outcome if nobody changed the saga meanwhile.
+
+        The caller holds the saga's lock; the version check still guards against any writer
+        that does not (and is the whole protection on a server with atomic updates).
+        """
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            current = self._sagas.get(order_id)
+            outcome = decide(current, Context(self._now(), self._timeouts))
+            if outcome is None or not outcome.changed:
+                return outcome
+            if current is None:
+                written = self._sagas.create(outcome.saga, outcome.events)
+            else:
+                written = self._sagas.update(outcome.saga, outcome.events)
+            if written:
+                self._sync_timer(outcome.saga, before=current)
+                _observe(current, outcome.saga)
+                return outcome
+            logger.info("saga %s changed concurrently (attempt %d); applying again", order_id, attempt)
+        raise SagaConflict(f"saga {order_id} kept changing; gave up after {MAX_WRITE_ATTEMPTS} attempts")
+
+    def _sync_timer(self, current: SagaState, *, before: SagaState | None = None, force: bool = False) -> None:
+        due = saga.next_deadline(current, self._timeouts)
+        if not force and before is not None and due == saga.next_deadline(before, self._timeouts):
+            return
+        if due is None:
+            if force or before is not None:
+                self._sagas.clear_timer(current.order_id)
+        else:
+            self._sagas.set_timer(Timer(current.order_id, due.at, due.kind))
+
+    def _now(self) -> datetime:
+        # Millisecond precision: what Mongo stores, so a saga reads back exactly as written.
+        now = self._clock()
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _timeout(current: SagaState | None, ctx: Context) -> Transition | None:
+    return saga.on_timeout(current, ctx) if current is not None else None
+
+
+def _observe(before: SagaState | None, after: SagaState) -> None:
+    if after.order is not None and (before is None or before.order is None):
+        SAGAS_STARTED.inc()
+    if before is None or before.state != after.state:
+        if after.state in (COMPLETED, FAILED):
+            SAGA_DURATION.observe(max(0.0, (after.updated_at - after.created_at).total_seconds()))
+        if after.state == COMPLETED:
+            SAGAS_COMPLETED.inc()
+        elif after.state == FAILED:
+            SAGAS_FAILED.labels(after.failure_reason or "unknown").inc()
+        elif after.state == COMPENSATING:
+            SAGA_COMPENSATIONS.labels(after.failure_reason or "unknown").inc()
+    if after.refund_requested and not (before and before.refund_requested):
+        SAGA_REFUNDS.inc()

@@ -1,0 +1,39 @@
+"""The orchestrator's worker: consume the saga's events and fire its deadlines."""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.errors import PyMongoError
+
+from services.orchestrator.app import SERVICE, bootstrap, mongo_sagas
+from services.orchestrator.handlers import HANDLERS
+from shared.config import Settings, load_settings
+from shared.kafka_utils import bind_handlers
+from shared.runtime import connect, run_worker
+
+logger = logging.getLogger(__name__)
+
+# Timers lost to a crash between the saga write and the timer write are rare; look for them now and then.
+RECONCILE_INTERVAL_S = 300.0
+
+
+def main(settings: Settings | None = None) -> None:
+    """Run the saga consumer, the outbox relay and the deadline job until SIGTERM."""
+    settings = settings or load_settings(SERVICE)
+    clients = connect(settings)
+    sagas, relay = mongo_sagas(clients)
+    service = bootstrap(settings, clients=clients, sagas=sagas)
+    try:
+        service.reconcile_timers()
+    except PyMongoError:
+        logger.exception("could not check the saga timers at start; the periodic check will retry")
+    run_worker(
+        clients,
+        bind_handlers(HANDLERS, service),
+        relay=relay,
+        periodic=[
+            (settings.saga.timer_interval_s, service.fire_due_timers),
+            (RECONCILE_INTERVAL_S, service.reconcile_timers),
+        ],
+    )

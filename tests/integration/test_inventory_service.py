@@ -1,0 +1,118 @@
+"""The inventory service over the real MongoDB-protocol server: concurrency, rollback and wiring."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+from pymongo.database import Database
+
+from services.inventory.app import bootstrap
+from services.inventory.domain import FAILED, RESERVED, Line, StockItem
+from services.inventory.mongo import MongoReservationRepository, MongoStockRepository
+from services.inventory.service import InventoryService
+from shared.config import Settings
+from shared.locks import DocumentLocks
+
+
+@pytest.fixture
+def stock(mongo_db: Database) -> MongoStockRepository:
+    return MongoStockRepository(mongo_db["stock"], DocumentLocks(mongo_db["locks"]))
+
+
+@pytest.fixture
+def service(
+    service_settings: Callable[..., Settings], mongo_db: Database, stock: MongoStockRepository
+) -> InventoryService:
+    reservations = MongoReservationRepository(
+        mongo_db["reservations"], mongo_db["reservation_timers"], DocumentLocks(mongo_db["locks"])
+    )
+    reservations.ensure_indexes()
+    built, _relay = bootstrap(service_settings("inventory"), stock=stock, reservations=reservations)
+    return built
+
+
+def test_ten_concurrent_buyers_of_the_last_five_units_get_exactly_five(
+    service: InventoryService, stock: MongoStockRepository
+) -> None:
+    stock.add(StockItem("last_five", "Last five", 10.0, available=5))
+    outcomes: list[str] = []
+    barrier = threading.Barrier(10)
+
+    def buy(n: int) -> None:
+        barrier.wait()
+        reservation = service.reserve(str(uuid.uuid4()), f"order-{n}", [Line("last_five", 1)])
+        outcomes.append(reservation.status)
+
+    threads = [threading.Thread(target=buy, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    item = stock.get("last_five")
+    assert sorted(outcomes) == [FAILED] * 5 + [RESERVED] * 5
+    assert (item.available, item.reserved, item.sold, len(item.holds)) == (0, 5, 0, 5)
+
+
+def test_a_short_item_rolls_back_the_holds_already_taken(
+    service: InventoryService, stock: MongoStockRepository
+) -> None:
+    reservation = service.reserve("res_x", "x", [Line("mouse", 3), Line("rare_item", 6)])
+    assert (reservation.status, reservation.reason) == (FAILED, "out_of_stock")
+    mouse = stock.get("mouse")
+    assert (mouse.available, mouse.reserved, mouse.holds) == (1000, 0, {})
+
+
+def test_reserve_commit_and_release_keep_stock_conserved(
+    service: InventoryService, stock: MongoStockRepository
+) -> None:
+    service.reserve("r1", "o1", [Line("laptop", 2)])
+    service.reserve("r2", "o2", [Line("laptop", 3)])
+    service.commit("r1")
+    service.release("r2")
+    _reservation, released_again = service.release("r2")
+    laptop = stock.get("laptop")
+    assert not released_again
+    assert (laptop.available, laptop.reserved, laptop.sold, laptop.holds) == (48, 0, 2, {})
+
+
+def test_bootstrap_seeds_a_fresh_database_once(service_settings: Callable[..., Settings]) -> None:
+    settings = service_settings("inventory")
+    service, relay = bootstrap(settings)
+    assert relay is not None
+    service.put_product("rare_item", name=None, price=None, quantity=1)
+    restarted, _relay = bootstrap(settings)
+    assert restarted.get_product("rare_item").available == 6
+    assert len(restarted.list_products()) == 9
+
+
+def test_concurrent_reserves_releases_and_commits_conserve_stock(
+    service: InventoryService, stock: MongoStockRepository
+) -> None:
+    stock.add(StockItem("hot", "Hot item", 10.0, available=20))
+    barrier = threading.Barrier(6)
+
+    def shop(worker: int) -> None:
+        barrier.wait()
+        for n in range(6):
+            rid = f"w{worker}-{n}"
+            reservation = service.reserve(rid, rid, [Line("hot", 1 + n % 3)])
+            if reservation.status != RESERVED:
+                continue
+            if n % 2:
+                service.commit(rid)
+            else:
+                service.release(rid)
+            service.release(rid)  # a duplicate that must change nothing
+
+    threads = [threading.Thread(target=shop, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    item = stock.get("hot")
+    assert item.available + item.reserved + item.sold == 20
+    assert min(item.available, item.reserved, item.sold) >= 0
+    assert (item.reserved, item.holds) == (0, {})

@@ -1,0 +1,115 @@
+"""The inventory worker's handlers through the real Kafka and MongoDB: a command in, a reply out."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pymongo.database import Database
+
+from services.inventory.app import bootstrap
+from services.inventory.domain import StockItem
+from services.inventory.handlers import HANDLERS
+from services.inventory.mongo import MongoStockRepository
+from shared.config import Settings
+from shared.events import Envelope
+from shared.kafka_utils import (
+    ConsumerRunner,
+    Handler,
+    bind_handlers,
+    ensure_topics,
+    make_consumer,
+)
+from shared.locks import DocumentLocks
+from shared.mongo import MongoInbox, is_transient
+from shared.runtime import connect
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``check`` every 0.1 s until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout:.0f}s")
+
+
+def only_orders(order_ids: set[str], handlers: dict[str, Handler]) -> dict[str, Handler]:
+    """Ignore the commands of other tests on the shared topic, so this worker never answers them."""
+
+    def scoped(handler: Handler) -> Handler:
+        return lambda event: handler(event) if event.order_id in order_ids else None
+
+    return {event_type: scoped(handler) for event_type, handler in handlers.items()}
+
+
+def test_a_reserve_command_is_answered_with_inventory_reserved(
+    service_settings: Callable[..., Settings], mongo_db: Database, unique: Callable[[str], str]
+) -> None:
+    settings = service_settings("inventory")
+    ensure_topics(settings.kafka)
+    clients = connect(settings)
+    service, relay = bootstrap(settings, clients=clients)
+    assert relay is not None
+    stock = MongoStockRepository(mongo_db["stock"], DocumentLocks(mongo_db["locks"]))
+    product_id = unique("itest-product")
+    stock.add(StockItem(product_id, "Integration product", 12.5, available=10))
+    order_id = str(uuid.uuid4())
+
+    group = unique("inventory-itest")
+    runner = ConsumerRunner(
+        make_consumer(settings.kafka, group, client_id=group),
+        clients.publisher,
+        only_orders({order_id}, bind_handlers(HANDLERS, service)),
+        service="inventory",
+        group_id=group,
+        retry=settings.consumer,
+        inbox=MongoInbox(mongo_db["processed_events"], group),
+        is_transient=is_transient,
+    )
+    worker = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    relay.start()
+    worker.start()
+    replies = make_consumer(settings.kafka, unique("inventory-itest-replies"), client_id="inventory-itest")
+    try:
+        command = Envelope(
+            "ReserveInventory",
+            order_id,
+            "orchestrator",
+            {"reservation_id": f"res_{order_id}", "items": [{"product_id": product_id, "quantity": 3, "price": 12.5}]},
+        )
+        clients.publisher.produce_sync(command.topic, command.key, command.to_json())
+
+        doc = wait_for(lambda: mongo_db["reservations"].find_one({"_id": f"res_{order_id}", "status": "reserved"}))
+        assert doc["order_id"] == order_id
+        item = service.get_product(product_id)
+        assert (item.available, item.reserved) == (7, 3)
+
+        replies.subscribe(["inventory.reserved"])
+
+        def my_reply() -> Envelope | None:
+            msg = replies.poll(0.5)
+            if msg is None or msg.error():
+                return None
+            event = Envelope.from_json(msg.value())
+            return event if event.order_id == order_id else None
+
+        reply = wait_for(my_reply)
+        assert reply.event_type == "InventoryReserved"
+        assert reply.causation_id == command.event_id
+        assert reply.data == {
+            "reservation_id": f"res_{order_id}",
+            "items": [{"product_id": product_id, "quantity": 3}],
+        }
+        wait_for(lambda: not mongo_db["reservations"].find_one({"_id": f"res_{order_id}"}).get("outbox"))
+    finally:
+        replies.close()
+        runner.stop()
+        worker.join(timeout=15)
+        relay.stop(timeout=5)
+        clients.mongo.close()

@@ -1,0 +1,32 @@
+"""The orchestrator's API wired to the real servers by create_app()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pymongo.database import Database
+
+from services.orchestrator.app import create_app
+from services.orchestrator.mongo import MongoSagaRepository
+from shared.config import Settings
+from tests.integration.test_orchestrator_mongo import make_repo
+from tests.unit.orchestrator.contract import new_saga
+
+
+def test_the_api_reads_flows_from_mongo_and_reports_healthy_dependencies(
+    service_settings: Callable[..., Settings], mongo_db: Database
+) -> None:
+    repo: MongoSagaRepository = make_repo(mongo_db)
+    saga, events = new_saga("o-1")
+    repo.create(saga, events)
+    client = create_app(service_settings("orchestrator")).test_client()
+
+    listing = client.get("/flows").get_json()
+    detail = client.get("/flows/o-1").get_json()
+    health = client.get("/health/detailed")
+
+    assert [f["order_id"] for f in listing["flows"]] == ["o-1"]
+    assert detail["state"] == "reserving"
+    assert detail["deadlines"]["next"]["kind"] == "order"
+    assert client.get("/flows/o-2").status_code == 404
+    assert health.status_code == 200, health.get_json()

@@ -1,0 +1,197 @@
+"""The Mongo saga repository on the real FerretDB: the contract, the outbox, concurrency and timers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from services.orchestrator import transitions
+from services.orchestrator.app import bootstrap
+from services.orchestrator.domain import SagaBusy
+from services.orchestrator.locks import SAGA_LOCK, MongoSagaLocks
+from services.orchestrator.mongo import MongoSagaRepository
+from services.orchestrator.saga import Context
+from shared.config import Settings
+from shared.locks import DocumentLocks, LockingCollection
+from tests.unit.orchestrator.contract import TIMEOUTS, SagaRepositoryContract, new_saga
+from tests.unit.orchestrator.fakes import T0, FakeClock, order_created, reply
+
+
+class RecordingRelay:
+    """Stands in for the outbox relay: remembers which documents it was told about."""
+
+    def __init__(self) -> None:
+        self.notified: list[Any] = []
+
+    def notify(self, collection: Collection, doc_id: Any) -> None:
+        self.notified.append(doc_id)
+
+
+def make_repo(db: Database, relay: RecordingRelay | None = None, **lock_options: float) -> MongoSagaRepository:
+    locks = MongoSagaLocks(DocumentLocks(db["locks"], **lock_options))
+    repo = MongoSagaRepository(db["sagas"], db["saga_timers"], locks, relay)  # type: ignore[arg-type]
+    repo.ensure_indexes()
+    return repo
+
+
+class TestMongoSagaRepository(SagaRepositoryContract):
+    @pytest.fixture(autouse=True)
+    def _database(self, mongo_db: Database) -> None:
+        self.db = mongo_db
+
+    def make_repo(self) -> MongoSagaRepository:
+        return make_repo(self.db, wait_s=0.2)
+
+
+def test_each_write_puts_its_events_in_the_saga_outbox_and_tells_the_relay(mongo_db: Database) -> None:
+    relay = RecordingRelay()
+    repo = make_repo(mongo_db, relay)
+    created, events = new_saga("o-1")
+    repo.create(created, events)
+    moved = transitions.apply(repo.get("o-1"), reply("InventoryReserved", "o-1"), Context(T0, TIMEOUTS))
+    repo.update(moved.saga, moved.events)
+
+    outbox = mongo_db["sagas"].find_one({"_id": "o-1"})["outbox"]
+
+    assert sorted(e["event_type"] for e in outbox.values()) == [
+        "OrderValidated",
+        "PaymentRequested",
+        "ReserveInventory",
+    ]
+    assert all(event_id == e["event_id"] for event_id, e in outbox.items())
+    assert relay.notified == ["o-1", "o-1"]
+    assert repo.get("o-1").version == 2
+
+
+def test_two_concurrent_updaters_lose_no_update(service_settings: Callable[..., Settings], mongo_db: Database) -> None:
+    settings = service_settings("orchestrator")
+    first = bootstrap(settings, sagas=make_repo(mongo_db), clock=FakeClock())
+    second = bootstrap(settings, sagas=make_repo(mongo_db), clock=FakeClock())
+    first.start(order_created("o-1"))
+    # Events the saga only records (no refund was requested): each one is one conditional update.
+    batches = [[reply("PaymentRefunded", "o-1") for _ in range(10)] for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def apply_all(service: Any, events: list) -> None:
+        try:
+            for event in events:
+                service.advance(event)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=apply_all, args=(s, b)) for s, b in zip((first, second), batches, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    saga = first.flow("o-1")
+    assert errors == []
+    assert saga.version == 1 + 20
+    assert {e.event_id for batch in batches for e in batch} <= set(saga.handled_events)
+    assert sum(1 for s in saga.steps if s.status == "ignored") == 20
+
+
+def test_a_stale_version_loses_on_the_real_server(mongo_db: Database) -> None:
+    repo = make_repo(mongo_db)
+    created, events = new_saga("o-1")
+    repo.create(created, events)
+    stale = repo.get("o-1")
+    ctx = Context(T0, TIMEOUTS)
+    winner = transitions.apply(stale, reply("InventoryReserved", "o-1"), ctx)
+    loser = transitions.apply(stale, reply("OrderCancelRequested", "o-1"), ctx)
+
+    assert repo.update(winner.saga, winner.events) is True
+    assert repo.update(loser.saga, loser.events) is False
+    outbox = mongo_db["sagas"].find_one({"_id": "o-1"})["outbox"]
+    assert "ReleaseInventory" not in {e["event_type"] for e in outbox.values()}
+
+
+def test_the_timer_job_of_a_restarted_service_finds_a_due_saga(
+    service_settings: Callable[..., Settings], mongo_db: Database
+) -> None:
+    settings = service_settings("orchestrator", saga={"payment_timeout_s": 60, "order_timeout_s": 300})
+    clock = FakeClock()
+    before_restart = bootstrap(settings, sagas=make_repo(mongo_db), clock=clock)
+    before_restart.start(order_created("o-1"))
+    before_restart.advance(reply("InventoryReserved", "o-1"))
+    assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "payment"
+
+    clock.advance(61)
+    after_restart = bootstrap(settings, sagas=make_repo(mongo_db), clock=clock)
+
+    assert after_restart.fire_due_timers() == 1
+    doc = mongo_db["sagas"].find_one({"_id": "o-1"})
+    assert (doc["state"], doc["failure_reason"]) == ("compensating", "payment_timeout")
+    assert "ReleaseInventory" in {e["event_type"] for e in doc["outbox"].values()}
+    assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "compensation"
+    assert after_restart.fire_due_timers() == 0
+
+
+def test_reconciling_restores_a_lost_timer_on_the_real_server(
+    service_settings: Callable[..., Settings], mongo_db: Database
+) -> None:
+    service = bootstrap(service_settings("orchestrator"), sagas=make_repo(mongo_db), clock=FakeClock())
+    service.start(order_created("o-1"))
+    mongo_db["saga_timers"].delete_many({})
+
+    assert service.reconcile_timers() == 1
+    assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "order"
+
+
+def test_an_expired_lock_of_a_crashed_holder_is_taken_over(mongo_db: Database) -> None:
+    repo = make_repo(mongo_db, lease_s=0.2, wait_s=2.0)
+    crashed = repo.locked("o-1")
+    crashed.__enter__()  # never exited: the holder "crashed"
+
+    started = time.monotonic()
+    with repo.locked("o-1"):
+        waited = time.monotonic() - started
+
+    assert 0.1 <= waited < 2.0
+
+
+def test_a_lock_held_beyond_the_wait_raises_saga_busy(mongo_db: Database) -> None:
+    repo = make_repo(mongo_db, wait_s=0.2)
+
+    with repo.locked("o-1"), pytest.raises(SagaBusy), repo.locked("o-1"):
+        pytest.fail("a second holder got the lock")
+
+
+def test_the_relays_outbox_cleanup_never_undoes_a_concurrent_saga_update(
+    service_settings: Callable[..., Settings], mongo_db: Database
+) -> None:
+    repo = make_repo(mongo_db)
+    service = bootstrap(service_settings("orchestrator"), sagas=repo, clock=FakeClock())
+    service.start(order_created("o-1"))
+    # Published entries waiting for the relay's clean-up, as after a burst of events.
+    published = [f"e{n}" for n in range(200)]
+    mongo_db["sagas"].update_one({"_id": "o-1"}, {"$set": {f"outbox.{k}": {"sent": True} for k in published}})
+    relay_view = LockingCollection(mongo_db["sagas"], DocumentLocks(mongo_db["locks"]), SAGA_LOCK)
+    events = [reply("PaymentRefunded", "o-1") for _ in range(15)]
+    done = threading.Event()
+
+    def clean_outbox() -> None:
+        for key in published:
+            if done.is_set():
+                return
+            relay_view.update_one({"_id": "o-1"}, {"$unset": {f"outbox.{key}": ""}})
+
+    cleaner = threading.Thread(target=clean_outbox)
+    cleaner.start()
+    try:
+        for event in events:
+            service.advance(event)
+    finally:
+        done.set()
+        cleaner.join(timeout=30)
+
+    saga = service.flow("o-1")
+    assert saga.version == 1 + len(events)
+    assert {e.event_id for e in events} <= set(saga.handled_events)

@@ -1,0 +1,126 @@
+"""The orchestrator's handlers through the real Kafka: OrderCreated in, ReserveInventory out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pymongo.database import Database
+
+from services.orchestrator import worker
+from services.orchestrator.app import bootstrap, mongo_sagas
+from services.orchestrator.handlers import HANDLERS
+from shared.config import Settings
+from shared.events import Envelope
+from shared.kafka_utils import ConsumerRunner, Handler, bind_handlers, make_consumer
+from shared.mongo import MongoInbox, is_transient
+from shared.runtime import connect
+from tests.unit.orchestrator.fakes import order_created
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``check`` every 0.1 s until it returns something truthy; return that or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    return None
+
+
+def only_for(order_ids: set[str], handlers: dict[str, Handler]) -> dict[str, Handler]:
+    """Handle only this test's orders: the shared topics carry other tests' events too, and a
+    fresh group starting at the earliest offset must not emit saga commands for them."""
+
+    def wrap(handler: Handler) -> Handler:
+        return lambda event: handler(event) if event.order_id in order_ids else None
+
+    return {event_type: wrap(handler) for event_type, handler in handlers.items()}
+
+
+def test_order_created_from_kafka_starts_a_saga_and_sends_reserve_inventory(
+    service_settings: Callable[..., Settings], mongo_db: Database, unique: Callable[[str], str]
+) -> None:
+    settings = service_settings("orchestrator")
+    clients = connect(settings)
+    sagas, relay = mongo_sagas(clients)
+    service = bootstrap(settings, clients=clients, sagas=sagas)
+    order_id = unique("order")
+    group = unique("orchestrator-test")
+    runner = ConsumerRunner(
+        make_consumer(settings.kafka, group, client_id=group),
+        clients.publisher,
+        only_for({order_id}, bind_handlers(HANDLERS, service)),
+        service="orchestrator",
+        group_id=group,
+        retry=settings.consumer,
+        inbox=MongoInbox(mongo_db["processed_events"], group),
+        is_transient=is_transient,
+    )
+    worker = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    relay.start()
+    worker.start()
+    try:
+        created = order_created(order_id)
+        clients.publisher.produce_sync(created.topic, created.key, created.to_json())
+
+        saga = wait_for(lambda: mongo_db["sagas"].find_one({"_id": order_id, "state": "reserving"}))
+        assert saga, "the saga did not reach reserving"
+        command = _published_reserve(settings, unique("orchestrator-probe"), order_id)
+        assert command, "no ReserveInventory for the order on inventory.commands"
+        assert wait_for(lambda: not mongo_db["sagas"].find_one({"_id": order_id})["outbox"], timeout=10), (
+            "the relay did not clear the published outbox entries"
+        )
+    finally:
+        runner.stop()
+        worker.join(timeout=15)
+        relay.stop()
+        clients.mongo.close()
+
+    assert command.data == {
+        "reservation_id": f"res_{order_id}",
+        "items": [
+            {"product_id": "p-1", "quantity": 2, "price": 10.0},
+            {"product_id": "p-2", "quantity": 1, "price": 5.5},
+        ],
+    }
+    assert command.causation_id == created.event_id
+
+
+def _published_reserve(settings: Settings, group: str, order_id: str) -> Envelope | None:
+    """Read inventory.commands with a fresh group until our order's ReserveInventory shows up."""
+    consumer = make_consumer(settings.kafka, group, client_id=group)
+    consumer.subscribe(["inventory.commands"])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() or msg.key() != order_id.encode():
+                continue
+            event = Envelope.from_json(msg.value())
+            if event.event_type == "ReserveInventory":
+                return event
+        return None
+    finally:
+        consumer.close()
+
+
+def test_worker_main_wires_the_handlers_the_relay_and_the_deadline_jobs(
+    service_settings: Callable[..., Settings], mongo_db: Database, monkeypatch: Any
+) -> None:
+    settings = service_settings("orchestrator", saga={"timer_interval_s": 0.5})
+    wired: dict[str, Any] = {}
+    monkeypatch.setattr(worker, "run_worker", lambda clients, handlers, **kw: wired.update(handlers=handlers, **kw))
+
+    worker.main(settings)
+
+    assert set(wired["handlers"]) == set(HANDLERS)
+    assert wired["relay"] is not None
+    intervals = [interval for interval, _job in wired["periodic"]]
+    assert intervals[0] == 0.5
+    assert all(job() == 0 for _interval, job in wired["periodic"])
+    assert "created_at_-1" in mongo_db["sagas"].index_information()
+    assert "due_at_1" in mongo_db["saga_timers"].index_information()
