@@ -30,6 +30,7 @@ from load.shop import CATALOGUE, DECLINED_CARD
 from shared import launcher
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import Envelope
+from shared.kafka_utils import topic_name
 from shared.mongo import make_mongo_client
 
 REPORT_DIR = LOCAL_DIR / "bench"
@@ -122,7 +123,8 @@ def follow_terminal_events(settings: Settings, run: Run, ready: threading.Event,
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe(["orders.completed", "orders.failed"], on_assign=lambda *_: ready.set())
+    topics = [topic_name(settings.kafka, t) for t in ("orders.completed", "orders.failed")]
+    consumer.subscribe(topics, on_assign=lambda *_: ready.set())
     try:
         while not stop.is_set():
             msg = consumer.poll(0.2)

@@ -42,6 +42,8 @@ class KafkaSettings(_Section):
     linger_ms: int = Field(ge=0, le=1000)
     delivery_timeout_ms: int = Field(ge=1000)
     session_timeout_ms: int = Field(ge=1000)
+    # Prepended to every topic name, so test runs never share topics with `make run`.
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=40)
     # True when KAFKA_BOOTSTRAP_SERVERS points at a broker we must not start or stop.
     external: bool = False
 

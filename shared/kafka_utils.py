@@ -63,6 +63,11 @@ def make_producer(kafka: KafkaSettings, client_id: str) -> Producer:
     )
 
 
+def make_publisher(kafka: KafkaSettings, client_id: str) -> KafkaPublisher:
+    """Create a publisher writing to the configured (prefixed) topics."""
+    return KafkaPublisher(make_producer(kafka, client_id), kafka.topic_prefix)
+
+
 def make_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consumer:
     """Create a group consumer whose offsets are stored only after a handler succeeded."""
     return Consumer(
@@ -80,11 +85,17 @@ def make_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consum
     )
 
 
+def topic_name(kafka: KafkaSettings, topic: str) -> str:
+    """The broker-side name of a contract topic (with the configured prefix)."""
+    return kafka.topic_prefix + topic
+
+
 class KafkaPublisher:
     """Publish envelopes keyed by order id; delivery failures reach the caller, never only a log."""
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, topic_prefix: str = "") -> None:
         self._producer = producer
+        self.topic_prefix = topic_prefix
 
     def publish(self, event: Envelope, on_delivery: DeliveryCallback | None = None) -> None:
         def report(err: KafkaError | None, msg: Message) -> None:
@@ -94,7 +105,11 @@ class KafkaPublisher:
             if on_delivery:
                 on_delivery(PublishError(str(err)) if err else None)
 
-        self.produce(event.topic, event.key, event.to_json(), on_delivery=report)
+        self.produce(self.topic_prefix + event.topic, event.key, event.to_json(), on_delivery=report)
+
+    def publish_sync(self, event: Envelope, timeout: float = 30.0) -> None:
+        """Publish ``event`` and wait for the broker's acknowledgement."""
+        self.produce_sync(self.topic_prefix + event.topic, event.key, event.to_json(), timeout=timeout)
 
     def produce(
         self,
@@ -147,7 +162,7 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str] = ALL_TOPICS, time
     """Create the topics that are missing; return the names created (idempotent)."""
     admin = AdminClient(client_config(kafka))
     existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [t for t in topics if t not in existing]
+    missing = [name for name in (topic_name(kafka, t) for t in topics) if name not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
@@ -223,7 +238,8 @@ class ConsumerRunner:
         self._is_transient = is_transient
         self._on_idle = on_idle
         self._stop = threading.Event()
-        self.topics = sorted({TOPIC_BY_EVENT[t] for t in handlers})
+        self._prefix = publisher.topic_prefix
+        self.topics = sorted({self._prefix + TOPIC_BY_EVENT[t] for t in handlers})
 
     def stop(self, *_args: object) -> None:
         self._stop.set()
@@ -261,7 +277,7 @@ class ConsumerRunner:
         topic = msg.topic()
         try:
             event = Envelope.from_json(msg.value())
-            if event.topic != topic:
+            if self._prefix + event.topic != topic:
                 raise InvalidEvent(f"event type {event.event_type} does not belong on topic {topic}")
         except InvalidEvent as err:
             self._dead_letter(msg, err, attempts=1)
@@ -316,7 +332,7 @@ class ConsumerRunner:
         # The offset is stored only after the dead letter is acknowledged, so it is never lost.
         while True:
             try:
-                self._publisher.produce_sync(DEAD_LETTER_TOPIC, msg.key(), msg.value(), headers)
+                self._publisher.produce_sync(self._prefix + DEAD_LETTER_TOPIC, msg.key(), msg.value(), headers)
                 return
             except PublishError as publish_err:
                 logger.error("could not dead-letter, retrying: %s", publish_err)

@@ -18,7 +18,15 @@ from pymongo.database import Database
 
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC
-from shared.kafka_utils import ConsumerRunner, Handler, KafkaPublisher, ensure_topics, make_consumer, make_producer
+from shared.kafka_utils import (
+    ConsumerRunner,
+    Handler,
+    KafkaPublisher,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    topic_name,
+)
 from shared.locks import DocumentLocks, LockingCollection, Locks, NoLocks
 from shared.mongo import MongoInbox, is_transient, make_mongo_client, ping, service_database
 from shared.outbox import OutboxRelay
@@ -41,7 +49,7 @@ class Clients:
 
     def kafka_ping(self) -> None:
         """Ask the broker for metadata; raise when it does not answer."""
-        metadata = self.producer.list_topics(topic=DEAD_LETTER_TOPIC, timeout=2)
+        metadata = self.producer.list_topics(topic=topic_name(self.settings.kafka, DEAD_LETTER_TOPIC), timeout=2)
         if not metadata.brokers:
             raise ConnectionError("no Kafka broker answered")
 
@@ -67,7 +75,8 @@ def connect(settings: Settings) -> Clients:
     """Create the Mongo client and Kafka producer of this process."""
     mongo = make_mongo_client(settings.mongo, app_name=settings.service or "kafka-ecommerce")
     producer = make_producer(settings.kafka, client_id=settings.service or "kafka-ecommerce")
-    return Clients(settings, mongo, service_database(mongo, settings), KafkaPublisher(producer), producer)
+    publisher = KafkaPublisher(producer, settings.kafka.topic_prefix)
+    return Clients(settings, mongo, service_database(mongo, settings), publisher, producer)
 
 
 Periodic = tuple[float, Callable[[], object]]

@@ -36,7 +36,7 @@ from load.shop import CATALOGUE, DECLINED_CARD
 from shared import launcher, local_infra
 from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import Envelope
-from shared.kafka_utils import KafkaPublisher, make_producer
+from shared.kafka_utils import ensure_topics, make_publisher, topic_name
 from shared.mongo import make_mongo_client
 
 # Saga steps that must appear at most once in an order's timeline.
@@ -106,6 +106,7 @@ class Chaos:
         client = make_mongo_client(self.settings.mongo)
         for name in SERVICE_NAMES:
             client.drop_database(self.settings.services[name].database)
+        ensure_topics(self.settings.kafka)
         self.children = launcher.start(SERVICE_NAMES, replicas=self.args.replicas, env=self.env)
         launcher.wait_healthy(self.settings, SERVICE_NAMES, self.children, timeout=120)
 
@@ -198,7 +199,7 @@ class Chaos:
                 pool.submit(self.place, index)
 
     def inject_poison(self) -> None:
-        publisher = KafkaPublisher(make_producer(self.settings.kafka, "chaos-poison"))
+        publisher = make_publisher(self.settings.kafka, "chaos-poison")
         valid = Envelope(event_type="OrderCreated", order_id="x", source="chaos").to_dict()
         poisons = [
             b"{this is not json",
@@ -210,7 +211,7 @@ class Chaos:
         for topic in POISON_TOPICS:
             for value in poisons:
                 key = f"poison-{uuid.uuid4().hex[:10]}"
-                publisher.produce_sync(topic, key.encode(), value)
+                publisher.produce_sync(topic_name(self.settings.kafka, topic), key.encode(), value)
                 self.report.poison_keys.add(key)
 
     def run_chaos(self) -> None:

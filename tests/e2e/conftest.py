@@ -17,6 +17,7 @@ import requests
 
 from shared import launcher
 from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
+from shared.kafka_utils import ensure_topics
 from shared.mongo import make_mongo_client
 
 E2E_ENV = {
@@ -56,6 +57,7 @@ def stack() -> Iterator[Stack]:
     client = make_mongo_client(settings.mongo)
     for name in SERVICE_NAMES:
         client.drop_database(settings.services[name].database)
+    ensure_topics(settings.kafka)  # the stack's topics carry the test prefix
     stack = Stack(settings)
     stack.children = launcher.start(SERVICE_NAMES, env=E2E_ENV)
     try:

@@ -15,7 +15,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Settings, load_settings
-from shared.kafka_utils import client_config
+from shared.kafka_utils import client_config, ensure_topics
 from shared.mongo import make_mongo_client, ping
 
 HOW_TO_START = "start the local servers with `make infra-up` (or set KAFKA_BOOTSTRAP_SERVERS / MONGO_URI)"
@@ -31,6 +31,8 @@ def live_settings() -> Settings:
             raise RuntimeError("no broker in metadata")
     except Exception as err:
         pytest.fail(f"Kafka at {settings.kafka.bootstrap_servers} does not answer ({err}); {HOW_TO_START}")
+    # Tests use topics of their own (the `test.` prefix), created here once.
+    ensure_topics(settings.kafka)
     try:
         ping(make_mongo_client(settings.mongo))
     except Exception as err:

@@ -22,6 +22,7 @@ from shared.kafka_utils import (
     bind_handlers,
     ensure_topics,
     make_consumer,
+    topic_name,
 )
 from shared.locks import DocumentLocks
 from shared.mongo import MongoInbox, is_transient
@@ -83,14 +84,15 @@ def test_a_reserve_command_is_answered_with_inventory_reserved(
             "orchestrator",
             {"reservation_id": f"res_{order_id}", "items": [{"product_id": product_id, "quantity": 3, "price": 12.5}]},
         )
-        clients.publisher.produce_sync(command.topic, command.key, command.to_json())
+        clients.publisher.publish(command)
+        clients.publisher.flush(10)
 
         doc = wait_for(lambda: mongo_db["reservations"].find_one({"_id": f"res_{order_id}", "status": "reserved"}))
         assert doc["order_id"] == order_id
         item = service.get_product(product_id)
         assert (item.available, item.reserved) == (7, 3)
 
-        replies.subscribe(["inventory.reserved"])
+        replies.subscribe([topic_name(clients.settings.kafka, "inventory.reserved")])
 
         def my_reply() -> Envelope | None:
             msg = replies.poll(0.5)

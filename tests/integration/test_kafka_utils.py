@@ -11,7 +11,7 @@ from confluent_kafka import Consumer
 
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC, Envelope
-from shared.kafka_utils import ConsumerRunner, KafkaPublisher, make_consumer, make_producer
+from shared.kafka_utils import ConsumerRunner, KafkaPublisher, make_consumer, make_publisher, topic_name
 from shared.mongo import MongoInbox
 
 EVENT_TYPE = "NotificationSent"  # a topic no other integration test's handler writes state from
@@ -28,7 +28,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
 
 @pytest.fixture
 def publisher(live_settings: Settings) -> Iterator[KafkaPublisher]:
-    publisher = KafkaPublisher(make_producer(live_settings.kafka, "test-publisher"))
+    publisher = make_publisher(live_settings.kafka, "test-publisher")
     yield publisher
     publisher.flush(10)
 
@@ -112,7 +112,7 @@ def dead_letters_for(settings: Settings, key: str, group: str, timeout: float = 
     consumer = Consumer(
         {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group, "auto.offset.reset": "earliest"}
     )
-    consumer.subscribe([DEAD_LETTER_TOPIC])
+    consumer.subscribe([topic_name(settings.kafka, DEAD_LETTER_TOPIC)])
     found, deadline = [], time.monotonic() + timeout
     try:
         while not found and time.monotonic() < deadline:
@@ -138,7 +138,7 @@ def test_a_failing_handler_is_retried_then_dead_lettered_with_headers(live_setti
     assert handler.calls == live_settings.consumer.max_attempts
     assert len(letters) == 1
     headers = {k: v.decode() for k, v in letters[0].headers()}
-    assert headers["original_topic"] == "notifications.sent"
+    assert headers["original_topic"] == topic_name(live_settings.kafka, "notifications.sent")
     assert headers["attempts"] == str(live_settings.consumer.max_attempts)
     assert headers["service"] == "integration-test"
     assert "handler refuses" in headers["error"]
@@ -149,7 +149,9 @@ def test_a_failing_handler_is_retried_then_dead_lettered_with_headers(live_setti
 def test_a_malformed_message_is_dead_lettered_and_the_consumer_goes_on(live_settings, publisher, unique):
     bad_key, good = unique("malformed"), unique("order")
     handler = Recorder({good})
-    publisher.produce_sync("notifications.sent", bad_key.encode(), b"{this is not json")
+    publisher.produce_sync(
+        topic_name(live_settings.kafka, "notifications.sent"), bad_key.encode(), b"{this is not json"
+    )
     publisher.publish(event_for(good))
     publisher.flush(10)
     runner, thread = start_runner(live_settings, publisher, unique("group"), handler)

@@ -14,7 +14,7 @@ from services.notification.app import bootstrap
 from services.notification.handlers import HANDLERS
 from shared.config import Settings
 from shared.events import Envelope, InvalidEvent
-from shared.kafka_utils import ConsumerRunner, KafkaPublisher, bind_handlers, ensure_topics, make_consumer
+from shared.kafka_utils import ConsumerRunner, bind_handlers, ensure_topics, make_consumer, topic_name
 from shared.mongo import MongoInbox, is_transient
 from shared.runtime import Clients, connect
 
@@ -88,12 +88,12 @@ def test_a_notification_request_is_sent_once_written_to_the_file_and_reported(
     }
     request = Envelope("NotificationRequested", order_id, "orchestrator", data)
     again = Envelope("NotificationRequested", order_id, "orchestrator", data)  # same request, new event id
-    publisher = KafkaPublisher(clients.producer)
+    publisher = clients.publisher
     sent_reader = make_consumer(clients.settings.kafka, unique("notification-it-sent"), "notification-it-sent")
-    sent_reader.subscribe(["notifications.sent"])
+    sent_reader.subscribe([topic_name(clients.settings.kafka, "notifications.sent")])
     try:
         for event in (request, request, again):
-            publisher.produce_sync(event.topic, event.key, event.to_json())
+            publisher.publish_sync(event)
         notifications = clients.db["notifications"]
         notification_id = f"ntf_{order_id}_order_confirmation"
         doc = wait_for(

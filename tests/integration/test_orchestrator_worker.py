@@ -14,7 +14,7 @@ from services.orchestrator.app import bootstrap, mongo_sagas
 from services.orchestrator.handlers import HANDLERS
 from shared.config import Settings
 from shared.events import Envelope
-from shared.kafka_utils import ConsumerRunner, Handler, bind_handlers, make_consumer
+from shared.kafka_utils import ConsumerRunner, Handler, bind_handlers, make_consumer, topic_name
 from shared.mongo import MongoInbox, is_transient
 from shared.runtime import connect
 from tests.unit.orchestrator.fakes import order_created
@@ -65,7 +65,7 @@ def test_order_created_from_kafka_starts_a_saga_and_sends_reserve_inventory(
     worker.start()
     try:
         created = order_created(order_id)
-        clients.publisher.produce_sync(created.topic, created.key, created.to_json())
+        clients.publisher.publish_sync(created)
 
         saga = wait_for(lambda: mongo_db["sagas"].find_one({"_id": order_id, "state": "reserving"}))
         assert saga, "the saga did not reach reserving"
@@ -93,7 +93,7 @@ def test_order_created_from_kafka_starts_a_saga_and_sends_reserve_inventory(
 def _published_reserve(settings: Settings, group: str, order_id: str) -> Envelope | None:
     """Read inventory.commands with a fresh group until our order's ReserveInventory shows up."""
     consumer = make_consumer(settings.kafka, group, client_id=group)
-    consumer.subscribe(["inventory.commands"])
+    consumer.subscribe([topic_name(settings.kafka, "inventory.commands")])
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

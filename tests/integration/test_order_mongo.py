@@ -10,7 +10,7 @@ from pymongo.database import Database
 from services.order.mongo import MongoOrderRepository
 from services.order.service import created_event
 from shared.config import Settings
-from shared.kafka_utils import KafkaPublisher, make_producer
+from shared.kafka_utils import KafkaPublisher, make_publisher
 from shared.outbox import OutboxRelay
 from tests.unit.order.contract import OrderRepositoryContract, make_order
 from tests.unit.order.samples import CARD, new_order
@@ -19,7 +19,7 @@ from tests.unit.order.samples import CARD, new_order
 @pytest.fixture(scope="module")
 def publisher(live_settings: Settings) -> Iterator[KafkaPublisher]:
     # The relay is never started here: the contract reads the outbox before anything publishes it.
-    publisher = KafkaPublisher(make_producer(live_settings.kafka, client_id="order-contract-test"))
+    publisher = make_publisher(live_settings.kafka, client_id="order-contract-test")
     yield publisher
     publisher.flush(5)
 

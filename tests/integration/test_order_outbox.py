@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from services.order.app import bootstrap, create_app
 from shared.config import Settings
-from shared.kafka_utils import make_consumer
+from shared.kafka_utils import make_consumer, topic_name
 from shared.runtime import connect
 from tests.unit.order.samples import CARD, order_body
 
@@ -47,7 +47,7 @@ def test_order_created_event_is_relayed_to_kafka(
 
 def _find_created_event(settings: Settings, group: str, order_id: str, timeout: float) -> dict | None:
     consumer = make_consumer(settings.kafka, group, client_id=group)
-    consumer.subscribe(["orders.created"])
+    consumer.subscribe([topic_name(settings.kafka, "orders.created")])
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

@@ -15,7 +15,12 @@ from services.order.mongo import MongoOrderRepository
 from services.order.service import OrderService
 from shared.config import Settings
 from shared.events import Envelope
-from shared.kafka_utils import ConsumerRunner, KafkaPublisher, bind_handlers, make_consumer, make_producer
+from shared.kafka_utils import (
+    ConsumerRunner,
+    bind_handlers,
+    make_consumer,
+    make_publisher,
+)
 from shared.mongo import MongoInbox, is_transient
 from shared.outbox import OutboxRelay
 from tests.unit.order.contract import make_order
@@ -37,7 +42,7 @@ def test_worker_moves_an_order_to_completed_from_kafka_events(
     unique: Callable[[str], str],
 ) -> None:
     settings = service_settings("order")
-    publisher = KafkaPublisher(make_producer(settings.kafka, client_id=unique("order-test")))
+    publisher = make_publisher(settings.kafka, client_id=unique("order-test"))
     relay = OutboxRelay(publisher, [mongo_db["orders"]])
     repo = MongoOrderRepository(mongo_db["orders"], mongo_db["idempotency_keys"], relay)
     service, _ = bootstrap(settings, orders=repo)
@@ -59,14 +64,14 @@ def test_worker_moves_an_order_to_completed_from_kafka_events(
     thread.start()
     try:
         validated = _event("OrderValidated", order, {"total_amount": order.total_amount})
-        publisher.produce_sync(validated.topic, validated.key, validated.to_json())
+        publisher.publish_sync(validated)
         assert wait_for(lambda: _status(service, order) == "validated"), "OrderValidated was not applied"
         completed = validated.follow(
             "OrderCompleted",
             "orchestrator",
             {"payment_id": "pay_" + order.order_id, "reservation_id": "res_" + order.order_id, "total_amount": 24.98},
         )
-        publisher.produce_sync(completed.topic, completed.key, completed.to_json())
+        publisher.publish_sync(completed)
         assert wait_for(lambda: _status(service, order) == "completed"), "OrderCompleted was not applied"
     finally:
         runner.stop()

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from pymongo.errors import OperationFailure
 
 from shared.events import Envelope
-from shared.kafka_utils import KafkaPublisher, make_producer
+from shared.kafka_utils import make_publisher, topic_name
 from shared.mongo import MongoAuthError, MongoInbox, make_mongo_client, ping
 from shared.outbox import OutboxRelay, outbox_document
 from tests.integration.test_kafka_utils import wait_for
@@ -29,11 +29,11 @@ def test_the_relay_delivers_an_event_written_before_a_crash(live_settings, mongo
             "auto.offset.reset": "latest",
         }
     )
-    reader.subscribe(["notifications.sent"])
+    reader.subscribe([topic_name(live_settings.kafka, "notifications.sent")])
     wait_for(lambda: reader.poll(0.2) is None and bool(reader.assignment()), what="the reader's assignment")
 
     # A new process starts: its relay's recovery scan finds and publishes the event.
-    relay = OutboxRelay(KafkaPublisher(make_producer(live_settings.kafka, "relay-test")), [mongo_db["things"]])
+    relay = OutboxRelay(make_publisher(live_settings.kafka, "relay-test"), [mongo_db["things"]])
     relay.start()
     received = []
     try:

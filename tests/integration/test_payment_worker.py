@@ -13,7 +13,7 @@ from services.payment.app import bootstrap
 from services.payment.handlers import HANDLERS
 from shared.config import Settings
 from shared.events import Envelope, InvalidEvent
-from shared.kafka_utils import ConsumerRunner, KafkaPublisher, bind_handlers, ensure_topics, make_consumer
+from shared.kafka_utils import ConsumerRunner, bind_handlers, ensure_topics, make_consumer, topic_name
 from shared.mongo import MongoInbox, is_transient
 from shared.runtime import Clients, connect
 
@@ -84,7 +84,7 @@ def test_a_declined_payment_request_is_stored_failed_and_answered_on_payments_fa
 ) -> None:
     order_id = unique("order")
     replies = make_consumer(clients.settings.kafka, unique("payment-it-replies"), "payment-it-replies")
-    replies.subscribe(["payments.failed"])
+    replies.subscribe([topic_name(clients.settings.kafka, "payments.failed")])
     try:
         request = Envelope(
             "PaymentRequested",
@@ -98,7 +98,8 @@ def test_a_declined_payment_request_is_stored_failed_and_answered_on_payments_fa
                 "customer_id": "cust-it",
             },
         )
-        KafkaPublisher(clients.producer).produce_sync(request.topic, request.key, request.to_json())
+        clients.publisher.publish(request)
+        clients.publisher.flush(10)
         payments = clients.db["payments"]
         doc = wait_for(
             lambda: payments.find_one({"_id": f"pay_{order_id}", "status": "failed"}), what="the failed payment"
@@ -122,16 +123,16 @@ def test_a_repeated_payment_request_makes_one_payment_that_a_refund_request_refu
     clients: Clients, worker: ConsumerRunner, unique: Callable[[str], str]
 ) -> None:
     order_id = unique("order")
-    publisher = KafkaPublisher(clients.producer)
+    publisher = clients.publisher
     data = {"payment_id": f"pay_{order_id}", "amount": 12.0, "payment_method": "credit_card", "card_details": None}
     request = Envelope("PaymentRequested", order_id, "orchestrator", data)
     again = Envelope("PaymentRequested", order_id, "orchestrator", data)  # a new event id: not an inbox duplicate
     for event in (request, request, again):
-        publisher.produce_sync(event.topic, event.key, event.to_json())
+        publisher.publish_sync(event)
     payments = clients.db["payments"]
     wait_for(lambda: payments.find_one({"_id": f"pay_{order_id}", "status": "completed"}), what="the payment")
     refund = Envelope("RefundRequested", order_id, "orchestrator", {"payment_id": f"pay_{order_id}", "reason": "x"})
-    publisher.produce_sync(refund.topic, refund.key, refund.to_json())
+    publisher.publish_sync(refund)
     doc = wait_for(lambda: payments.find_one({"_id": f"pay_{order_id}", "status": "refunded"}), what="the refund")
     assert doc["refunded_amount"] == 12.0
     assert payments.count_documents({"order_id": order_id}) == 1
