@@ -100,3 +100,23 @@ def test_pid_file_of_our_process_counts(tmp_path: Path, monkeypatch: pytest.Monk
     local_infra.pid_file("mongo").write_text(f"{os.getpid()}\n")
 
     assert local_infra.running_pid("mongo") == os.getpid()
+
+
+def test_the_ferretdb_patches_rewrite_exactly_the_expected_lines(tmp_path):
+    for relative, before, _after in local_infra.FERRETDB_PATCHES:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"package x\n\t{before}\n")
+    local_infra.patch_ferretdb(tmp_path)
+    for relative, before, after in local_infra.FERRETDB_PATCHES:
+        text = (tmp_path / relative).read_text()
+        assert after in text and before not in text
+
+
+def test_a_ferretdb_source_that_changed_is_refused_rather_than_half_patched(tmp_path):
+    for relative, _before, _after in local_infra.FERRETDB_PATCHES:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("package x\n")
+    with pytest.raises(local_infra.InfraError, match="expected text not found"):
+        local_infra.patch_ferretdb(tmp_path)
