@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -82,6 +82,14 @@ def connect(settings: Settings) -> Clients:
 Periodic = tuple[float, Callable[[], object]]
 
 
+class Background(Protocol):
+    def run(self) -> None:
+        """Work until stopped."""
+
+    def stop(self) -> None:
+        """Ask ``run`` to return soon."""
+
+
 def run_worker(
     clients: Clients,
     handlers: Mapping[str, Handler],
@@ -89,8 +97,14 @@ def run_worker(
     group_id: str | None = None,
     relay: OutboxRelay | None = None,
     periodic: list[Periodic] | None = None,
+    background: list[Background] | None = None,
+    inbox: bool = True,
 ) -> None:
-    """Consume this service's events until SIGTERM, running the relay and periodic jobs beside it."""
+    """Consume this service's events until SIGTERM, running the relay and other jobs beside it.
+
+    ``inbox=False`` is for handlers that drop duplicates by themselves: it saves two round trips
+    per event.
+    """
     settings = clients.settings
     group_id = group_id or f"{settings.service}-service"
     try:
@@ -106,21 +120,26 @@ def run_worker(
         service=settings.service or "unknown",
         group_id=group_id,
         retry=settings.consumer,
-        inbox=MongoInbox(clients.db["processed_events"], group_id),
+        inbox=MongoInbox(clients.db["processed_events"], group_id) if inbox else None,
         is_transient=is_transient,
     )
     stop = threading.Event()
     jobs = [
         threading.Thread(target=_every, args=(interval, job, stop), daemon=True) for interval, job in periodic or []
     ]
+    others = [threading.Thread(target=task.run, daemon=True) for task in background or []]
     if relay:
         relay.start()
-    for job in jobs:
-        job.start()
+    for thread in [*jobs, *others]:
+        thread.start()
     try:
         runner.run()
     finally:
         stop.set()
+        for task in background or []:
+            task.stop()
+        for thread in others:
+            thread.join(timeout=15)
         if relay:
             relay.stop()
         clients.publisher.flush(10)

@@ -1,0 +1,105 @@
+"""Wiring of monitoring: bootstrap() builds the service, create_app() the Flask app."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from services.monitoring import api
+from services.monitoring.domain import MonitoringError
+from services.monitoring.health import HttpHealthProbe
+from services.monitoring.mongo import (
+    MongoDeadLetterRepository,
+    MongoHealthRepository,
+    MongoRecentEventRepository,
+    MongoStatsRepository,
+    MongoTimelineRepository,
+)
+from services.monitoring.ports import (
+    Clock,
+    DeadLetterRepository,
+    HealthProbe,
+    HealthRepository,
+    LagProbe,
+    RawPublisher,
+    RecentEventRepository,
+    StatsRepository,
+    TimelineRepository,
+)
+from services.monitoring.prometheus import CONSUMER_GROUPS, ConsumerLagReader
+from services.monitoring.service import MonitoringService
+from shared.config import Settings, load_settings
+from shared.events import utc_now
+from shared.kafka_utils import consumer_lag
+from shared.runtime import Clients, connect
+from shared.web import create_service_app
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    clients: Clients | None = None,
+    timelines: TimelineRepository | None = None,
+    recent: RecentEventRepository | None = None,
+    figures: StatsRepository | None = None,
+    letters: DeadLetterRepository | None = None,
+    health: HealthRepository | None = None,
+    probe: HealthProbe | None = None,
+    publisher: RawPublisher | None = None,
+    lag: LagProbe | None = None,
+    clock: Clock = utc_now,
+) -> MonitoringService:
+    """Build the service; whatever is not passed in is made from the settings."""
+
+    def live() -> Clients:
+        nonlocal clients
+        clients = clients or connect(settings)
+        return clients
+
+    if timelines is None:
+        # Collections whose documents several threads or processes update take per-document
+        # locks where the server needs them (FerretDB's updates are not atomic).
+        timelines = MongoTimelineRepository(live().collection, limit=settings.monitoring.timeline_limit)
+        timelines.ensure_indexes()
+    if recent is None:
+        recent = MongoRecentEventRepository(live().db["recent_events"])
+        recent.ensure_indexes()
+    if figures is None:
+        figures = MongoStatsRepository(live().collection("stats"), live().collection("minutes"))
+    if letters is None:
+        letters = MongoDeadLetterRepository(live().collection("dlq"))
+        letters.ensure_indexes()
+    if health is None:
+        health = MongoHealthRepository(live().db["service_health"])
+    if publisher is None:
+        publisher = live().publisher
+    if lag is None:
+        lag = ConsumerLagReader(lambda: consumer_lag(settings.kafka, CONSUMER_GROUPS, timeout=2.0))
+    return MonitoringService(
+        timelines=timelines,
+        recent=recent,
+        figures=figures,
+        letters=letters,
+        health=health,
+        probe=probe or HttpHealthProbe(settings.monitoring.health_timeout_s, clock=clock),
+        publisher=publisher,
+        services=[(name, endpoint.url) for name, endpoint in settings.services.items()],
+        settings=settings.monitoring,
+        topic_prefix=settings.kafka.topic_prefix,
+        lag=lag,
+        clock=clock,
+    )
+
+
+def create_app(settings: Settings | None = None, service: MonitoringService | None = None) -> Flask:
+    """Build the monitoring API: dashboards, timelines, figures, alerts and the DLQ."""
+    settings = settings or load_settings("monitoring")
+    checks = {}
+    if service is None:
+        clients = connect(settings)
+        service = bootstrap(settings, clients=clients)
+        checks = clients.health_checks()
+    app = create_service_app(settings, "monitoring", checks, import_name=__name__)
+    app.extensions["monitoring"] = service
+    app.register_blueprint(api.bp)
+    app.register_error_handler(MonitoringError, api.error_response)
+    return app

@@ -1,0 +1,256 @@
+"""Mongo repositories of monitoring: the only place its documents are mapped to and from dataclasses.
+
+FerretDB scans on anything but ``_id``, so hot paths go by ``_id`` and scans only touch small,
+trimmed collections (recent_events, minutes, open_orders, dlq).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from services.monitoring.deadletters import DeadLetter
+from services.monitoring.domain import (
+    TERMINAL_EVENTS,
+    OpenOrder,
+    ServiceHealth,
+    Timeline,
+    TimelineEvent,
+    make_timeline,
+)
+from services.monitoring.stats import Totals
+
+TOTALS_ID = "totals"
+TIMELINE_SHARDS = 64
+
+
+def _event_doc(event: TimelineEvent) -> dict[str, Any]:
+    doc = {
+        "event_id": event.event_id,
+        "topic": event.topic,
+        "event_type": event.event_type,
+        "timestamp": event.timestamp,
+        "source": event.source,
+        "received_at": event.received_at,
+    }
+    if event.detail is not None:
+        doc["detail"] = event.detail
+    return doc
+
+
+def _event(doc: Mapping[str, Any]) -> TimelineEvent:
+    return TimelineEvent(
+        event_id=doc["event_id"],
+        topic=doc["topic"],
+        event_type=doc["event_type"],
+        timestamp=doc["timestamp"],
+        source=doc["source"],
+        received_at=doc.get("received_at") or doc["timestamp"],
+        detail=doc.get("detail"),
+    )
+
+
+def _timeline(doc: Mapping[str, Any]) -> Timeline:
+    return make_timeline(
+        doc["_id"],
+        doc.get("customer_id"),
+        (_event(e) for e in doc.get("events") or []),
+        duration_s=doc.get("duration_s"),
+    )
+
+
+class MongoTimelineRepository:
+    """Timelines keyed by order id, spread over shards, plus the small ``open_orders`` collection.
+
+    FerretDB's SQLite backend does not use its _id index: every lookup by _id scans the whole
+    collection. Hashing order ids over ``shards`` collections (``timelines_00`` ...) keeps each
+    scan, and so each event's write, small however many orders there have been.
+    """
+
+    def __init__(
+        self, collection: Callable[[str], Collection], *, limit: int = 500, shards: int = TIMELINE_SHARDS
+    ) -> None:
+        self._collection = collection
+        self._open = collection("open_orders")
+        self._limit = limit
+        self._shards = shards
+
+    def _timelines(self, order_id: str) -> Collection:
+        digest = hashlib.sha1(order_id.encode(), usedforsecurity=False).digest()
+        return self._collection(f"timelines_{int.from_bytes(digest[:4], 'big') % self._shards:02x}")
+
+    def ensure_indexes(self) -> None:
+        self._open.create_index([("created_at", ASCENDING)])
+
+    def append(self, order_id: str, customer_id: str | None, event: TimelineEvent) -> Timeline | None:
+        # The filter matches only when the event is new and the timeline has room, so a
+        # redelivered event changes nothing: on an existing document the upsert then tries to
+        # insert a second document with the same _id and fails with DuplicateKeyError.
+        query = {"_id": order_id, "events.event_id": {"$ne": event.event_id}, "event_count": {"$lt": self._limit}}
+        fields: dict[str, Any] = {}
+        if customer_id:
+            fields["customer_id"] = customer_id
+        if event.event_type in TERMINAL_EVENTS:
+            fields["status"] = TERMINAL_EVENTS[event.event_type]
+            fields["failure_reason"] = event.detail if event.event_type == "OrderFailed" else None
+        update: dict[str, Any] = {
+            "$push": {"events": _event_doc(event)},
+            "$inc": {"event_count": 1},
+            "$min": {"first_at": event.timestamp},
+            "$max": {"last_at": event.timestamp},
+        }
+        if fields:
+            update["$set"] = fields
+        try:
+            doc = self._timelines(order_id).find_one_and_update(
+                query, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:
+            # Either the event is already there, or another consumer created the document
+            # between our filter and our insert: try once more without inserting.
+            doc = self._timelines(order_id).find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        return _timeline(doc) if doc else None
+
+    def get(self, order_id: str) -> Timeline | None:
+        doc = self._timelines(order_id).find_one({"_id": order_id})
+        return _timeline(doc) if doc else None
+
+    def claim_duration(self, order_id: str, seconds: float) -> bool:
+        result = self._timelines(order_id).update_one(
+            {"_id": order_id, "duration_s": {"$exists": False}}, {"$set": {"duration_s": seconds}}
+        )
+        return result.modified_count == 1
+
+    def open(self, order_id: str, created_at: datetime) -> None:
+        self._open.update_one({"_id": order_id}, {"$set": {"created_at": created_at}}, upsert=True)
+
+    def close(self, order_id: str) -> None:
+        self._open.delete_one({"_id": order_id})
+
+    def open_before(self, moment: datetime, limit: int) -> list[OpenOrder]:
+        docs = self._open.find({"created_at": {"$lt": moment}}).sort("created_at", ASCENDING).limit(limit)
+        return [OpenOrder(doc["_id"], doc["created_at"]) for doc in docs]
+
+
+class MongoRecentEventRepository:
+    """The feed behind GET /events: one small document per event, trimmed to the newest N."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._events = collection
+
+    def ensure_indexes(self) -> None:
+        self._events.create_index([("timestamp", DESCENDING)])
+
+    def add(self, order_id: str, event: TimelineEvent) -> None:
+        doc = {k: v for k, v in _event_doc(event).items() if k not in ("event_id", "received_at", "detail")}
+        # An insert is checked against the unique _id index; an upsert would scan the collection.
+        with contextlib.suppress(DuplicateKeyError):
+            self._events.insert_one({"_id": event.event_id, "order_id": order_id, **doc})
+
+    def newest(self, limit: int, event_type: str | None = None) -> list[tuple[str, TimelineEvent]]:
+        query = {"event_type": event_type} if event_type else {}
+        docs = self._events.find(query).sort("timestamp", DESCENDING).limit(limit)
+        return [(doc["order_id"], _event({**doc, "event_id": doc["_id"]})) for doc in docs]
+
+    def trim(self, keep: int) -> int:
+        cutoff = list(self._events.find({}, {"timestamp": 1}).sort("timestamp", DESCENDING).skip(keep).limit(1))
+        if not cutoff:
+            return 0
+        # Everything at or below the (keep+1)-th newest timestamp goes; ties may take a few more.
+        return self._events.delete_many({"timestamp": {"$lte": cutoff[0]["timestamp"]}}).deleted_count
+
+
+class MongoStatsRepository:
+    """One totals document updated with $inc (shared by every process), and per-minute buckets."""
+
+    def __init__(self, stats: Collection, minutes: Collection) -> None:
+        self._stats = stats
+        self._minutes = minutes
+
+    def increment(self, counters: Mapping[str, float]) -> None:
+        self._stats.update_one({"_id": TOTALS_ID}, {"$inc": dict(counters)}, upsert=True)
+
+    def increment_minute(self, minute: str, counters: Mapping[str, int]) -> None:
+        self._minutes.update_one({"_id": minute}, {"$inc": dict(counters)}, upsert=True)
+
+    def set(self, values: Mapping[str, int]) -> None:
+        self._stats.update_one({"_id": TOTALS_ID}, {"$set": dict(values)}, upsert=True)
+
+    def totals(self) -> Totals:
+        doc = self._stats.find_one({"_id": TOTALS_ID}) or {}
+        return Totals.from_counters(doc)
+
+    def minutes(self, since: str) -> dict[str, dict[str, int]]:
+        docs = self._minutes.find({"_id": {"$gte": since}})
+        return {doc["_id"]: {k: v for k, v in doc.items() if k != "_id"} for doc in docs}
+
+    def trim_minutes(self, before: str) -> int:
+        return self._minutes.delete_many({"_id": {"$lt": before}}).deleted_count
+
+
+def _letter_doc(letter: DeadLetter) -> dict[str, Any]:
+    doc = dict(letter.__dict__)
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def _letter(doc: Mapping[str, Any]) -> DeadLetter:
+    fields = {name: doc.get(name) for name in DeadLetter.__dataclass_fields__ if name != "id"}
+    fields["replayed_count"] = fields["replayed_count"] or 0
+    return DeadLetter(id=doc["_id"], **fields)
+
+
+class MongoDeadLetterRepository:
+    """Dead letters keyed by their position on the dead-letter topic, so redelivery stores one."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._letters = collection
+
+    def ensure_indexes(self) -> None:
+        self._letters.create_index([("received_at", DESCENDING)])
+
+    def add(self, letter: DeadLetter) -> bool:
+        try:
+            self._letters.insert_one(_letter_doc(letter))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        doc = self._letters.find_one({"_id": letter_id})
+        return _letter(doc) if doc else None
+
+    def newest(self, limit: int) -> list[DeadLetter]:
+        return [_letter(doc) for doc in self._letters.find().sort("received_at", DESCENDING).limit(limit)]
+
+    def mark_replayed(self, letter_id: str, at: datetime) -> DeadLetter | None:
+        doc = self._letters.find_one_and_update(
+            {"_id": letter_id},
+            {"$inc": {"replayed_count": 1}, "$set": {"last_replayed_at": at}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _letter(doc) if doc else None
+
+
+class MongoHealthRepository:
+    """The latest health poll outcome per service, keyed by service name."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._health = collection
+
+    def save(self, health: ServiceHealth) -> None:
+        doc = dict(health.__dict__)
+        doc.pop("service")
+        self._health.replace_one({"_id": health.service}, doc, upsert=True)
+
+    def all(self) -> list[ServiceHealth]:
+        docs = self._health.find().sort("_id", ASCENDING)
+        names = [name for name in ServiceHealth.__dataclass_fields__ if name != "service"]
+        return [ServiceHealth(service=doc["_id"], **{name: doc[name] for name in names if name in doc}) for doc in docs]

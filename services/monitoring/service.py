@@ -1,0 +1,268 @@
+"""MonitoringService: record what flows through Kafka and answer questions about it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.monitoring import alerts as rules
+from services.monitoring import stats
+from services.monitoring.deadletters import DeadLetter, RawMessage, dead_letter
+from services.monitoring.domain import (
+    MAX_ORDER_ID_LENGTH,
+    TERMINAL_EVENTS,
+    InvalidOrderId,
+    NotReplayable,
+    ServiceHealth,
+    Timeline,
+    TimelineEvent,
+    UnknownDeadLetter,
+    UnknownOrder,
+    follow_health,
+    iso,
+    overall_status,
+    timeline_event,
+)
+from services.monitoring.ports import (
+    Clock,
+    DeadLetterRepository,
+    HealthProbe,
+    HealthRepository,
+    LagProbe,
+    RawPublisher,
+    RecentEventRepository,
+    Services,
+    StatsRepository,
+    TimelineRepository,
+)
+from shared.config import MonitoringSettings
+from shared.events import TOPIC_BY_EVENT, Envelope, utc_now
+
+logger = logging.getLogger(__name__)
+
+# FerretDB sorts this feed in memory on every read, so it is kept short (/events serves up to 500).
+RECENT_EVENTS_KEPT = 1000
+OPEN_ORDERS_SCANNED = 1000
+OPEN_ORDER_RETENTION = timedelta(days=1)
+REPLAY_TIMEOUT_S = 10.0
+STATUS_EVENT = {"completed": "OrderCompleted", "failed": "OrderFailed"}
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Everything the Prometheus exposition is built from."""
+
+    totals: stats.Totals
+    health: list[ServiceHealth]
+    lag: dict[str, int] | None
+
+
+class MonitoringService:
+    """Timelines, figures, dead letters and service health of the whole system."""
+
+    def __init__(
+        self,
+        *,
+        timelines: TimelineRepository,
+        recent: RecentEventRepository,
+        figures: StatsRepository,
+        letters: DeadLetterRepository,
+        health: HealthRepository,
+        probe: HealthProbe,
+        publisher: RawPublisher,
+        services: Services,
+        settings: MonitoringSettings,
+        topic_prefix: str = "",
+        lag: LagProbe | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._timelines = timelines
+        self._recent = recent
+        self._stats = figures
+        self._letters = letters
+        self._health = health
+        self._probe = probe
+        self._publisher = publisher
+        self._services = list(services)
+        self._settings = settings
+        # Only the event topics: replaying onto the dead-letter topic itself would loop.
+        self._replayable = frozenset(topic_prefix + topic for topic in TOPIC_BY_EVENT.values())
+        self._lag = lag
+        self._clock = clock
+        self._poll_lock = threading.Lock()
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def record(self, event: Envelope) -> bool:
+        """Add an event to its order's timeline and the figures; return False for one seen before."""
+        if len(event.order_id) > MAX_ORDER_ID_LENGTH:
+            raise InvalidOrderId(f"order id longer than {MAX_ORDER_ID_LENGTH} characters")
+        item = timeline_event(event, self._clock())
+        timeline = self._timelines.append(event.order_id, event.customer_id, item)
+        if timeline is None:
+            return False
+        self._recent.add(event.order_id, item)
+        # Figures move only when the event was new to the timeline, so redelivery counts once.
+        self._stats.increment({**stats.event_counters(item, event.data), **self._track_end(timeline, item)})
+        per_minute = stats.minute_counters(item)
+        if per_minute and self._is_recent(item.timestamp):
+            self._stats.increment_minute(stats.minute_key(item.timestamp), per_minute)
+        return True
+
+    def _track_end(self, timeline: Timeline, item: TimelineEvent) -> dict[str, float]:
+        if item.event_type in TERMINAL_EVENTS:
+            self._timelines.close(timeline.order_id)
+        elif item.event_type == "OrderCreated" and timeline.status == "in_progress":
+            self._timelines.open(timeline.order_id, item.timestamp)
+        # Events of one order arrive on several topics in any order: whichever of OrderCreated
+        # and the final event comes second completes the duration, and the claim makes it once.
+        if timeline.created_at and timeline.ended_at and timeline.duration_s is None:
+            seconds = timeline.elapsed_s() or 0.0
+            if self._timelines.claim_duration(timeline.order_id, seconds):
+                return stats.duration_counters(seconds)
+        return {}
+
+    def _is_recent(self, moment: datetime) -> bool:
+        age = self._clock() - moment
+        return timedelta(minutes=-5) <= age <= timedelta(minutes=stats.MINUTES_KEPT)
+
+    def record_dead_letter(self, raw: RawMessage) -> bool:
+        """Store a raw dead-letter message; return False when it was stored before."""
+        if not self._letters.add(dead_letter(raw, self._clock())):
+            return False
+        self._stats.increment({"dlq_total": 1})
+        return True
+
+    def housekeep(self) -> None:
+        """Trim the recent-events feed and old minute buckets; forget open orders that have ended."""
+        now = self._clock()
+        self._recent.trim(RECENT_EVENTS_KEPT)
+        self._stats.trim_minutes(stats.minute_key(now - timedelta(minutes=stats.MINUTES_KEPT)))
+        # Two consumers may handle an order's first and last events at once and leave it marked
+        # open; the timeline knows better. Orders open for a day are given up on (and logged).
+        cutoff = now - timedelta(seconds=self._settings.alerts.stuck_saga_s)
+        for candidate in self._timelines.open_before(cutoff, OPEN_ORDERS_SCANNED):
+            timeline = self._timelines.get(candidate.order_id)
+            if timeline is not None and timeline.status != "in_progress":
+                self._timelines.close(candidate.order_id)
+            elif now - candidate.created_at > OPEN_ORDER_RETENTION:
+                logger.warning("order %s never finished; no longer reporting it as stuck", candidate.order_id)
+                self._timelines.close(candidate.order_id)
+
+    # -- health ------------------------------------------------------------------------------
+
+    def poll_health(self) -> list[ServiceHealth]:
+        """Ask every service for its detailed health (in parallel) and store the outcomes."""
+        previous = {h.service: h for h in self._health.all()}
+        with ThreadPoolExecutor(max_workers=max(1, len(self._services))) as pool:
+            checked = list(pool.map(lambda s: self._probe.check(*s), self._services))
+        polled = [follow_health(previous.get(h.service), h) for h in checked]
+        for health in polled:
+            self._health.save(health)
+        totals = self._stats.totals()
+        last = totals.dlq_checkpoints.get("last", totals.dlq_total)
+        self._stats.set({"dlq_checkpoints.prev": last, "dlq_checkpoints.last": totals.dlq_total})
+        return polled
+
+    def current_health(self) -> list[ServiceHealth]:
+        """Return the stored health; poll now if the poller has not run (recently)."""
+        with self._poll_lock:
+            health = self._configured(self._health.all())
+            newest = max((h.checked_at for h in health), default=None)
+            max_age = 3 * self._settings.health_poll_interval_s
+            if newest is None or (self._clock() - newest).total_seconds() > max_age:
+                health = self._configured(self.poll_health())
+        return health
+
+    def _configured(self, health: list[ServiceHealth]) -> list[ServiceHealth]:
+        names = {name for name, _url in self._services}
+        return sorted((h for h in health if h.service in names), key=lambda h: h.service)
+
+    def status(self) -> tuple[str, list[ServiceHealth], datetime | None]:
+        """Return the overall status, each service's health and when it was checked."""
+        health = self.current_health()
+        return overall_status(health), health, max((h.checked_at for h in health), default=None)
+
+    # -- figures -----------------------------------------------------------------------------
+
+    def performance(self) -> dict[str, Any]:
+        """Return throughput, success rates and order-duration percentiles."""
+        now = self._clock()
+        summary = stats.performance(self._stats.totals(), self._minutes(now), now)
+        return {**summary, "computed_at": iso(now)}
+
+    def alerts(self) -> list[rules.Alert]:
+        """Evaluate every alert rule against the current figures."""
+        now = self._clock()
+        totals = self._stats.totals()
+        thresholds = self._settings.alerts
+        return rules.evaluate(
+            health=self.current_health(),
+            minutes=self._minutes(now),
+            p95_s=stats.quantile(totals.cumulative_buckets(), 0.95),
+            open_orders=self._timelines.open_before(
+                now - timedelta(seconds=thresholds.stuck_saga_s), OPEN_ORDERS_SCANNED
+            ),
+            dlq_growth=totals.dlq_growth,
+            thresholds=thresholds,
+            now=now,
+        )
+
+    def metrics(self) -> MetricsSnapshot:
+        """Return the figures the Prometheus exposition shows."""
+        lag = self._lag() if self._lag else None
+        return MetricsSnapshot(self._stats.totals(), self._configured(self._health.all()), dict(lag or {}) or None)
+
+    def _minutes(self, now: datetime) -> dict[str, dict[str, int]]:
+        return self._stats.minutes(stats.minute_key(now - timedelta(minutes=stats.MINUTES_KEPT)))
+
+    # -- orders and events -------------------------------------------------------------------
+
+    def timeline(self, order_id: str) -> Timeline:
+        """Return one order's timeline."""
+        timeline = self._timelines.get(order_id)
+        if timeline is None:
+            raise UnknownOrder(f"no events seen for order {order_id}")
+        return timeline
+
+    def recent_events(self, limit: int) -> list[tuple[str, TimelineEvent]]:
+        """Return the latest events of all orders as (order id, event), newest first."""
+        return self._recent.newest(limit)
+
+    def recent_orders(self, limit: int, status: str | None = None) -> list[Timeline]:
+        """Return the timelines of the orders with the latest events (or latest completions/failures)."""
+        pairs = self._recent.newest(min(RECENT_EVENTS_KEPT, limit * 20), STATUS_EVENT.get(status or ""))
+        order_ids = list(dict.fromkeys(order_id for order_id, _event in pairs))[:limit]
+        return [t for t in (self._timelines.get(order_id) for order_id in order_ids) if t is not None]
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letters(self, limit: int) -> tuple[list[DeadLetter], int]:
+        """Return the latest dead letters, newest first, and how many there are in all."""
+        return self._letters.newest(limit), self._stats.totals().dlq_total
+
+    def dead_letter(self, letter_id: str) -> DeadLetter:
+        """Return one dead letter."""
+        letter = self._letters.get(letter_id)
+        if letter is None:
+            raise UnknownDeadLetter(f"no dead letter {letter_id}")
+        return letter
+
+    def replay(self, letter_id: str) -> DeadLetter:
+        """Publish a dead letter's original key and value to its original topic again."""
+        letter = self.dead_letter(letter_id)
+        if letter.topic not in self._replayable:
+            raise NotReplayable(f"dead letter {letter_id} has no event topic to go back to: {letter.topic!r}")
+        self._publisher.produce_sync(
+            letter.topic,
+            letter.raw_key(),
+            letter.raw_value(),
+            headers=[("replayed_from", letter.id.encode())],
+            timeout=REPLAY_TIMEOUT_S,
+        )
+        logger.info("replayed dead letter %s to %s", letter.id, letter.topic)
+        return self._letters.mark_replayed(letter.id, self._clock()) or letter

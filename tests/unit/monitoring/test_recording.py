@@ -1,0 +1,147 @@
+"""Recording events: timelines, dedupe, ordering, figures moved once, open orders."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.monitoring.handlers import HANDLERS
+from shared.events import TOPIC_BY_EVENT, Envelope
+from shared.kafka_utils import PermanentError, bind_handlers
+from tests.unit.monitoring.conftest import World, envelope
+
+
+def flow(world: World, order_id: str = "o1", outcome: str = "OrderCompleted", took_s: float = 2.0) -> list[Envelope]:
+    start = world.clock.now - timedelta(seconds=10)
+    data = {"reason": "payment_declined"} if outcome == "OrderFailed" else {}
+    return [
+        envelope("OrderCreated", order_id, start),
+        envelope("OrderValidated", order_id, start + timedelta(seconds=0.5), source="orchestrator"),
+        envelope("PaymentCompleted", order_id, start + timedelta(seconds=1), source="payment"),
+        envelope(outcome, order_id, start + timedelta(seconds=took_s), data, source="orchestrator"),
+    ]
+
+
+def test_every_event_type_has_the_same_handler():
+    assert set(HANDLERS) == set(TOPIC_BY_EVENT)
+
+
+def test_events_build_a_time_ordered_timeline_whatever_the_arrival_order(world: World):
+    events = flow(world)
+    for event in reversed(events):
+        assert world.service.record(event) is True
+    timeline = world.service.timeline("o1")
+    assert [e.event_id for e in timeline.events] == [e.event_id for e in events]
+    assert [e.topic for e in timeline.events] == [e.topic for e in events]
+    assert timeline.status == "completed"
+    assert timeline.customer_id == "cust-1"
+
+
+def test_a_redelivered_event_is_recorded_once(world: World):
+    event = flow(world)[0]
+    assert world.service.record(event) is True
+    assert world.service.record(event) is False
+    assert len(world.service.timeline("o1").events) == 1
+    assert len(world.recent.events) == 1
+
+
+def test_figures_move_once_per_event_even_when_redelivered(world: World):
+    for event in flow(world) * 2:
+        world.service.record(event)
+    totals = world.figures.totals()
+    assert totals.orders_created == 1
+    assert totals.orders_completed == 1
+    assert totals.payments_completed == 1
+    assert totals.events_total == {"OrderCreated": 1, "OrderValidated": 1, "PaymentCompleted": 1, "OrderCompleted": 1}
+    assert totals.duration_count == 1
+    assert totals.duration_sum == pytest.approx(2.0)
+    assert totals.duration_buckets == {"2_5": 1}
+
+
+def test_duration_is_measured_when_the_created_event_arrives_after_the_final_one(world: World):
+    created, *_middle, completed = flow(world, took_s=7)
+    world.service.record(completed)
+    assert world.figures.totals().duration_count == 0
+    world.service.record(created)
+    assert world.figures.totals().duration_buckets == {"10": 1}
+    assert world.service.timeline("o1").duration_s == pytest.approx(7)
+
+
+def test_failed_orders_are_counted_by_reason_and_unknown_reasons_as_other(world: World):
+    for event in flow(world, "o1", "OrderFailed"):
+        world.service.record(event)
+    world.service.record(envelope("OrderFailed", "o2", world.clock.now, {"reason": "cosmic.rays"}))
+    totals = world.figures.totals()
+    assert totals.orders_failed == {"payment_declined": 1, "other": 1}
+    timeline = world.service.timeline("o1")
+    assert (timeline.status, timeline.failure_reason) == ("failed", "payment_declined")
+
+
+def test_orders_per_minute_buckets_count_by_event_minute(world: World):
+    for event in flow(world):
+        world.service.record(event)
+    assert world.figures.minute_docs == {"2025-03-01T12:00": {"created": 1, "completed": 1}}
+
+
+def test_events_older_than_the_minute_window_skip_the_minute_buckets(world: World):
+    world.service.record(envelope("OrderCreated", "old", world.clock.now - timedelta(hours=3)))
+    assert world.figures.minute_docs == {}
+    assert world.figures.totals().orders_created == 1
+
+
+def test_a_created_order_stays_open_until_its_final_event(world: World):
+    created, *_rest, completed = flow(world)
+    world.service.record(created)
+    assert list(world.timelines.open_orders) == ["o1"]
+    world.service.record(completed)
+    assert world.timelines.open_orders == {}
+
+
+def test_an_order_that_ended_before_its_created_event_arrived_is_not_opened(world: World):
+    created, *_rest, completed = flow(world)
+    world.service.record(completed)
+    world.service.record(created)
+    assert world.timelines.open_orders == {}
+
+
+def test_housekeeping_closes_open_orders_whose_timeline_has_ended(world: World):
+    created, *_rest, completed = flow(world)
+    world.service.record(created)
+    world.service.record(completed)
+    world.timelines.open("o1", created_at=world.clock.now - timedelta(hours=1))  # a race left it open
+    world.service.housekeep()
+    assert world.timelines.open_orders == {}
+
+
+def test_housekeeping_trims_recent_events_and_old_minutes(world: World, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("services.monitoring.service.RECENT_EVENTS_KEPT", 2)
+    for event in flow(world):
+        world.service.record(event)
+    world.figures.increment_minute("2025-03-01T10:00", {"created": 1})
+    world.service.housekeep()
+    assert len(world.recent.events) == 2
+    assert list(world.figures.minute_docs) == ["2025-03-01T12:00"]
+
+
+def test_an_unparsable_timestamp_falls_back_to_the_arrival_time(world: World):
+    event = Envelope(event_type="OrderValidated", order_id="o1", source="x", occurred_at="yesterday")
+    world.service.record(event)
+    assert world.service.timeline("o1").events[0].timestamp == world.clock.now
+
+
+def test_an_absurdly_long_order_id_is_dead_lettered(world: World):
+    handlers = bind_handlers(HANDLERS, world.service)
+    with pytest.raises(PermanentError):
+        handlers["OrderCreated"](envelope("OrderCreated", "x" * 500, world.clock.now))
+
+
+def test_recent_orders_are_the_newest_distinct_orders_with_their_status(world: World):
+    for event in flow(world, "o1", "OrderFailed"):
+        world.service.record(event)
+    world.clock.advance(60)
+    for event in flow(world, "o2"):
+        world.service.record(event)
+    assert [t.order_id for t in world.service.recent_orders(10)] == ["o2", "o1"]
+    assert [t.order_id for t in world.service.recent_orders(1)] == ["o2"]
+    assert [t.order_id for t in world.service.recent_orders(10, "failed")] == ["o1"]
