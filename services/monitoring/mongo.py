@@ -93,8 +93,11 @@ class MongoTimelineRepository:
         # The filter matches only when the event is new and the timeline has room, so a
         # redelivered event changes nothing: on an existing document the upsert then tries to
         # insert a second document with the same _id and fails with DuplicateKeyError.
-        query = {"_id": order_id, "events.event_id": {"$ne": event.event_id}, "event_count": {"$lt": self._limit}}
-        fields: dict[str, Any] = {}
+        # Seen events are keys of a map, not `events.event_id: {$ne: ...}`: FerretDB 1.24 matches
+        # that $ne when ANY element differs, so duplicates got through once a timeline had two events.
+        seen = f"seen.{_seen_key(event.event_id)}"
+        query = {"_id": order_id, seen: {"$exists": False}, "event_count": {"$lt": self._limit}}
+        fields: dict[str, Any] = {seen: True}
         if customer_id:
             fields["customer_id"] = customer_id
         if event.event_type in TERMINAL_EVENTS:
@@ -106,8 +109,7 @@ class MongoTimelineRepository:
             "$min": {"first_at": event.timestamp},
             "$max": {"last_at": event.timestamp},
         }
-        if fields:
-            update["$set"] = fields
+        update["$set"] = fields
         try:
             doc = self._timelines(order_id).find_one_and_update(
                 query, update, upsert=True, return_document=ReturnDocument.AFTER
@@ -254,3 +256,8 @@ class MongoHealthRepository:
         docs = self._health.find().sort("_id", ASCENDING)
         names = [name for name in ServiceHealth.__dataclass_fields__ if name != "service"]
         return [ServiceHealth(service=doc["_id"], **{name: doc[name] for name in names if name in doc}) for doc in docs]
+
+
+def _seen_key(event_id: str) -> str:
+    """A field name for an event id, which may hold dots or a leading $ (it is outside input)."""
+    return hashlib.sha1(event_id.encode()).hexdigest()[:20]

@@ -21,7 +21,7 @@ def snapshot(stack, order_id: str, customer_id: str) -> dict:
         "stock": {k: stock(stack, "monitor")[k] for k in ("available", "reserved", "sold")},
         "saga": get("orchestrator", f"/flows/{order_id}")["state"],
         "notifications": [n["notification_id"] for n in notifications],
-        "timeline": len(get("monitoring", f"/orders/{order_id}/events")["events"]),
+        "timeline": len(get("monitoring", f"/orders/{order_id}/events").get("events", [])),
     }
 
 

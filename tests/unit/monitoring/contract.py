@@ -37,6 +37,20 @@ class TimelineRepositoryContract:
         assert repo.append("o1", "c1", item("e1")) is None
         assert [e.event_id for e in repo.get("o1").events] == ["e1"]
 
+    def test_a_redelivered_event_is_dropped_however_long_the_timeline_already_is(self):
+        repo = self.make_repo()
+        for n, event_id in enumerate(("e1", "e2", "e3")):
+            repo.append("o1", "c1", item(event_id, seconds=n))
+        for event_id in ("e1", "e2", "e3"):
+            assert repo.append("o1", "c1", item(event_id)) is None
+        assert [e.event_id for e in repo.get("o1").events] == ["e1", "e2", "e3"]
+
+    def test_odd_event_ids_are_kept_apart(self):
+        repo = self.make_repo()
+        for n, event_id in enumerate(("a.b", "$x", "a")):
+            assert repo.append("o1", "c1", item(event_id, seconds=n)) is not None
+        assert [e.event_id for e in repo.get("o1").events] == ["a.b", "$x", "a"]
+
     def test_events_come_back_in_time_order_whatever_the_arrival_order(self):
         repo = self.make_repo()
         repo.append("o1", None, item("late", "OrderCompleted", seconds=5))
