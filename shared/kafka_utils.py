@@ -183,6 +183,17 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str] = ALL_TOPICS, time
     return created
 
 
+def delete_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
+    """Delete every topic under the configured prefix (a test run's own); refuse without a prefix."""
+    if not kafka.topic_prefix:
+        raise ValueError("refusing to delete topics without a topic prefix")
+    admin = AdminClient(client_config(kafka))
+    doomed = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(kafka.topic_prefix)]
+    for future in admin.delete_topics(doomed, operation_timeout=timeout).values() if doomed else ():
+        future.result()
+    return doomed
+
+
 def consumer_lag(kafka: KafkaSettings, group_ids: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
     """Return the total lag (latest offset minus committed offset) of each consumer group."""
     admin = AdminClient(client_config(kafka))

@@ -35,8 +35,8 @@ import requests
 from load.shop import CATALOGUE, DECLINED_CARD
 from shared import launcher, local_infra
 from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
-from shared.events import Envelope
-from shared.kafka_utils import ensure_topics, make_publisher, topic_name
+from shared.events import TOPIC_BY_EVENT, Envelope
+from shared.kafka_utils import delete_topics, ensure_topics, make_publisher, topic_name
 from shared.mongo import make_mongo_client
 
 # Saga steps that must appear at most once in an order's timeline.
@@ -52,7 +52,8 @@ SINGLE_STEPS = (
     "CommitInventory",
     "NotificationRequested",
 )
-POISON_TOPICS = ("orders.created", "inventory.commands", "payments.requested", "notifications.email")
+# Every consumed topic gets each kind of poison: malformed JSON, an unknown type, a broken schema.
+POISON_TOPICS = tuple(sorted(set(TOPIC_BY_EVENT.values())))
 
 
 @dataclass
@@ -88,6 +89,8 @@ class Chaos:
             "APP__SAGA__PAYMENT_TIMEOUT_S": str(args.payment_timeout),
             "APP__SAGA__ORDER_TIMEOUT_S": str(args.order_timeout),
             "APP__NOTIFICATION__FILE_PATH": ".local/chaos-notifications.log",
+            # Topics of this run only, deleted at its end: nothing left over from other runs gets in.
+            "APP__KAFKA__TOPIC_PREFIX": f"chaos-{uuid.uuid4().hex[:8]}.",
             **{f"{name.upper()}_DATABASE": f"chaos_{name}" for name in SERVICE_NAMES},
         }
         self.settings: Settings = load_settings(env={**process_env(), **self.env})
@@ -352,6 +355,7 @@ class Chaos:
             self.verify(initial)
         finally:
             launcher.stop(self.children)
+            delete_topics(self.settings.kafka)
         return self.print_report()
 
     def print_report(self) -> int:

@@ -17,11 +17,13 @@ import requests
 
 from shared import launcher
 from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
-from shared.kafka_utils import ensure_topics
+from shared.kafka_utils import delete_topics, ensure_topics
 from shared.mongo import make_mongo_client
 
 E2E_ENV = {
     "ENVIRONMENT": "test",
+    # Topics of this session only, deleted at its end.
+    "APP__KAFKA__TOPIC_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}.",
     "APP__NOTIFICATION__FILE_PATH": ".local/e2e-notifications.log",
     **{f"{name.upper()}_DATABASE": f"e2e_{name}" for name in SERVICE_NAMES},
 }
@@ -65,6 +67,7 @@ def stack() -> Iterator[Stack]:
         yield stack
     finally:
         launcher.stop(stack.children)
+        delete_topics(settings.kafka)
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 45.0, interval: float = 0.2, what: str = "") -> Any:

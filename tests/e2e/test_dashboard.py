@@ -24,6 +24,7 @@ def browser():
     profile = tempfile.mkdtemp(prefix="e2e-chromium-")
     for flag in (
         "--headless=new",
+        "--window-size=1280,2000",
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
