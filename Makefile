@@ -47,8 +47,9 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
+# Chaos before e2e: the e2e stack stays up until the session ends and uses the same ports.
 test: infra-up browser
-	$(PYTEST) tests
+	$(PYTEST) tests/unit tests/integration tests/chaos tests/e2e
 
 unit: venv
 	$(PYTEST) tests/unit
