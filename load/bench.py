@@ -203,7 +203,7 @@ def bench(settings: Settings, args: argparse.Namespace) -> dict:
         time.sleep(0.2)
     last_terminal = max((t for _, t in run.terminal.values()), default=time.monotonic())
     elapsed = last_terminal - started
-    time.sleep(2)  # let commits and notifications settle before reading stock and counters
+    settle_stock(settings, stock_before, timeout)  # commits trail the terminal events
     cpu = cpu_seconds(processes) - cpu_before
     sampler.stop.set()
     stop.set()
@@ -237,6 +237,16 @@ def bench(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
+def settle_stock(settings: Settings, before: dict[str, dict[str, int]], timeout: float) -> None:
+    """Wait (bounded) until no more stock is reserved than before the run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = stock(settings)
+        if all(now[p]["reserved"] <= before[p]["reserved"] for p in CATALOGUE):
+            return
+        time.sleep(0.5)
 
 
 def check_stock(before: dict, after: dict, run: Run, completed: list[str]) -> list[str]:
@@ -318,11 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         results = compare_replicas([int(n) for n in args.compare_replicas.split(",")], args)
     else:
         settings = load_settings()
-        results = {
-            "this stack": bench(
-                settings, args.orders, parse_rate(args.rate), args.concurrency, args.declined, args.timeout
-            )
-        }
+        results = {"this stack": bench(settings, args)}
     print_table(results)
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     report = REPORT_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
