@@ -77,7 +77,7 @@ load: venv
 	$(PY) -m locust -f load/locustfile.py --headless -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) \
 		--csv load/reports/locust --html load/reports/locust.html --only-summary
 
-BENCH_ARGS ?= --orders 2000 --rate max
+BENCH_ARGS ?= --orders 600 --rate max
 bench: venv
 	$(PY) -m load.bench $(BENCH_ARGS)
 
