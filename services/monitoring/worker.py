@@ -9,8 +9,10 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from services.monitoring.app import bootstrap
+from services.monitoring.buffered import BufferedStats
 from services.monitoring.deadletters import RawMessage
 from services.monitoring.handlers import HANDLERS
+from services.monitoring.mongo import MongoStatsRepository
 from shared.config import Settings, load_settings
 from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import bind_handlers, make_consumer, topic_name
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 GROUP_ID = "monitoring-service"
 DLQ_GROUP_ID = "monitoring-dlq"
 HOUSEKEEPING_INTERVAL_S = 10.0
+FLUSH_INTERVAL_S = 1.0
 
 
 class DeadLetterConsumer:
@@ -90,11 +93,35 @@ class DeadLetterConsumer:
             logger.warning("could not store dead-letter offset %d-%d: %s", msg.partition(), msg.offset(), err)
 
 
+class FigureFlusher:
+    """Write the buffered figures every ``interval_s`` seconds, and once more when stopping."""
+
+    def __init__(self, figures: BufferedStats, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self._figures = figures
+        self._interval = interval_s
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._flush()
+        self._flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _flush(self) -> None:
+        try:
+            self._figures.flush()
+        except Exception:
+            logger.exception("could not write the figures; they are kept for the next flush")
+
+
 def main(settings: Settings | None = None) -> None:
     """Run the event consumer, the dead-letter consumer and the periodic jobs until SIGTERM."""
     settings = settings or load_settings("monitoring")
     clients = connect(settings)
-    service = bootstrap(settings, clients=clients)
+    figures = BufferedStats(MongoStatsRepository(clients.collection("stats"), clients.collection("minutes")))
+    service = bootstrap(settings, clients=clients, figures=figures)
     dlq = DeadLetterConsumer(
         make_consumer(settings.kafka, DLQ_GROUP_ID, client_id="monitoring-dlq"),
         service.record_dead_letter,
@@ -106,7 +133,7 @@ def main(settings: Settings | None = None) -> None:
         group_id=GROUP_ID,
         # No inbox: a timeline takes each event id once, which already makes redelivery harmless.
         inbox=False,
-        background=[dlq],
+        background=[dlq, FigureFlusher(figures)],
         periodic=[
             (settings.monitoring.health_poll_interval_s, service.poll_health),
             (HOUSEKEEPING_INTERVAL_S, service.housekeep),
