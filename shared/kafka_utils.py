@@ -195,13 +195,19 @@ def delete_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
 
 
 def consumer_lag(kafka: KafkaSettings, group_ids: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
-    """Return the total lag (latest offset minus committed offset) of each consumer group."""
+    """Return the total lag (latest offset minus committed offset) of each consumer group.
+
+    Only this environment's topics count: a group keeps committed offsets of topics it no longer
+    reads (another prefix, a retired topic), and those would show as lag for ever.
+    """
     admin = AdminClient(client_config(kafka))
     groups = list(group_ids)
+    ours = {topic_name(kafka, topic) for topic in ALL_TOPICS}
     committed: dict[str, list[TopicPartition]] = {}
     for group in groups:
         future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-        committed[group] = [tp for tp in future.result(timeout).topic_partitions if tp.offset >= 0]
+        partitions = future.result(timeout).topic_partitions
+        committed[group] = [tp for tp in partitions if tp.offset >= 0 and tp.topic in ours]
     wanted = {TopicPartition(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
     latest: dict[tuple[str, int], int] = {}
     if wanted:

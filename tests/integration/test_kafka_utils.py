@@ -7,11 +7,20 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC, Envelope
-from shared.kafka_utils import ConsumerRunner, KafkaPublisher, make_consumer, make_publisher, topic_name
+from shared.kafka_utils import (
+    ConsumerRunner,
+    KafkaPublisher,
+    consumer_lag,
+    delete_topics,
+    ensure_topics,
+    make_consumer,
+    make_publisher,
+    topic_name,
+)
 from shared.mongo import MongoInbox
 
 EVENT_TYPE = "NotificationSent"  # a topic no other integration test's handler writes state from
@@ -185,3 +194,32 @@ def test_a_redelivered_event_is_applied_once_thanks_to_the_inbox(live_settings, 
         thread.join(15)
     assert len(handler.seen) == 1
     assert mongo_db["processed_events"].count_documents({"_id": f"{group}:{event.event_id}"}) == 1
+
+
+def test_consumer_lag_counts_only_this_environments_topics(live_settings, publisher, unique):
+    group = unique("lag-group")
+    order_id = unique("order")
+    for _ in range(3):
+        publisher.publish(event_for(order_id))
+    publisher.flush(10)
+    ours = topic_name(live_settings.kafka, "notifications.sent")
+    other = live_settings.kafka.model_copy(update={"topic_prefix": unique("elsewhere") + "."})
+    ensure_topics(other, ["notifications.sent"])
+    other_publisher = make_publisher(other, "lag-other")
+    other_publisher.publish_sync(event_for(order_id))
+    committer = Consumer({"bootstrap.servers": live_settings.kafka.bootstrap_servers, "group.id": group})
+    try:
+        committer.commit(
+            offsets=[TopicPartition(ours, p, 0) for p in range(6)]
+            + [TopicPartition(topic_name(other, "notifications.sent"), p, 0) for p in range(6)],
+            asynchronous=False,
+        )
+    finally:
+        committer.close()
+    lag = consumer_lag(live_settings.kafka, [group])[group]
+    admin_view = consumer_lag(other, [group])[group]
+    delete_topics(other)
+    assert lag >= 3  # everything ever published on our topic is unread by this group
+    assert admin_view == 1  # only the other topic's one message: our topic's are not counted there
+    idle = unique("never-ran")
+    assert consumer_lag(live_settings.kafka, [idle]) == {idle: 0}
