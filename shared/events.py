@@ -148,6 +148,6 @@ class Envelope:
             raise InvalidEvent("message has no value")
         try:
             raw = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise InvalidEvent(f"message is not valid JSON: {err}") from err
+        except (ValueError, RecursionError) as err:  # RecursionError: absurdly nested JSON
+            raise InvalidEvent(f"message is not valid JSON: {type(err).__name__}: {str(err)[:200]}") from err
         return cls.from_dict(raw)

@@ -100,8 +100,14 @@ class OutboxRelay:
                 batch[self._pending.get_nowait()] = None
             except queue.Empty:
                 break
-        for name, doc_id in batch:
-            self._publish_document(name, doc_id)
+        queued = list(batch)
+        for index, (name, doc_id) in enumerate(queued):
+            try:
+                self._publish_document(name, doc_id)
+            except Exception:
+                for item in queued[index + 1 :]:  # the rest of the batch waits for the next round
+                    self._pending.put(item)
+                raise
         self._publisher.poll(wait)
         self._clear_acknowledged()
 
@@ -123,10 +129,16 @@ class OutboxRelay:
             if event_id in self._in_flight:
                 continue
             self._in_flight.add(event_id)
-            event = Envelope.from_dict(raw)
-            self._publisher.publish(
-                event, on_delivery=lambda err, n=name, d=doc_id, e=event_id: self._acked.put((n, d, e, err))
-            )
+            try:
+                self._publisher.publish(
+                    Envelope.from_dict(raw),
+                    on_delivery=lambda err, n=name, d=doc_id, e=event_id: self._acked.put((n, d, e, err)),
+                )
+            except Exception:
+                # E.g. the producer's queue is full during a long broker outage: try again later.
+                self._in_flight.discard(event_id)
+                self._retry_later(name, doc_id)
+                raise
 
     def _clear_acknowledged(self) -> None:
         done: dict[tuple[str, Any], list[str]] = {}
@@ -140,15 +152,20 @@ class OutboxRelay:
             else:
                 self._in_flight.discard(event_id)
                 self._retry_later(name, doc_id)
+        failed: Exception | None = None
         for (name, doc_id), event_ids in done.items():
             try:
                 self._collections[name].update_one(
                     {"_id": doc_id}, {"$unset": {f"outbox.{event_id}": "" for event_id in event_ids}}
                 )
+            except Exception as err:
+                # The entries stay in the document and are published again later: at least once.
+                failed = err
+                self._retry_later(name, doc_id)
             finally:
-                # Even if the unset failed, the entries stay in the document and are
-                # published again by recovery: at least once, never lost.
                 self._in_flight.difference_update(event_ids)
+        if failed:
+            raise failed
 
     def _retry_later(self, name: str, doc_id: Any) -> None:
         timer = threading.Timer(self._retry_interval, self._pending.put, args=((name, doc_id),))

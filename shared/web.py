@@ -57,20 +57,19 @@ def parse_body(model: type[Model], *, allow_empty: bool = False) -> Model:
     raw = request.get_data(cache=True)
     if not raw and allow_empty:
         return model()
-    if request.is_json:
-        data = request.get_json(silent=True)
-        if data is None:
-            raise ApiError(400, "invalid_json", "request body is not valid JSON")
-        return validate(model, data)
     # A bare `curl -d '{...}'` labels JSON as form-urlencoded: take it when it is a JSON object.
-    if request.mimetype == "application/x-www-form-urlencoded":
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            return validate(model, data)
-    raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
+    curl_default = request.mimetype == "application/x-www-form-urlencoded"
+    if not request.is_json and not curl_default:
+        raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        data = None
+    if request.is_json and data is None:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON")
+    if curl_default and not isinstance(data, dict):
+        raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
+    return validate(model, data)
 
 
 def validate(model: type[Model], data: Any) -> Model:

@@ -187,7 +187,8 @@ class Cursor:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             created_at, order_id = json.loads(raw)
             moment = datetime.fromisoformat(created_at)
-        except (binascii.Error, ValueError, TypeError) as err:
+            order_id.encode()  # a lone surrogate would only fail later, in the database driver
+        except (binascii.Error, ValueError, TypeError, RecursionError, AttributeError) as err:
             raise InvalidCursor("cursor is not valid") from err
         if not isinstance(order_id, str) or not order_id or moment.tzinfo is None:
             raise InvalidCursor("cursor is not valid")

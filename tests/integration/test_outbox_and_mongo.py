@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from pymongo.errors import OperationFailure
 
 from shared.events import Envelope
-from shared.kafka_utils import make_publisher, topic_name
+from shared.kafka_utils import PublishError, make_publisher, topic_name
 from shared.mongo import MongoAuthError, MongoInbox, make_mongo_client, ping
 from shared.outbox import OutboxRelay, outbox_document
 from tests.integration.test_kafka_utils import wait_for
@@ -70,3 +70,42 @@ def test_anonymous_clients_cannot_read(live_settings):
     anonymous = live_settings.mongo.model_copy(update={"username": None, "password": None})
     with pytest.raises(OperationFailure, match="requires authentication"):
         make_mongo_client(anonymous)["orders"]["orders"].find_one()
+
+
+class RefusingOncePublisher:
+    """An EventPublisher whose first publish fails, as a full producer queue would."""
+
+    def __init__(self) -> None:
+        self.refused = False
+        self.published: list[str] = []
+
+    def publish(self, event, on_delivery=None) -> None:
+        if not self.refused:
+            self.refused = True
+            raise PublishError("producer queue is full")
+        self.published.append(event.event_id)
+        if on_delivery:
+            on_delivery(None)
+
+    def poll(self, timeout: float) -> None:
+        return None
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_a_refused_publish_is_retried_and_does_not_hold_up_the_rest(mongo_db, unique):
+    events = {}
+    for name in ("first", "second"):
+        event = Envelope(event_type="NotificationSent", order_id=unique(name), source="test")
+        events[name] = event
+        mongo_db["things"].insert_one({"_id": name, "outbox": outbox_document([event])})
+    publisher = RefusingOncePublisher()
+    relay = OutboxRelay(publisher, [mongo_db["things"]], retry_interval_s=0.1, recover_interval_s=3600)
+    relay.start()
+    try:
+        wait_for(lambda: len(publisher.published) == 2, timeout=10, what="both events")
+        wait_for(lambda: all(d["outbox"] == {} for d in mongo_db["things"].find()), timeout=10, what="empty outboxes")
+    finally:
+        relay.stop()
+    assert sorted(publisher.published) == sorted(e.event_id for e in events.values())

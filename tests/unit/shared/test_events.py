@@ -38,6 +38,7 @@ def test_a_follow_up_event_is_caused_by_the_first():
         json.dumps({**created().to_dict(), "data": "not an object"}).encode(),
         json.dumps({**created().to_dict(), "order_id": 42}).encode(),
         b"\xff\xfe",
+        b"[" * 100_000,  # nesting deep enough to blow the parser's recursion limit
         None,
     ],
 )
