@@ -23,7 +23,15 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from prometheus_client import Counter, Histogram
 
 from shared.config import ConsumerSettings, KafkaSettings
-from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, TOPIC_BY_EVENT, Envelope, InvalidEvent
+from shared.events import (
+    ALL_TOPICS,
+    DEAD_LETTER_TOPIC,
+    TOPIC_BY_EVENT,
+    Envelope,
+    InvalidEvent,
+    redact_payload,
+    scrub_card_numbers,
+)
 from shared.logs import log_context
 from shared.ports import DeliveryCallback, Inbox
 
@@ -318,7 +326,7 @@ class ConsumerRunner:
                     self._inbox.mark(event.event_id)
                 return "handled"
             except PermanentError as err:
-                logger.warning("%s rejected permanently: %s", event.event_type, err)
+                logger.warning("%s rejected permanently: %s", event.event_type, scrub_card_numbers(str(err)))
                 self._dead_letter(msg, err, attempts)
                 return "dead_lettered"
             except Exception as err:
@@ -330,26 +338,31 @@ class ConsumerRunner:
                     self._dead_letter(msg, err, attempts)
                     return "dead_lettered"
                 else:
-                    logger.warning("attempt %d of %s failed: %s", attempts, event.event_type, err)
+                    logger.warning(
+                        "attempt %d of %s failed: %s", attempts, event.event_type, scrub_card_numbers(str(err))
+                    )
                 delay = min(self._retry.backoff_max_s, self._retry.backoff_base_s * 2 ** max(0, attempts - 1))
                 if self._stop.wait(delay):
                     return "interrupted"
 
     def _dead_letter(self, msg: Message, err: BaseException, attempts: int) -> None:
+        # Dead letters are kept and shown to people: no card number goes in, not even in the error.
+        error = scrub_card_numbers(f"{type(err).__name__}: {err}")[:1000]
         headers = [
             ("original_topic", msg.topic().encode()),
             ("original_partition", str(msg.partition()).encode()),
             ("original_offset", str(msg.offset()).encode()),
-            ("error", f"{type(err).__name__}: {err}"[:1000].encode()),
+            ("error", error.encode()),
             ("attempts", str(attempts).encode()),
             ("service", self._service.encode()),
             ("consumer_group", self._group.encode()),
         ]
-        logger.error("dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), err)
+        logger.error("dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error)
         # The offset is stored only after the dead letter is acknowledged, so it is never lost.
         while True:
             try:
-                self._publisher.produce_sync(self._prefix + DEAD_LETTER_TOPIC, msg.key(), msg.value(), headers)
+                value = redact_payload(msg.value())
+                self._publisher.produce_sync(self._prefix + DEAD_LETTER_TOPIC, msg.key(), value, headers)
                 return
             except PublishError as publish_err:
                 logger.error("could not dead-letter, retrying: %s", publish_err)

@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from shared.config import LoggingSettings
+from shared.events import scrub_card_numbers
 
 _context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})  # noqa: B039
 _service: list[str] = ["-"]
@@ -25,6 +26,8 @@ def log_context(**fields: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
+# Both formatters mask card numbers in every line, tracebacks included: an exception message
+# may quote a request or an event that carried one.
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -37,7 +40,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return scrub_card_numbers(json.dumps(line, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -49,7 +52,7 @@ class TextFormatter(logging.Formatter):
         context = _context.get()
         if context:
             text += " " + " ".join(f"{k}={v}" for k, v in context.items())
-        return text
+        return scrub_card_numbers(text)
 
 
 def configure_logging(settings: LoggingSettings, service: str) -> None:

@@ -27,9 +27,11 @@ class DuplicateNotification(NotificationError):
 class DeliveryFailed(NotificationError):
     """The sender could not deliver; the notification is stored as failed."""
 
-    def __init__(self, notification_id: str, error: str, *, permanent: bool = False) -> None:
+    def __init__(self, notification_id: str, error: str, *, permanent: bool = False, transient: bool = False) -> None:
         super().__init__(f"notification {notification_id} was not delivered: {error}")
         self.notification_id, self.error, self.permanent = notification_id, error, permanent
+        # An unreachable mail server is an outage: the consumer waits it out instead of dead-lettering.
+        self.transient = transient
 
 
 class Undeliverable(Exception):

@@ -84,8 +84,17 @@ class SmtpSender:
         message["Subject"] = " ".join(notification.subject.split())
         message["Message-ID"] = make_msgid()
         message.set_content(notification.message)
-        with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
-            smtp.send_message(message)
+        try:
+            with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
+                smtp.send_message(message)
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError) as err:
+            raise Undeliverable(f"the mail server refused the message: {err}") from err
+        except smtplib.SMTPResponseException as err:
+            if 500 <= err.smtp_code < 600:  # a permanent SMTP answer: retrying sends the same
+                raise Undeliverable(f"the mail server refused the message: {err}") from err
+            raise
+        except ValueError as err:  # e.g. an address the standard library cannot encode
+            raise Undeliverable(f"the message cannot be sent: {err}") from err
 
 
 def make_sender(settings: NotificationSettings) -> NotificationSender:

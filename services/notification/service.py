@@ -123,8 +123,13 @@ class NotificationService:
             notification.mark_failed(f"{type(err).__name__}: {err}")
             self._notifications.update(notification)
             FAILED_TOTAL.inc()
+            permanent = isinstance(err, Undeliverable)
             raise DeliveryFailed(
-                notification.notification_id, notification.error or "", permanent=isinstance(err, Undeliverable)
+                notification.notification_id,
+                notification.error or "",
+                permanent=permanent,
+                # Connection trouble (refused, reset, timed out, server gone): the server is down.
+                transient=not permanent and isinstance(err, OSError),
             ) from err
         notification.mark_sent(self._clock())
         if self._notifications.update(notification, events=events):

@@ -69,10 +69,14 @@ def to_cents(amount: float, *, cap: float | None = MAX_AMOUNT) -> float:
     return cents
 
 
+_CARD_DIGITS = re.compile(r"[0-9]{12,19}")
+
+
 def card_digits(number: str) -> str:
     """Return a card number's digits (spaces and dashes allowed); reject anything else."""
     digits = _CARD_SEPARATORS.sub("", number)
-    if not digits.isdigit() or not 12 <= len(digits) <= 19:
+    # ASCII only: str.isdigit() also takes other scripts' digits, which would slip past decline_cards.
+    if not _CARD_DIGITS.fullmatch(digits):
         raise ValueError("card number must have 12 to 19 digits")
     return digits
 

@@ -14,6 +14,7 @@ from services.notification.service import NotificationRequest, NotificationServi
 from shared.config import Settings
 from shared.events import Envelope
 from shared.kafka_utils import PermanentError
+from shared.mongo import is_transient
 from tests.unit.notification.fakes import InMemoryNotificationRepository, RecordingSender
 
 
@@ -187,3 +188,55 @@ def test_sent_metrics_count_free_text_types_as_other(
     before = REGISTRY.get_sample_value("notifications_sent_total", labels) or 0.0
     build(make_settings, repo, RecordingSender()).send(NotificationRequest("cust-1", "promo-42", "Hi", "Hi", "push"))
     assert REGISTRY.get_sample_value("notifications_sent_total", labels) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "waited_out"),
+    [
+        (ConnectionRefusedError("mail server down"), True),
+        (TimeoutError("mail server too slow"), True),
+        (RuntimeError("a bug in a sender"), False),
+    ],
+)
+def test_an_unreachable_mail_server_is_waited_out_and_a_bug_is_not(
+    make_settings: Callable[..., Settings], repo: InMemoryNotificationRepository, failure, waited_out
+) -> None:
+    service = build(make_settings, repo, RecordingSender(failure))
+    with pytest.raises(DeliveryFailed) as err:
+        handle(service, requested())
+    assert is_transient(err.value) is waited_out
+
+
+def test_a_refused_recipient_is_undeliverable_not_retried(monkeypatch) -> None:
+    import smtplib
+
+    from services.notification.senders import SmtpSender
+
+    class RefusingServer:
+        """A stand-in mail server of our own that refuses every recipient, without any network."""
+
+        def __init__(self, *_args: object, **_kwargs: object) -> None:
+            pass
+
+        def __enter__(self) -> RefusingServer:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            return None
+
+        def send_message(self, _message: object) -> None:
+            raise smtplib.SMTPRecipientsRefused({"ann@example.com": (550, b"no such user")})
+
+    monkeypatch.setattr(smtplib, "SMTP", RefusingServer)
+    notification = Notification(
+        notification_id="n-1",
+        customer_id="cust-1",
+        type="order_confirmation",
+        channel="email",
+        subject="Hi",
+        message="Body",
+        created_at=now_ms(),
+        customer_email="ann@example.com",
+    )
+    with pytest.raises(Undeliverable):
+        SmtpSender("127.0.0.1", 25, "shop@example.com").send(notification)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from services.payment.domain import card_digits
 from services.payment.gateway import SimulatedGateway
 from shared.config import Settings
 
@@ -84,3 +85,13 @@ def test_the_default_settings_never_sleep(settings: Settings) -> None:
     slept: list[float] = []
     SimulatedGateway(settings.payment, sleep=slept.append).charge(5.0, "x", None, idempotency_key="a")
     assert slept == []
+
+
+@pytest.mark.parametrize("number", ["²" * 13, "٤٠٠٠٠٠٠٠٠٠٠٠٠٠٠٢", "4000 0000 0000 000x"])
+def test_card_numbers_take_ascii_digits_only(number):
+    with pytest.raises(ValueError):
+        card_digits(number)
+
+
+def test_card_numbers_may_be_grouped_with_spaces_or_dashes():
+    assert card_digits("4000-0000 0000-0002") == "4000000000000002"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, Envelope, InvalidEvent
+from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, Envelope, InvalidEvent, redact_payload, scrub_card_numbers
 from shared.outbox import outbox_document, outbox_fields
 
 
@@ -66,3 +66,38 @@ def test_outbox_entries_are_keyed_by_event_id():
     event = created()
     assert outbox_document([event]) == {event.event_id: event.to_dict()}
     assert outbox_fields([event]) == {f"outbox.{event.event_id}": event.to_dict()}
+
+
+def test_card_numbers_are_masked_in_payloads_kept_for_inspection():
+    event = Envelope(
+        event_type="PaymentRequested",
+        order_id="o-1",
+        source="orchestrator",
+        data={"amount": 5.0, "card_details": {"number": "4000000000000002"}},
+    )
+    kept = redact_payload(event.to_json())
+    assert b"4000000000000002" not in kept
+    assert json.loads(kept)["data"]["card_details"]["number"] == "****0002"
+    assert Envelope.from_json(kept).order_id == "o-1"
+    assert b"4242424242424242" not in redact_payload(b'{"broken": "4242 4242 4242 4242')
+
+
+def test_card_numbers_are_masked_in_free_text_but_dates_and_ids_are_kept():
+    text = "input_value='4242-4242-4242-4242' at 2026-11-21T10:00:00 order 123 offset 42"
+    assert scrub_card_numbers(text) == "input_value='****4242' at 2026-11-21T10:00:00 order 123 offset 42"
+
+
+def test_log_lines_never_carry_a_card_number():
+    import logging
+
+    from shared.logs import JsonFormatter, TextFormatter
+
+    try:
+        raise ValueError("bad card 4000 0000 0000 0002")
+    except ValueError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "card %s", ("4000000000000002",), exc_info=None)
+        record.exc_info = __import__("sys").exc_info()
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert "4000000000000002" not in line and "4000 0000 0000 0002" not in line
+        assert "****0002" in line
