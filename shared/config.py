@@ -6,6 +6,7 @@ This is the only module that reads ``os.environ``.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -256,7 +257,18 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
         if name.startswith(ENV_PREFIX):
             path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
             if path:
-                _set_path(data, path, yaml.safe_load(value) if value else value)
+                _set_path(data, path, _env_value(name, value))
+
+
+def _env_value(name: str, value: str) -> Any:
+    """Keep an override as the string it is (pydantic converts numbers and booleans), but read
+    lists and objects as JSON. YAML would turn 05011 into an octal 2569 and cut "s3cret #1" at the #."""
+    if value.strip().startswith(("[", "{")):
+        try:
+            return json.loads(value)
+        except ValueError as err:
+            raise ConfigError(f"{name} must be valid JSON: {err}") from err
+    return value
 
 
 def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -121,17 +122,29 @@ def kill(children: list[Child]) -> None:
         child.process.wait()
 
 
+def _interrupt(*_args: object) -> None:
+    raise KeyboardInterrupt
+
+
 def stop(children: list[Child], timeout: float = 20) -> None:
     """SIGTERM every child we started, then SIGKILL what is still running after ``timeout``."""
-    for child in children:
-        _signal_group(child, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _signal_group(child, signal.SIGKILL)
-            child.process.wait()
+    # A second Ctrl-C must not cut the shutdown short and leave children behind.
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = [signal.signal(signum, signal.SIG_IGN) for signum in held] if main_thread else []
+    try:
+        for child in children:
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in children:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(child, signal.SIGKILL)
+                child.process.wait()
+    finally:
+        for signum, handler in zip(held, previous, strict=False):
+            signal.signal(signum, handler)
 
 
 def _signal_group(child: Child, signum: int) -> None:
@@ -148,8 +161,10 @@ def launch(services: Sequence[str], replicas: int = 1) -> int:
     if busy:
         print(f"already answering on their ports: {', '.join(busy)} — stop them first (or check `main.py --status`)")
         return 1
+    # SIGTERM and a closed terminal (SIGHUP) stop the children like Ctrl-C does; never orphan them.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     children = start(services, replicas)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         print(f"starting {', '.join(services)} (logs in {LOG_DIR}) ...", flush=True)
         wait_healthy(settings, services, children)

@@ -121,6 +121,7 @@ class OutboxRelay:
                 self._stop.wait(self._retry_interval)
             except Exception:
                 logger.exception("outbox relay failed; retrying")
+                self._next_recovery = 0.0  # whatever was dropped on the way is found by a scan
                 self._stop.wait(self._retry_interval)
 
     def _publish_document(self, name: str, doc_id: Any) -> None:

@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure, PyMongoError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.config import Settings
 from shared.kafka_utils import PublishError
@@ -204,7 +204,10 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> tuple[Response, int]:
         code = (err.name or "error").lower().replace(" ", "_")
-        return error_body(err.code or 500, code, err.description or err.name)
+        response, status = error_body(err.code or 500, code, err.description or err.name)
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            response.headers["Allow"] = ", ".join(err.valid_methods)
+        return response, status
 
     @app.errorhandler(DatabaseUnavailable)
     @app.errorhandler(ConnectionFailure)

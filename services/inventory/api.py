@@ -15,6 +15,7 @@ from services.inventory.domain import (
     InvalidOrder,
     InventoryError,
     Line,
+    ManagedBySaga,
     ProductNotFound,
     ReservationNotFound,
 )
@@ -31,6 +32,7 @@ STATUS_BY_ERROR: dict[type[InventoryError], tuple[int, str]] = {
     ProductNotFound: (404, "not_found"),
     ReservationNotFound: (404, "not_found"),
     InsufficientStock: (409, "insufficient_stock"),
+    ManagedBySaga: (409, "managed_by_saga"),
     InvalidInput: (400, "validation_error"),
 }
 

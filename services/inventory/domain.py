@@ -38,6 +38,10 @@ class ReservationNotFound(InventoryError):
     """No reservation exists with that id."""
 
 
+class ManagedBySaga(InventoryError):
+    """The reservation belongs to an order's saga: only the saga commits or releases it."""
+
+
 class InvalidInput(InventoryError):
     """A request or command carries unusable data."""
 

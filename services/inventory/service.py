@@ -28,6 +28,7 @@ from services.inventory.domain import (
     InvalidInput,
     InvalidOrder,
     Line,
+    ManagedBySaga,
     ProductNotFound,
     Reservation,
     ReservationNotFound,
@@ -163,6 +164,9 @@ class InventoryService:
         """Give the reservation's units back; return it and whether this call released it."""
         data = {"reservation_id": reservation_id, "released": True}
         reservation = self._existing(reservation_id, command, "InventoryReleased", {**data, "released": False})
+        if command is None and reservation.origin == "saga" and reservation.status in ACTIVE:
+            # Released behind the saga's back, a paid order could complete with its units on sale again.
+            raise ManagedBySaga(f"reservation {reservation_id} belongs to an order: cancel the order instead")
         events = replies(command, reservation.order_id, "InventoryReleased", data)
         released = self._reservations.transition(
             reservation_id, ACTIVE, RELEASED, now=self._clock(), reason=reason, events=events
@@ -198,6 +202,11 @@ class InventoryService:
         for reservation_id in self._reservations.due_timers(self._clock(), limit):
             reservation = self._reservations.get(reservation_id)
             if reservation is None:
+                self._reservations.remove_timer(reservation_id)
+                continue
+            if reservation.origin == "saga" and reservation.status == RESERVED:
+                # The saga settles its reservations itself (commit, or release by its own deadlines);
+                # expiring one could put a paid order's units back on sale before its commit arrives.
                 self._reservations.remove_timer(reservation_id)
                 continue
             events = [expiry_event(reservation)] if reservation.origin == "saga" else []

@@ -127,6 +127,10 @@ class SagaService:
             current = self._sagas.get(order_id)
             outcome = decide(current, Context(self._now(), self._timeouts))
             if outcome is None or not outcome.changed:
+                if current is not None and outcome is not None:
+                    # A redelivered event: if the first delivery died between the saga write and
+                    # the timer write, this is the moment to put the right deadline in place.
+                    self._sync_timer(current, force=True)
                 return outcome
             if current is None:
                 written = self._sagas.create(outcome.saga, outcome.events)

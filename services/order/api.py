@@ -50,7 +50,8 @@ def _card_digits(value: Any) -> Any:
 
 class ItemBody(BaseModel):
     product_id: Id
-    quantity: Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
+    # The inventory service refuses more than 100,000 units of a line: say so here, at once.
+    quantity: Annotated[int, Field(strict=True, ge=1, le=100_000)]
     price: Annotated[Money, Field(gt=0, le=1_000_000_000)]
 
 

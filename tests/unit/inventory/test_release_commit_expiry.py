@@ -7,7 +7,7 @@ import random
 import pytest
 
 from services.inventory.catalogue import CATALOGUE
-from services.inventory.domain import COMMITTED, EXPIRED, RELEASED, RESERVED, Line
+from services.inventory.domain import COMMITTED, EXPIRED, RELEASED, RESERVED, Line, ManagedBySaga
 from services.inventory.service import InventoryService
 from tests.unit.inventory.conftest import TTL_S
 from tests.unit.inventory.fakes import FakeClock, InMemoryReservationRepository, InMemoryStockRepository
@@ -146,33 +146,29 @@ def test_committing_an_unknown_reservation_replies_not_committed(
     assert reservations.replies_to("o7")[0].data == {"reservation_id": "res_o7", "committed": False}
 
 
-def test_reservations_past_their_ttl_expire_and_tell_the_saga(
+def test_a_sagas_reservation_never_expires_because_the_saga_settles_it(
     service: InventoryService,
     stock: InMemoryStockRepository,
     reservations: InMemoryReservationRepository,
     clock: FakeClock,
     reserved: str,
 ) -> None:
-    clock.advance(TTL_S - 1)
+    clock.advance(TTL_S * 3)
     assert service.expire_due() == 0
-    clock.advance(1)
-    assert service.expire_due() == 1
-    assert service.get_reservation(reserved).status == EXPIRED
-    assert levels(stock, "mouse") == (1000, 0, 0)
-    reply = reservations.replies_to("o1")[-1]
-    assert reply.data == {"reservation_id": reserved, "released": True, "expired": True}
+    assert service.get_reservation(reserved).status == RESERVED
     assert reservations.timers == {}
-    assert service.expire_due() == 0
-
-
-def test_an_expired_reservation_can_no_longer_be_committed(
-    service: InventoryService, stock: InMemoryStockRepository, clock: FakeClock, reserved: str
-) -> None:
-    clock.advance(TTL_S)
-    service.expire_due()
+    # However late the commit arrives (a backlog, an outage), the paid order's units are sold.
     _reservation, committed = service.commit(reserved, command=command("CommitInventory", "o1"))
-    assert not committed
-    assert levels(stock, "mouse") == (1000, 0, 0)
+    assert committed
+    assert levels(stock, "mouse") == (998, 0, 2)
+
+
+def test_a_sagas_reservation_cannot_be_released_over_rest(
+    service: InventoryService, stock: InMemoryStockRepository, reserved: str
+) -> None:
+    with pytest.raises(ManagedBySaga):
+        service.release(reserved)
+    assert service.get_reservation(reserved).status == RESERVED
 
 
 def test_a_rest_reservation_expires_without_any_event(

@@ -82,3 +82,29 @@ def test_the_repository_config_file_loads_for_every_environment():
         settings = load_settings("order", environment=environment, env={})
         assert settings.services["monitoring"].port == 5006
         assert settings.services["payment"].port == 6002
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "path", "expected"),
+    [
+        ("APP__SERVICES__ORDER__PORT", "05011", ("services", "order", "port"), 5011),
+        ("APP__HTTP__WORKERS", "010", ("http", "workers"), 10),
+        ("APP__MONGO__PASSWORD", "s3cret #1", ("mongo", "password"), "s3cret #1"),
+        ("APP__MONGO__PASSWORD", "*abc", ("mongo", "password"), "*abc"),
+        ("APP__PAYMENT__DECLINE_CARDS", '["4000000000000002", "4111"]', ("payment", "decline_cards"),
+         ("4000000000000002", "4111")),
+        ("APP__MONGO__DOCUMENT_LOCKS", "false", ("mongo", "document_locks"), False),
+    ],
+)  # fmt: skip
+def test_environment_overrides_mean_what_they_say(config_file, variable, value, path, expected):
+    node = load_settings("order", env={variable: value}, config_file=config_file)
+    for part in path:
+        node = getattr(node, part) if not isinstance(node, dict) else node[part]
+    if hasattr(node, "get_secret_value"):
+        node = node.get_secret_value()
+    assert node == expected
+
+
+def test_a_malformed_json_override_names_the_variable(config_file):
+    with pytest.raises(ConfigError, match="APP__PAYMENT__DECLINE_CARDS"):
+        load_settings(env={"APP__PAYMENT__DECLINE_CARDS": "[oops"}, config_file=config_file)
