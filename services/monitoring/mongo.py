@@ -177,7 +177,8 @@ class MongoStatsRepository:
         self._minutes = minutes
 
     def increment(self, counters: Mapping[str, float]) -> None:
-        self._stats.update_one({"_id": TOTALS_ID}, {"$inc": dict(counters)}, upsert=True)
+        if counters:  # nothing to add: no round trip (and an empty $inc is an error)
+            self._stats.update_one({"_id": TOTALS_ID}, {"$inc": dict(counters)}, upsert=True)
 
     def increment_minute(self, minute: str, counters: Mapping[str, int]) -> None:
         self._minutes.update_one({"_id": minute}, {"$inc": dict(counters)}, upsert=True)

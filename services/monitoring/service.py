@@ -102,15 +102,21 @@ class MonitoringService:
         if len(event.order_id) > MAX_ORDER_ID_LENGTH:
             raise InvalidOrderId(f"order id longer than {MAX_ORDER_ID_LENGTH} characters")
         item = timeline_event(event, self._clock())
+        # Idempotent steps first, the timeline (which also detects a redelivery) next, the
+        # bookkeeping last: a retry after a failure part-way finishes what the first try began.
+        self._recent.add(event.order_id, item)
         timeline = self._timelines.append(event.order_id, event.customer_id, item)
         if timeline is None:
+            seen = self._timelines.get(event.order_id)
+            if seen is not None:
+                self._stats.increment(self._track_end(seen, item))
             return False
-        self._recent.add(event.order_id, item)
         # Figures move only when the event was new to the timeline, so redelivery counts once.
-        self._stats.increment({**stats.event_counters(item, event.data), **self._track_end(timeline, item)})
+        self._stats.increment(stats.event_counters(item, event.data))
         per_minute = stats.minute_counters(item)
         if per_minute and self._is_recent(item.timestamp):
             self._stats.increment_minute(stats.minute_key(item.timestamp), per_minute)
+        self._stats.increment(self._track_end(timeline, item))
         return True
 
     def _track_end(self, timeline: Timeline, item: TimelineEvent) -> dict[str, float]:

@@ -145,3 +145,22 @@ def test_recent_orders_are_the_newest_distinct_orders_with_their_status(world: W
     assert [t.order_id for t in world.service.recent_orders(10)] == ["o2", "o1"]
     assert [t.order_id for t in world.service.recent_orders(1)] == ["o2"]
     assert [t.order_id for t in world.service.recent_orders(10, "failed")] == ["o1"]
+
+
+def test_a_retry_after_a_failure_part_way_still_counts_the_event_once(world: World, monkeypatch):
+    created = envelope("OrderCreated", "o-retry", world.clock())
+    real_open = world.timelines.open
+    calls = {"n": 0}
+
+    def open_failing_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("database blip")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(world.timelines, "open", open_failing_once)
+    with pytest.raises(ConnectionError):
+        world.service.record(created)
+    assert world.service.record(created) is False  # the redelivery: already in the timeline
+    assert world.figures.totals().orders_created == 1
+    assert calls["n"] == 2  # the open-order bookkeeping was finished by the retry
