@@ -56,6 +56,7 @@ class OutboxRelay:
         self._pending: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._acked: queue.Queue[tuple[str, Any, str, Exception | None]] = queue.Queue()
         self._in_flight: set[str] = set()
+        self._retries: dict[tuple[str, Any], float] = {}  # document -> when to try it again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_recovery = 0.0
@@ -94,6 +95,7 @@ class OutboxRelay:
         if time.monotonic() >= self._next_recovery:
             self.recover()
             self._next_recovery = time.monotonic() + self._recover_interval
+        self._requeue_due_retries()
         batch: dict[tuple[str, Any], None] = {}
         while len(batch) < 500:
             try:
@@ -169,6 +171,15 @@ class OutboxRelay:
             raise failed
 
     def _retry_later(self, name: str, doc_id: Any) -> None:
-        timer = threading.Timer(self._retry_interval, self._pending.put, args=((name, doc_id),))
-        timer.daemon = True
-        timer.start()
+        # One list, drained by the relay's own loop: a long broker outage fails thousands of
+        # deliveries, and a timer thread each would exhaust the process's threads.
+        self._retries[(name, doc_id)] = min(
+            self._retries.get((name, doc_id), float("inf")), time.monotonic() + self._retry_interval
+        )
+
+    def _requeue_due_retries(self) -> None:
+        now = time.monotonic()
+        for key, due in list(self._retries.items()):
+            if due <= now:
+                del self._retries[key]
+                self._pending.put(key)
