@@ -66,6 +66,8 @@ class ConsumerSettings(_Section):
     max_attempts: int = Field(ge=1, le=100)
     backoff_base_s: float = Field(ge=0)
     backoff_max_s: float = Field(ge=0)
+    inbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
+    inbox_prune_interval_s: float = Field(default=3600, gt=0)
 
 
 class OutboxSettings(_Section):

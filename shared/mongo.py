@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
@@ -95,6 +96,16 @@ class MongoInbox:
 
     def seen(self, event_id: str) -> bool:
         return self._events.find_one({"_id": f"{self._group}:{event_id}"}, {"_id": 1}) is not None
+
+    def prune(self, older_than: datetime) -> int:
+        """Forget events handled before ``older_than``; return how many.
+
+        FerretDB has no TTL indexes, so workers call this periodically. Redeliveries older than
+        the retention are still caught by the handlers' own natural keys.
+        """
+        return self._events.delete_many(
+            {"_id": {"$regex": f"^{re.escape(self._group)}:"}, "at": {"$lt": older_than}}
+        ).deleted_count
 
     def mark(self, event_id: str) -> None:
         # Another member of the group may have got there first: the event is recorded either way.

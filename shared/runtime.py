@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from flask import Flask
@@ -113,6 +114,7 @@ def run_worker(
         logger.warning("could not ensure topics: %s", err)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
+    mongo_inbox = MongoInbox(clients.db["processed_events"], group_id) if inbox else None
     runner = ConsumerRunner(
         make_consumer(settings.kafka, group_id, client_id=f"{settings.service}-worker"),
         clients.publisher,
@@ -120,9 +122,16 @@ def run_worker(
         service=settings.service or "unknown",
         group_id=group_id,
         retry=settings.consumer,
-        inbox=MongoInbox(clients.db["processed_events"], group_id) if inbox else None,
+        inbox=mongo_inbox,
         is_transient=is_transient,
     )
+    if mongo_inbox:
+        retention = timedelta(seconds=settings.consumer.inbox_retention_s)
+
+        def prune_inbox() -> int:
+            return mongo_inbox.prune(datetime.now(UTC) - retention)
+
+        periodic = [*(periodic or []), (settings.consumer.inbox_prune_interval_s, prune_inbox)]
     stop = threading.Event()
     jobs = [
         threading.Thread(target=_every, args=(interval, job, stop), daemon=True) for interval, job in periodic or []

@@ -109,3 +109,17 @@ def test_a_refused_publish_is_retried_and_does_not_hold_up_the_rest(mongo_db, un
     finally:
         relay.stop()
     assert sorted(publisher.published) == sorted(e.event_id for e in events.values())
+
+
+def test_the_inbox_forgets_old_events_of_its_own_group_only(mongo_db):
+    from datetime import UTC, datetime, timedelta
+
+    inbox = MongoInbox(mongo_db["processed_events"], "group-a")
+    other = MongoInbox(mongo_db["processed_events"], "group-b")
+    for box in (inbox, other):
+        box.mark("old")
+    mongo_db["processed_events"].update_many({}, {"$set": {"at": datetime.now(UTC) - timedelta(days=8)}})
+    inbox.mark("new")
+    assert inbox.prune(datetime.now(UTC) - timedelta(days=7)) == 1
+    assert not inbox.seen("old") and inbox.seen("new")
+    assert other.seen("old")
