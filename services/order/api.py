@@ -15,6 +15,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pymongo.errors import ConnectionFailure
 
 from services.order.domain import (
     IdempotencyConflict,
@@ -29,6 +30,7 @@ from services.order.domain import (
 )
 from services.order.service import OrderService, Page
 from shared.events import ORDER_STATUSES
+from shared.mongo import DatabaseUnavailable
 from shared.web import ApiError, error_body, field_errors, parse_body, query_int
 
 bp = Blueprint("order", __name__)
@@ -125,11 +127,22 @@ def place_orders() -> tuple[Response, int]:
         except ValidationError as err:
             error = {"code": "validation_error", "message": "order is invalid", "details": field_errors(err)}
             results[index] = {"index": index, "status": 400, "error": error}
-    orders = _service().place_orders([new for _, new in valid])
-    for (index, _), order in zip(valid, orders, strict=True):
+    created = 0
+    for index, new in valid:
+        # One at a time: if the database goes away part-way, each result still says whether
+        # its order exists, so a client retries exactly the ones that were not created.
+        try:
+            [order] = _service().place_orders([new])
+        except (ConnectionFailure, DatabaseUnavailable):
+            error = {"code": "database_unavailable", "message": "not created; retry this order", "details": None}
+            results[index] = {"index": index, "status": 503, "error": error}
+            continue
         results[index] = {"index": index, "status": 201, "order_id": order.order_id}
-    failed = len(body.orders) - len(valid)
-    summary = {"results": results, "created": len(valid), "failed": failed}
+        created += 1
+    failed = len(body.orders) - created
+    summary = {"results": results, "created": created, "failed": failed}
+    if created == 0 and all(r["status"] == 503 for r in results):
+        return jsonify(summary), 503
     return jsonify(summary), 207 if failed else 200
 
 

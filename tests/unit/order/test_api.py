@@ -277,3 +277,36 @@ def test_refuses_to_cancel_a_finished_order(client: FlaskClient, service: OrderS
 
 def test_answers_404_when_cancelling_an_unknown_order(client: FlaskClient) -> None:
     assert client.post("/orders/nope/cancel").status_code == 404
+
+
+def test_a_database_outage_part_way_through_a_bulk_request_says_which_orders_exist(client, repo, monkeypatch):
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    real_add = repo.add
+    calls = {"n": 0}
+
+    def add_then_fail(order, events):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise ServerSelectionTimeoutError("database unreachable")
+        real_add(order, events)
+
+    monkeypatch.setattr(repo, "add", add_then_fail)
+    response = client.post("/orders/bulk", json={"orders": [order_body(), order_body(), order_body()]})
+    assert response.status_code == 207
+    results = response.get_json()["results"]
+    assert [r["status"] for r in results] == [201, 503, 503]
+    assert results[1]["error"]["code"] == "database_unavailable"
+    assert len(repo.events) == 1  # only the created order's OrderCreated
+
+
+def test_a_bulk_request_with_the_database_down_answers_503(client, repo, monkeypatch):
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    def down(order, events):
+        raise ServerSelectionTimeoutError("database unreachable")
+
+    monkeypatch.setattr(repo, "add", down)
+    response = client.post("/orders/bulk", json={"orders": [order_body(), order_body()]})
+    assert response.status_code == 503
+    assert response.get_json()["created"] == 0
