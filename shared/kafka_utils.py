@@ -147,12 +147,13 @@ class KafkaPublisher:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
         timeout: float = 30.0,
+        abort: threading.Event | None = None,
     ) -> None:
-        """Send one message and wait for the broker's acknowledgement."""
+        """Send one message and wait for the broker's acknowledgement (or for ``abort``)."""
         outcome: list[KafkaError | None] = []
         self.produce(topic, key, value, headers, on_delivery=lambda err, _msg: outcome.append(err))
         deadline = time.monotonic() + timeout
-        while not outcome and time.monotonic() < deadline:
+        while not outcome and time.monotonic() < deadline and not (abort and abort.is_set()):
             self._producer.poll(0.1)
         if not outcome:
             raise PublishError(f"no acknowledgement from Kafka for {topic} within {timeout:.0f}s")
@@ -294,7 +295,7 @@ class ConsumerRunner:
                     self._store(msg)
         finally:
             self._consumer.close()
-            self._publisher.flush(10)
+            self._publisher.flush(3)  # dead letters in flight; shutdown must fit docker's 10 s grace
             logger.info("consumer %s closed", self._group)
 
     def process(self, msg: Message) -> str:
@@ -305,8 +306,7 @@ class ConsumerRunner:
             if self._prefix + event.topic != topic:
                 raise InvalidEvent(f"event type {event.event_type} does not belong on topic {topic}")
         except InvalidEvent as err:
-            self._dead_letter(msg, err, attempts=1)
-            return self._count(topic, "dead_lettered")
+            return self._count(topic, self._dead_letter(msg, err, attempts=1))
         handler = self._handlers.get(event.event_type)
         if handler is None:
             return self._count(topic, "ignored")
@@ -327,16 +327,14 @@ class ConsumerRunner:
                 return "handled"
             except PermanentError as err:
                 logger.warning("%s rejected permanently: %s", event.event_type, scrub_card_numbers(str(err)))
-                self._dead_letter(msg, err, attempts)
-                return "dead_lettered"
+                return self._dead_letter(msg, err, attempts)
             except Exception as err:
                 if self._is_transient(err):
                     attempts -= 1  # an outage is not the event's fault; wait it out
                     logger.warning("transient failure handling %s, will retry: %s", event.event_type, err)
                 elif attempts >= self._retry.max_attempts:
                     logger.exception("giving up on %s after %d attempts", event.event_type, attempts)
-                    self._dead_letter(msg, err, attempts)
-                    return "dead_lettered"
+                    return self._dead_letter(msg, err, attempts)
                 else:
                     logger.warning(
                         "attempt %d of %s failed: %s", attempts, event.event_type, scrub_card_numbers(str(err))
@@ -345,7 +343,8 @@ class ConsumerRunner:
                 if self._stop.wait(delay):
                     return "interrupted"
 
-    def _dead_letter(self, msg: Message, err: BaseException, attempts: int) -> None:
+    def _dead_letter(self, msg: Message, err: BaseException, attempts: int) -> str:
+        """Copy the message to the dead-letter topic; return dead_lettered, or interrupted by a stop."""
         # Dead letters are kept and shown to people: no card number goes in, not even in the error.
         error = scrub_card_numbers(f"{type(err).__name__}: {err}")[:1000]
         headers = [
@@ -358,16 +357,18 @@ class ConsumerRunner:
             ("consumer_group", self._group.encode()),
         ]
         logger.error("dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error)
-        # The offset is stored only after the dead letter is acknowledged, so it is never lost.
-        while True:
+        # The offset is stored only after the dead letter is acknowledged, so it is never lost;
+        # a stop meanwhile leaves the offset where it is and the message is handled again later.
+        value = redact_payload(msg.value())
+        while not self._stop.is_set():
             try:
-                value = redact_payload(msg.value())
-                self._publisher.produce_sync(self._prefix + DEAD_LETTER_TOPIC, msg.key(), value, headers)
-                return
+                topic = self._prefix + DEAD_LETTER_TOPIC
+                self._publisher.produce_sync(topic, msg.key(), value, headers, abort=self._stop)
+                return "dead_lettered"
             except PublishError as publish_err:
                 logger.error("could not dead-letter, retrying: %s", publish_err)
-                if self._stop.wait(self._retry.backoff_max_s or 1.0):
-                    raise
+                self._stop.wait(self._retry.backoff_max_s or 1.0)
+        return "interrupted"
 
     def _store(self, msg: Message) -> None:
         try:

@@ -150,8 +150,8 @@ def run_worker(
         for thread in others:
             thread.join(timeout=15)
         if relay:
-            relay.stop()
-        clients.publisher.flush(10)
+            relay.stop(timeout=3)  # what is not published by then stays in the outbox for next time
+        clients.publisher.flush(2)
 
 
 def _every(interval: float, job: Callable[[], object], stop: threading.Event) -> None:
