@@ -12,6 +12,7 @@ from services.payment.domain import (
     FAILED,
     AlreadyPaid,
     ChargeRequest,
+    IdempotencyConflict,
     NotRefundable,
     Payment,
     PaymentError,
@@ -20,7 +21,7 @@ from services.payment.domain import (
     to_cents,
 )
 from services.payment.service import PaymentService
-from shared.web import error_body, parse_body, query_int, validate
+from shared.web import ApiError, error_body, parse_body, query_int, validate
 
 bp = Blueprint("payment", __name__)
 
@@ -57,6 +58,14 @@ def _service() -> PaymentService:
 @bp.post("/payments")
 def create_payment() -> tuple[Response, int]:
     body = parse_body(PaymentBody)
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 200:
+        raise ApiError(
+            400,
+            "validation_error",
+            "Idempotency-Key is too long",
+            [{"field": "Idempotency-Key", "message": "at most 200 characters"}],
+        )
     payment = _service().charge(
         ChargeRequest(
             order_id=body.order_id,
@@ -64,8 +73,10 @@ def create_payment() -> tuple[Response, int]:
             payment_method=body.payment_method,
             card_number=body.card_details.number if body.card_details else None,
             customer_id=body.customer_id,
-        )
+        ),
+        idempotency_key=key,
     )
+    # A retry with the same key gets the same answer as the first request.
     return jsonify(payment_json(payment)), 402 if payment.status == FAILED else 201
 
 
@@ -93,6 +104,8 @@ def error_response(err: PaymentError) -> tuple[Response, int]:
         return error_body(404, "not_found", str(err), {"payment_id": err.payment_id})
     if isinstance(err, AlreadyPaid):
         return error_body(409, "already_paid", str(err), {"order_id": err.order_id, "payment_id": err.payment_id})
+    if isinstance(err, IdempotencyConflict):
+        return error_body(409, "idempotency_conflict", str(err), {"payment_id": err.payment_id})
     if isinstance(err, NotRefundable):
         return error_body(409, "not_refundable", str(err), {"payment_id": err.payment_id, "status": err.status})
     return error_body(409, "conflict", str(err))

@@ -43,6 +43,12 @@ class NotRefundable(PaymentError):
         self.payment_id, self.status = payment_id, status
 
 
+class IdempotencyConflict(PaymentError):
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(f"this Idempotency-Key was used for a different payment ({payment_id})")
+        self.payment_id = payment_id
+
+
 class AlreadyPaid(PaymentError):
     def __init__(self, order_id: str, payment_id: str) -> None:
         super().__init__(f"order {order_id} is already paid by payment {payment_id}")

@@ -11,6 +11,7 @@ crash left it ``processing``, repeats the charge with the payment id as idempote
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from services.payment.domain import (
     AlreadyPaid,
     ChargeRequest,
     DuplicatePayment,
+    IdempotencyConflict,
     InvalidPayment,
     NotRefundable,
     Payment,
@@ -60,13 +62,29 @@ class PaymentService:
         self._clock = clock
         self._new_id = new_id
 
-    def charge(self, request: ChargeRequest) -> Payment:
-        """Charge an order directly (REST); return the payment, completed or failed."""
-        holder = self._paid_by(request.order_id)
-        if holder:
-            raise AlreadyPaid(request.order_id, holder)
-        payment = Payment.start(self._new_id(), request, self._clock())
-        self._payments.add(payment)
+    def charge(self, request: ChargeRequest, idempotency_key: str | None = None) -> Payment:
+        """Charge an order directly (REST); return the payment, completed or failed.
+
+        With an idempotency key the payment id comes from the key: a retry returns the same
+        payment, and a retry after a crash mid-charge finishes that charge instead of making another.
+        """
+        payment_id = rest_payment_id(idempotency_key) if idempotency_key else self._new_id()
+        if idempotency_key and (existing := self._payments.get(payment_id)) is not None:
+            if (existing.order_id, existing.amount) != (request.order_id, request.amount):
+                raise IdempotencyConflict(payment_id)
+            if existing.status != PROCESSING:
+                return existing
+            logger.warning("payment %s was interrupted mid-charge; finishing it", payment_id)
+            payment = existing
+        else:
+            holder = self._paid_by(request.order_id)
+            if holder:
+                raise AlreadyPaid(request.order_id, holder)
+            payment = Payment.start(payment_id, request, self._clock())
+            try:
+                self._payments.add(payment)
+            except DuplicatePayment:  # the same key at the same moment: answer as its twin will
+                return self.charge(request, idempotency_key)
         lost_to = self._charge(payment, request.card_number)
         self._payments.update(payment, expected_status=PROCESSING)
         self._count(payment)
@@ -187,3 +205,8 @@ class PaymentService:
         PAYMENTS.labels("completed" if payment.status == COMPLETED else "failed").inc()
         if payment.status == COMPLETED:
             PAYMENT_AMOUNT.inc(payment.amount)
+
+
+def rest_payment_id(idempotency_key: str) -> str:
+    """The payment id a REST Idempotency-Key stands for (the key itself is not stored)."""
+    return "pay_key_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]

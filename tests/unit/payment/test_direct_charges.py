@@ -8,12 +8,13 @@ from services.payment.domain import (
     AlreadyPaid,
     ChargeRequest,
     ChargeResult,
+    IdempotencyConflict,
     NotRefundable,
     Payment,
     PaymentNotFound,
     now_ms,
 )
-from services.payment.service import PaymentService
+from services.payment.service import PaymentService, rest_payment_id
 from shared.config import Settings
 from tests.unit.payment.fakes import InMemoryPaymentRepository, ScriptedGateway
 from tests.unit.payment.support import DECLINED_CARD, GOOD_CARD, build
@@ -90,3 +91,33 @@ def test_rest_refund_queues_payment_refunded_and_refuses_a_second_refund(
         service.refund(payment.payment_id, "requested")
     with pytest.raises(PaymentNotFound):
         service.refund("pay_missing", "requested")
+
+
+def test_a_retried_payment_with_the_same_key_charges_once(settings: Settings, repo: InMemoryPaymentRepository) -> None:
+    gateway = ScriptedGateway()
+    service = build(settings, repo, gateway)
+    request = ChargeRequest("key-order", 20.0, "credit_card", None)
+    first = service.charge(request, idempotency_key="k-1")
+    again = service.charge(request, idempotency_key="k-1")
+    assert first.payment_id == again.payment_id == rest_payment_id("k-1")
+    assert gateway.calls == 1
+    assert len(repo.list_by_order("key-order", 10)) == 1
+
+
+def test_the_same_key_for_another_payment_is_a_conflict(settings: Settings, repo: InMemoryPaymentRepository) -> None:
+    service = build(settings, repo)
+    service.charge(ChargeRequest("o-a", 5.0, "card", None), idempotency_key="k-2")
+    with pytest.raises(IdempotencyConflict):
+        service.charge(ChargeRequest("o-b", 5.0, "card", None), idempotency_key="k-2")
+
+
+def test_a_retry_after_a_crash_mid_charge_finishes_that_charge(
+    settings: Settings, repo: InMemoryPaymentRepository
+) -> None:
+    service = build(settings, repo)
+    request = ChargeRequest("crash-order", 12.5, "card", None)
+    # The first attempt stored its payment as processing, then the process died.
+    repo.add(Payment.start(rest_payment_id("k-3"), request, now_ms()))
+    payment = service.charge(request, idempotency_key="k-3")
+    assert (payment.payment_id, payment.status) == (rest_payment_id("k-3"), "completed")
+    assert [p.status for p in repo.list_by_order("crash-order", 10)] == ["completed"]
