@@ -186,7 +186,7 @@ def alerts() -> Response:
 
 @bp.get("/dlq")
 def dead_letters() -> Response:
-    letters, total = _service().dead_letters(query_int("limit", 50, 1, 500))
+    letters, total = _service().dead_letters(query_int("limit", 50, 0, 500))
     return jsonify({"entries": [_letter_json(x, preview=True) for x in letters], "total": total})
 
 

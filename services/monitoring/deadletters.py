@@ -20,6 +20,7 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]] = ()
+    timestamp_ms: int = 0  # the broker's timestamp: with partition and offset, unique across topic rebuilds
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,9 @@ def dead_letter(raw: RawMessage, received_at: datetime) -> DeadLetter:
     key, key_encoding = encode_payload(raw.key)
     value, value_encoding = encode_payload(raw.value)
     return DeadLetter(
-        id=f"{raw.partition}-{raw.offset}",
+        # Offsets restart at 0 when the topic is recreated (Kafka data wiped, the database kept):
+        # the timestamp keeps a new dead letter from colliding with an old one and being dropped.
+        id=f"{raw.partition}-{raw.offset}-{raw.timestamp_ms}" if raw.timestamp_ms else f"{raw.partition}-{raw.offset}",
         topic=_header_text(headers, "original_topic"),
         partition=_header_int(headers, "original_partition"),
         offset=_header_int(headers, "original_offset"),

@@ -249,7 +249,8 @@ class MonitoringService:
 
     def dead_letters(self, limit: int) -> tuple[list[DeadLetter], int]:
         """Return the latest dead letters, newest first, and how many there are in all."""
-        return self._letters.newest(limit), self._stats.totals().dlq_total
+        # limit=0 asks for the count alone (the dashboard): no read of the dead letters themselves.
+        return (self._letters.newest(limit) if limit else []), self._stats.totals().dlq_total
 
     def dead_letter(self, letter_id: str) -> DeadLetter:
         """Return one dead letter."""

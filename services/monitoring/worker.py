@@ -72,7 +72,10 @@ class DeadLetterConsumer:
             logger.info("dead-letter consumer closed")
 
     def _save(self, msg: Message) -> bool:
-        raw = RawMessage(msg.partition(), msg.offset(), msg.key(), msg.value(), list(msg.headers() or []))
+        _kind, timestamp_ms = msg.timestamp()
+        raw = RawMessage(
+            msg.partition(), msg.offset(), msg.key(), msg.value(), list(msg.headers() or []), max(0, timestamp_ms)
+        )
         while True:
             try:
                 self._record(raw)
