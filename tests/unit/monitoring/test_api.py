@@ -63,7 +63,7 @@ def test_replaying_an_unknown_dead_letter_answers_404(client: FlaskClient):
         "/events?limit=0",
         "/events?limit=501",
         "/events?limit=ten",
-        "/dlq?limit=0",
+        "/dlq?limit=-1",
         "/orders/recent?limit=101",
         "/orders/recent?status=weird",
         "/flows/" + "x" * 201,
@@ -180,3 +180,8 @@ def test_the_dashboard_is_one_self_contained_page_with_stable_ids(client: FlaskC
     assert not re.search(r"""(src|href)=["']?https?:""", html)  # nothing loaded from elsewhere
     assert "innerHTML" not in html
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_the_dlq_count_alone_reads_no_dead_letters(client: FlaskClient):
+    body = client.get("/dlq?limit=0").get_json()
+    assert body["entries"] == [] and "total" in body

@@ -47,6 +47,9 @@ class FakeMessage:
     def headers(self) -> list[tuple[str, bytes]]:
         return [("original_topic", b"orders.created")]
 
+    def timestamp(self) -> tuple[int, int]:
+        return (0, -1)  # TIMESTAMP_NOT_AVAILABLE, as for a message without one
+
 
 class FakeConsumer:
     """Hands out its messages, then asks the consumer under test to stop."""
