@@ -30,7 +30,13 @@ def test_restarting_every_service_keeps_all_state(stack, place, terminal):
     order_id = place(body)["order_id"]
     assert terminal(order_id)["status"] == "completed"
     before = wait_until(
-        lambda: (s := snapshot(stack, order_id, body["customer_id"]))["notifications"] and s["timeline"] >= 9 and s,
+        # All 11 events of a completed order, and the stock commit done: nothing left in flight.
+        lambda: (
+            (s := snapshot(stack, order_id, body["customer_id"]))["notifications"]
+            and s["timeline"] >= 11
+            and s["stock"]["reserved"] == 0
+            and s
+        ),
         what="the order's last events",
     )
 
