@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Settings, load_settings
+from shared.events import Envelope, InvalidEvent
 from shared.kafka_utils import client_config, ensure_topics
 from shared.mongo import make_mongo_client, ping
 
@@ -70,3 +72,21 @@ def service_settings(live_settings: Settings, mongo_db: Database) -> Callable[..
 def unique() -> Callable[[str], str]:
     """Unique names for consumer groups, order ids and the like."""
     return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def next_event_of(consumer: Consumer, order_id: str) -> Envelope | None:
+    """Read what the consumer has until an event of ``order_id`` shows up; None when it runs dry.
+
+    The shared test topics hold every earlier run's events, including malformed ones: skip them
+    quickly instead of one per polling round.
+    """
+    while (msg := consumer.poll(0.5)) is not None:
+        if msg.error():
+            continue
+        try:
+            event = Envelope.from_json(msg.value())
+        except InvalidEvent:
+            continue
+        if event.order_id == order_id:
+            return event
+    return None

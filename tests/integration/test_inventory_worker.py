@@ -15,7 +15,7 @@ from services.inventory.domain import StockItem
 from services.inventory.handlers import HANDLERS
 from services.inventory.mongo import MongoStockRepository
 from shared.config import Settings
-from shared.events import Envelope, InvalidEvent
+from shared.events import Envelope
 from shared.kafka_utils import (
     ConsumerRunner,
     Handler,
@@ -27,6 +27,7 @@ from shared.kafka_utils import (
 from shared.locks import DocumentLocks
 from shared.mongo import MongoInbox, is_transient
 from shared.runtime import connect
+from tests.integration.conftest import next_event_of
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -95,17 +96,7 @@ def test_a_reserve_command_is_answered_with_inventory_reserved(
         replies.subscribe([topic_name(clients.settings.kafka, "inventory.reserved")])
 
         def my_reply() -> Envelope | None:
-            # The shared test topic holds every earlier run's events: read through them quickly.
-            while (msg := replies.poll(0.5)) is not None:
-                if msg.error():
-                    continue
-                try:
-                    event = Envelope.from_json(msg.value())
-                except InvalidEvent:  # other tests put malformed messages on shared topics
-                    continue
-                if event.order_id == order_id:
-                    return event
-            return None
+            return next_event_of(replies, order_id)
 
         reply = wait_for(my_reply)
         assert reply.event_type == "InventoryReserved"

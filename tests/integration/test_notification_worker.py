@@ -13,10 +13,11 @@ import pytest
 from services.notification.app import bootstrap
 from services.notification.handlers import HANDLERS
 from shared.config import Settings
-from shared.events import Envelope, InvalidEvent
+from shared.events import Envelope
 from shared.kafka_utils import ConsumerRunner, bind_handlers, ensure_topics, make_consumer, topic_name
 from shared.mongo import MongoInbox, is_transient
 from shared.runtime import Clients, connect
+from tests.integration.conftest import next_event_of
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
@@ -103,17 +104,7 @@ def test_a_notification_request_is_sent_once_written_to_the_file_and_reported(
         assert (doc["customer_id"], doc["channel"], doc["attempts"]) == ("cust-it", "email", 1)
 
         def sent_event() -> Envelope | None:
-            # The shared test topic holds every earlier run's events: read through them quickly.
-            while (msg := sent_reader.poll(0.5)) is not None:
-                if msg.error():
-                    continue
-                try:
-                    event = Envelope.from_json(msg.value())
-                except InvalidEvent:  # other tests put malformed messages on shared topics
-                    continue
-                if event.order_id == order_id:
-                    return event
-            return None
+            return next_event_of(sent_reader, order_id)
 
         reported = wait_for(sent_event, what="NotificationSent on notifications.sent")
         assert reported.data == {"notification_id": notification_id, "type": "order_confirmation", "channel": "email"}

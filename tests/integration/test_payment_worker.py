@@ -12,10 +12,11 @@ from confluent_kafka import Consumer
 from services.payment.app import bootstrap
 from services.payment.handlers import HANDLERS
 from shared.config import Settings
-from shared.events import Envelope, InvalidEvent
+from shared.events import Envelope
 from shared.kafka_utils import ConsumerRunner, bind_handlers, ensure_topics, make_consumer, topic_name
 from shared.mongo import MongoInbox, is_transient
 from shared.runtime import Clients, connect
+from tests.integration.conftest import next_event_of as read_next_event_of
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
@@ -67,17 +68,7 @@ def next_event_of(consumer: Consumer, order_id: str, timeout: float = 20.0) -> E
     """Read the subscribed topic until an event of ``order_id`` shows up."""
 
     def poll() -> Envelope | None:
-        # The shared test topic holds every earlier run's events: read through them quickly.
-        while (msg := consumer.poll(0.5)) is not None:
-            if msg.error():
-                continue
-            try:
-                event = Envelope.from_json(msg.value())
-            except InvalidEvent:  # other tests put malformed messages on shared topics
-                continue
-            if event.order_id == order_id:
-                return event
-        return None
+        return read_next_event_of(consumer, order_id)
 
     return wait_for(poll, timeout, f"an event of order {order_id}")
 
