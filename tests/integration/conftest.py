@@ -5,8 +5,10 @@ They never skip: when a server does not answer, the test fails and says how to s
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -17,8 +19,10 @@ from pymongo.database import Database
 
 from shared.config import Settings, load_settings
 from shared.events import Envelope, InvalidEvent
-from shared.kafka_utils import client_config, ensure_topics
-from shared.mongo import make_mongo_client, ping
+from shared.kafka_utils import ConsumerRunner, Handler, client_config, ensure_topics, make_consumer
+from shared.mongo import MongoInbox, is_transient, make_mongo_client, ping
+from shared.outbox import OutboxRelay
+from shared.runtime import Clients
 
 HOW_TO_START = "start the local servers with `make infra-up` (or set KAFKA_BOOTSTRAP_SERVERS / MONGO_URI)"
 
@@ -90,3 +94,31 @@ def next_event_of(consumer: Consumer, order_id: str) -> Envelope | None:
         if event.order_id == order_id:
             return event
     return None
+
+
+@contextlib.contextmanager
+def running_worker(
+    clients: Clients, handlers: Mapping[str, Handler], *, service: str, group: str, relay: OutboxRelay | None = None
+) -> Iterator[ConsumerRunner]:
+    """Run a service's handlers as a fresh consumer group (with its inbox and relay) in a thread."""
+    runner = ConsumerRunner(
+        make_consumer(clients.settings.kafka, group, client_id=group),
+        clients.publisher,
+        handlers,
+        service=service,
+        group_id=group,
+        retry=clients.settings.consumer,
+        inbox=MongoInbox(clients.db["processed_events"], group),
+        is_transient=is_transient,
+    )
+    thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    if relay:
+        relay.start()
+    thread.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        thread.join(15)
+        if relay:
+            relay.stop(timeout=5)

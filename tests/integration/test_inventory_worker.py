@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +16,6 @@ from services.inventory.mongo import MongoStockRepository
 from shared.config import Settings
 from shared.events import Envelope
 from shared.kafka_utils import (
-    ConsumerRunner,
     Handler,
     bind_handlers,
     ensure_topics,
@@ -25,9 +23,8 @@ from shared.kafka_utils import (
     topic_name,
 )
 from shared.locks import DocumentLocks
-from shared.mongo import MongoInbox, is_transient
 from shared.runtime import connect
-from tests.integration.conftest import next_event_of
+from tests.integration.conftest import next_event_of, running_worker
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -63,52 +60,41 @@ def test_a_reserve_command_is_answered_with_inventory_reserved(
     stock.add(StockItem(product_id, "Integration product", 12.5, available=10))
     order_id = str(uuid.uuid4())
 
-    group = unique("inventory-itest")
-    runner = ConsumerRunner(
-        make_consumer(settings.kafka, group, client_id=group),
-        clients.publisher,
-        only_orders({order_id}, bind_handlers(HANDLERS, service)),
-        service="inventory",
-        group_id=group,
-        retry=settings.consumer,
-        inbox=MongoInbox(mongo_db["processed_events"], group),
-        is_transient=is_transient,
-    )
-    worker = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
-    relay.start()
-    worker.start()
+    handlers = only_orders({order_id}, bind_handlers(HANDLERS, service))
+    worker = running_worker(clients, handlers, service="inventory", group=unique("inventory-itest"), relay=relay)
     replies = make_consumer(settings.kafka, unique("inventory-itest-replies"), client_id="inventory-itest")
-    try:
-        command = Envelope(
-            "ReserveInventory",
-            order_id,
-            "orchestrator",
-            {"reservation_id": f"res_{order_id}", "items": [{"product_id": product_id, "quantity": 3, "price": 12.5}]},
-        )
-        clients.publisher.publish(command)
-        clients.publisher.flush(10)
+    with worker:
+        try:
+            command = Envelope(
+                "ReserveInventory",
+                order_id,
+                "orchestrator",
+                {
+                    "reservation_id": f"res_{order_id}",
+                    "items": [{"product_id": product_id, "quantity": 3, "price": 12.5}],
+                },
+            )
+            clients.publisher.publish(command)
+            clients.publisher.flush(10)
 
-        doc = wait_for(lambda: mongo_db["reservations"].find_one({"_id": f"res_{order_id}", "status": "reserved"}))
-        assert doc["order_id"] == order_id
-        item = service.get_product(product_id)
-        assert (item.available, item.reserved) == (7, 3)
+            doc = wait_for(lambda: mongo_db["reservations"].find_one({"_id": f"res_{order_id}", "status": "reserved"}))
+            assert doc["order_id"] == order_id
+            item = service.get_product(product_id)
+            assert (item.available, item.reserved) == (7, 3)
 
-        replies.subscribe([topic_name(clients.settings.kafka, "inventory.reserved")])
+            replies.subscribe([topic_name(clients.settings.kafka, "inventory.reserved")])
 
-        def my_reply() -> Envelope | None:
-            return next_event_of(replies, order_id)
+            def my_reply() -> Envelope | None:
+                return next_event_of(replies, order_id)
 
-        reply = wait_for(my_reply)
-        assert reply.event_type == "InventoryReserved"
-        assert reply.causation_id == command.event_id
-        assert reply.data == {
-            "reservation_id": f"res_{order_id}",
-            "items": [{"product_id": product_id, "quantity": 3}],
-        }
-        wait_for(lambda: not mongo_db["reservations"].find_one({"_id": f"res_{order_id}"}).get("outbox"))
-    finally:
-        replies.close()
-        runner.stop()
-        worker.join(timeout=15)
-        relay.stop(timeout=5)
-        clients.mongo.close()
+            reply = wait_for(my_reply)
+            assert reply.event_type == "InventoryReserved"
+            assert reply.causation_id == command.event_id
+            assert reply.data == {
+                "reservation_id": f"res_{order_id}",
+                "items": [{"product_id": product_id, "quantity": 3}],
+            }
+            wait_for(lambda: not mongo_db["reservations"].find_one({"_id": f"res_{order_id}"}).get("outbox"))
+        finally:
+            replies.close()
+            clients.mongo.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +13,9 @@ from services.notification.app import bootstrap
 from services.notification.handlers import HANDLERS
 from shared.config import Settings
 from shared.events import Envelope
-from shared.kafka_utils import ConsumerRunner, bind_handlers, ensure_topics, make_consumer, topic_name
-from shared.mongo import MongoInbox, is_transient
+from shared.kafka_utils import bind_handlers, ensure_topics, make_consumer, topic_name
 from shared.runtime import Clients, connect
-from tests.integration.conftest import next_event_of
+from tests.integration.conftest import next_event_of, running_worker
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
@@ -51,23 +49,9 @@ def worker(clients: Clients, unique: Callable[[str], str]) -> Iterator[str]:
     service, relay = bootstrap(clients.settings, clients=clients)
     assert relay is not None
     group = unique("notification-it")
-    runner = ConsumerRunner(
-        make_consumer(clients.settings.kafka, group, "notification-it"),
-        clients.publisher,
-        bind_handlers(HANDLERS, service),
-        service="notification",
-        group_id=group,
-        retry=clients.settings.consumer,
-        inbox=MongoInbox(clients.db["processed_events"], group),
-        is_transient=is_transient,
-    )
-    relay.start()
-    thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
-    thread.start()
-    yield group
-    runner.stop()
-    thread.join(15)
-    relay.stop()
+    handlers = bind_handlers(HANDLERS, service)
+    with running_worker(clients, handlers, service="notification", group=group, relay=relay):
+        yield group
 
 
 def lines_of(path: Path, order_id: str) -> list[dict[str, object]]:

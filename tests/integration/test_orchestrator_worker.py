@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +13,9 @@ from services.orchestrator.app import bootstrap, mongo_sagas
 from services.orchestrator.handlers import HANDLERS
 from shared.config import Settings
 from shared.events import Envelope
-from shared.kafka_utils import ConsumerRunner, Handler, bind_handlers, make_consumer, topic_name
-from shared.mongo import MongoInbox, is_transient
+from shared.kafka_utils import Handler, bind_handlers, make_consumer, topic_name
 from shared.runtime import connect
+from tests.integration.conftest import running_worker
 from tests.unit.orchestrator.fakes import order_created
 
 
@@ -49,36 +48,22 @@ def test_order_created_from_kafka_starts_a_saga_and_sends_reserve_inventory(
     sagas, relay = mongo_sagas(clients)
     service = bootstrap(settings, clients=clients, sagas=sagas)
     order_id = unique("order")
-    group = unique("orchestrator-test")
-    runner = ConsumerRunner(
-        make_consumer(settings.kafka, group, client_id=group),
-        clients.publisher,
-        only_for({order_id}, bind_handlers(HANDLERS, service)),
-        service="orchestrator",
-        group_id=group,
-        retry=settings.consumer,
-        inbox=MongoInbox(mongo_db["processed_events"], group),
-        is_transient=is_transient,
-    )
-    worker = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
-    relay.start()
-    worker.start()
-    try:
-        created = order_created(order_id)
-        clients.publisher.publish_sync(created)
+    handlers = only_for({order_id}, bind_handlers(HANDLERS, service))
+    worker = running_worker(clients, handlers, service="orchestrator", group=unique("orchestrator-test"), relay=relay)
+    with worker:
+        try:
+            created = order_created(order_id)
+            clients.publisher.publish_sync(created)
 
-        saga = wait_for(lambda: mongo_db["sagas"].find_one({"_id": order_id, "state": "reserving"}))
-        assert saga, "the saga did not reach reserving"
-        command = _published_reserve(settings, unique("orchestrator-probe"), order_id)
-        assert command, "no ReserveInventory for the order on inventory.commands"
-        assert wait_for(lambda: not mongo_db["sagas"].find_one({"_id": order_id})["outbox"], timeout=10), (
-            "the relay did not clear the published outbox entries"
-        )
-    finally:
-        runner.stop()
-        worker.join(timeout=15)
-        relay.stop()
-        clients.mongo.close()
+            saga = wait_for(lambda: mongo_db["sagas"].find_one({"_id": order_id, "state": "reserving"}))
+            assert saga, "the saga did not reach reserving"
+            command = _published_reserve(settings, unique("orchestrator-probe"), order_id)
+            assert command, "no ReserveInventory for the order on inventory.commands"
+            assert wait_for(lambda: not mongo_db["sagas"].find_one({"_id": order_id})["outbox"], timeout=10), (
+                "the relay did not clear the published outbox entries"
+            )
+        finally:
+            clients.mongo.close()
 
     assert command.data == {
         "reservation_id": f"res_{order_id}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,9 +13,9 @@ from services.payment.handlers import HANDLERS
 from shared.config import Settings
 from shared.events import Envelope
 from shared.kafka_utils import ConsumerRunner, bind_handlers, ensure_topics, make_consumer, topic_name
-from shared.mongo import MongoInbox, is_transient
 from shared.runtime import Clients, connect
 from tests.integration.conftest import next_event_of as read_next_event_of
+from tests.integration.conftest import running_worker
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
@@ -45,23 +44,9 @@ def worker(clients: Clients, unique: Callable[[str], str]) -> Iterator[ConsumerR
     service, relay = bootstrap(clients.settings, clients=clients)
     assert relay is not None
     group = unique("payment-it")
-    runner = ConsumerRunner(
-        make_consumer(clients.settings.kafka, group, "payment-it"),
-        clients.publisher,
-        bind_handlers(HANDLERS, service),
-        service="payment",
-        group_id=group,
-        retry=clients.settings.consumer,
-        inbox=MongoInbox(clients.db["processed_events"], group),
-        is_transient=is_transient,
-    )
-    relay.start()
-    thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
-    thread.start()
-    yield runner
-    runner.stop()
-    thread.join(15)
-    relay.stop()
+    handlers = bind_handlers(HANDLERS, service)
+    with running_worker(clients, handlers, service="payment", group=group, relay=relay) as runner:
+        yield runner
 
 
 def next_event_of(consumer: Consumer, order_id: str, timeout: float = 20.0) -> Envelope:
