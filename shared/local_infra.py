@@ -230,6 +230,16 @@ def _stop(name: str, timeout: float = 20.0) -> int | None:
     return pid
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (a zombie does not count)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # it exists, we just could not look at it
+
+
 def _listening_ports(pid: int) -> set[int]:
     try:
         return {c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.status == "LISTEN"}
@@ -242,8 +252,10 @@ def _wait_ready(name: str, pid: int, ready: Callable[[], bool], timeout: float, 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready():
+            pid_file(name).write_text(f"{pid}\n")  # a momentary check failure may have removed it
             return
-        if running_pid(name) != pid:
+        # Ask about the process itself: a transient failure to read its details is not an exit.
+        if not _alive(pid):
             raise InfraError(f"{name} (pid {pid}) exited during startup; last log lines:\n{_tail(log_file(name))}")
         time.sleep(0.5)
     if spawned:

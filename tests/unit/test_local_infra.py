@@ -120,3 +120,12 @@ def test_a_ferretdb_source_that_changed_is_refused_rather_than_half_patched(tmp_
         path.write_text("package x\n")
     with pytest.raises(local_infra.InfraError, match="expected text not found"):
         local_infra.patch_ferretdb(tmp_path)
+
+
+def test_a_live_process_counts_as_alive_and_a_finished_one_does_not():
+    import subprocess
+
+    assert local_infra._alive(os.getpid())
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    assert not local_infra._alive(finished.pid)
