@@ -164,11 +164,18 @@ def running_pid(name: str) -> int | None:
     path = pid_file(name)
     try:
         pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    try:
         proc = psutil.Process(pid)
         if proc.status() != psutil.STATUS_ZOMBIE and MARKERS[name] in " ".join(proc.cmdline()):
             return pid
-    except (OSError, ValueError, psutil.Error):
+    except psutil.NoSuchProcess:
         pass
+    except psutil.Error:
+        # Could not look at it right now: keep the file, or the server would be orphaned.
+        return pid
     path.unlink(missing_ok=True)
     return None
 
