@@ -10,7 +10,7 @@ from prometheus_client import Counter
 from pymongo import MongoClient, monitoring
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
 
 from shared.config import MongoSettings, Settings
 
@@ -81,10 +81,6 @@ def is_transient(err: BaseException) -> bool:
     Domain errors can say they are worth waiting out with a class attribute ``transient = True``.
     """
     return isinstance(err, ConnectionFailure | DatabaseUnavailable) or getattr(err, "transient", False) is True
-
-
-def is_duplicate(err: PyMongoError) -> bool:
-    return isinstance(err, DuplicateKeyError)
 
 
 class MongoInbox:

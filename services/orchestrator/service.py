@@ -71,12 +71,11 @@ class SagaService:
         for timer in self._sagas.due_timers(self._now(), TIMER_BATCH):
             try:
                 with self._sagas.locked(timer.order_id):
+                    # A stale timer (its saga moved on meanwhile) is pointed at the real deadline
+                    # by _write, as for any outcome that changes nothing.
                     result = self._write(timer.order_id, _timeout)
                     if result is None:
                         self._sagas.clear_timer(timer.order_id)
-                    elif not result.changed:
-                        # A stale timer (its saga moved on meanwhile): point it at the real deadline.
-                        self._sync_timer(result.saga, force=True)
             except SagaError as err:
                 logger.warning("timer of saga %s not applied, it runs again next time: %s", timer.order_id, err)
                 continue
