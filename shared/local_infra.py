@@ -127,7 +127,10 @@ def ferretdb_argv(binary: Path, port: int, data_dir: Path, state_dir: Path, user
     return [
         str(binary),
         "--handler=sqlite",
-        f"--sqlite-url=file:{data_dir}/",
+        # WAL (FerretDB's default) with synchronous=NORMAL: a commit no longer waits for an fsync
+        # (store_bench: 709 -> 881 round trips/s, 978 -> 1,579 with 4 clients). A killed process
+        # loses nothing; only a power cut can lose the last commits, never corrupt the file.
+        f"--sqlite-url=file:{data_dir}/?_pragma=synchronous(NORMAL)",
         f"--listen-addr=127.0.0.1:{port}",
         f"--state-dir={state_dir}",
         "--debug-addr=-",
@@ -470,13 +473,55 @@ FERRETDB_PATCHES = (
         """IDColumn = DefaultColumn + `->"_id"`""",
     ),
     ("internal/backends/sqlite/collection.go", "if params.Filter.Len() == 1 {", "if params.Filter.Len() >= 1 {"),
+    # FerretDB 1.24 runs update, findAndModify and delete as "query, change in Go, write back by _id"
+    # with no transaction, so two concurrent updates of one document both match their filter and the
+    # second write undoes the first (10 buyers of 5 units: 8 "succeeded", measured). These three
+    # patches run them one at a time per collection (FERRETDB_NEW_FILES holds the lock), which makes
+    # each one atomic, as in MongoDB. SQLite has a single writer anyway, so little is lost.
+    (
+        "internal/handler/msg_update.go",
+        "\tmatched, modified, upserted, err := h.updateDocument(connCtx, params)\n",
+        "\tunlock := lockCollectionWrites(params.DB, params.Collection)\n"
+        "\tmatched, modified, upserted, err := h.updateDocument(connCtx, params)\n\tunlock()\n",
+    ),
+    (
+        "internal/handler/msg_findandmodify.go",
+        "\tres, err := h.findAndModifyDocument(connCtx, params)\n",
+        "\tunlock := lockCollectionWrites(params.DB, params.Collection)\n"
+        "\tres, err := h.findAndModifyDocument(connCtx, params)\n\tunlock()\n",
+    ),
+    (
+        "internal/handler/msg_delete.go",
+        "\t\td, err = h.execDelete(connCtx, c, &p)\n",
+        "\t\tunlock := lockCollectionWrites(params.DB, params.Collection)\n"
+        "\t\td, err = h.execDelete(connCtx, c, &p)\n\t\tunlock()\n",
+    ),
 )
+FERRETDB_NEW_FILES = {
+    "internal/handler/collection_write_locks.go": """package handler
+
+import "sync"
+
+// collectionWriteLocks holds one mutex per "db.collection"; added by kafka-ecommerce's build
+// so that read-modify-write commands on one collection do not interleave.
+var collectionWriteLocks sync.Map
+
+// lockCollectionWrites locks the collection's mutex and returns its unlock function.
+func lockCollectionWrites(db, collection string) func() {
+\tm, _ := collectionWriteLocks.LoadOrStore(db+"."+collection, new(sync.Mutex))
+\tmu := m.(*sync.Mutex)
+\tmu.Lock()
+
+\treturn mu.Unlock
+}
+""",
+}
 FERRET_STAMP = FERRET_DIR / "bin" / "build.stamp"
 
 
 def ferretdb_build_stamp() -> str:
     """What the binary must have been built from: the version and the patches."""
-    return json.dumps({"version": FERRETDB_VERSION, "patches": FERRETDB_PATCHES})
+    return json.dumps({"version": FERRETDB_VERSION, "patches": FERRETDB_PATCHES, "files": FERRETDB_NEW_FILES})
 
 
 def patch_ferretdb(src: Path) -> None:
@@ -487,6 +532,8 @@ def patch_ferretdb(src: Path) -> None:
         if before not in text:
             raise InfraError(f"cannot patch {relative}: expected text not found (FerretDB source changed?)")
         path.write_text(text.replace(before, after))
+    for relative, content in FERRETDB_NEW_FILES.items():
+        (src / relative).write_text(content)
 
 
 def _build_ferretdb() -> None:

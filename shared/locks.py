@@ -6,8 +6,9 @@ their filter and the second write silently undoes the first (a lost update; meas
 10 concurrent ``$inc`` with ``available >= 1`` on 5 units reported 8 successes). An insert
 with a duplicate ``_id`` is refused atomically, so a lock is a document inserted under the
 locked name and deleted afterwards. Every writer of a locked document takes its lock.
-A holder that dies leaves its lock to expire after ``lease_s``. On real MongoDB the updates are
-atomic already and the lock only costs two extra round trips.
+A holder that dies leaves its lock to expire after ``lease_s``. MongoDB's updates are atomic, and
+so are those of the FerretDB that ``make infra-up`` builds (patched, see shared/local_infra.py), so
+these locks are on only with ``mongo.document_locks: true``; otherwise NoLocks is used.
 """
 
 from __future__ import annotations

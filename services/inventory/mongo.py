@@ -2,7 +2,8 @@
 
 Every write is a single-document update whose filter carries its precondition, so a repeated
 step changes nothing (no transactions are needed). Each update also holds the document's lock
-(see locks.py): FerretDB does not apply a filtered update atomically, MongoDB does.
+(shared/locks.py), which is a no-op unless ``mongo.document_locks`` is on for a server that does
+not apply a filtered update atomically (stock FerretDB 1.x).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Per-saga write locks: the shared document locks, named like the relay's (``sagas:<order_id>``).
 
-On FerretDB 1.x two concurrent updates of one saga can both report success while one is lost
-(see shared/locks.py), so every writer of a saga, the outbox relay included, holds its lock.
+On a stock FerretDB 1.x two concurrent updates of one saga can both report success while one is
+lost (see shared/locks.py), so with ``mongo.document_locks`` on, every writer of a saga, the
+outbox relay included, holds its lock. Otherwise the locks hold nothing.
 """
 
 from __future__ import annotations

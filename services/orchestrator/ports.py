@@ -24,8 +24,9 @@ class SagaRepository(Protocol):
         """Hold the saga's write lock for the block; raise SagaBusy if it stays taken.
 
         Writers of one saga (the consumer, the timer job, other processes, the outbox relay)
-        take it because FerretDB applies even a conditional update as read-modify-write, so
-        two concurrent updates of one document can silently lose one of them.
+        take it. With ``mongo.document_locks: false`` (servers whose updates are atomic) it holds
+        nothing and the versioned ``update`` alone decides between concurrent writers; a stock
+        FerretDB 1.x applies even a conditional update as read-modify-write and needs the lock.
         """
 
     def get(self, order_id: str) -> SagaState | None:

@@ -79,6 +79,6 @@ def test_concurrent_conditional_updates_through_guarded_collections_never_overse
 def test_clients_guard_collections_only_when_the_server_needs_it(service_settings) -> None:
     from shared.runtime import connect
 
-    assert isinstance(connect(service_settings("order")).locks, DocumentLocks)
-    mongodb_like = service_settings("order", mongo={"document_locks": False})
-    assert isinstance(connect(mongodb_like).locks, NoLocks)
+    assert isinstance(connect(service_settings("order")).locks, NoLocks)
+    stock_ferretdb = service_settings("order", mongo={"document_locks": True})
+    assert isinstance(connect(stock_ferretdb).locks, DocumentLocks)

@@ -1,11 +1,16 @@
 """The local FerretDB finds documents by _id through its index, also under extra filter conditions.
 
-Unpatched FerretDB 1.24 scans the whole table for every update by _id (see shared/local_infra.py).
+Unpatched FerretDB 1.24 scans the whole table for every update by _id, and its updates are not
+atomic (see FERRETDB_PATCHES in shared/local_infra.py). On MongoDB these tests hold trivially.
 """
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+
+from shared.mongo import make_mongo_client
 
 
 def test_lookups_by_id_with_extra_conditions_use_the_id_index(mongo_db):
@@ -15,3 +20,69 @@ def test_lookups_by_id_with_extra_conditions_use_the_id_index(mongo_db):
     for query in ({"_id": "doc-7"}, {"_id": "doc-7", "version": {"$gte": 1}}):
         plan = mongo_db.command("explain", {"find": "docs", "filter": query})["queryPlanner"]["Plan"]
         assert any("USING INDEX" in step for step in plan), plan
+
+
+def _race(threads: int, work) -> None:
+    barrier = threading.Barrier(threads)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        work(index)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+
+
+def test_concurrent_conditional_updates_of_one_document_never_oversell(mongo_db, service_settings):
+    # Unpatched FerretDB 1.24 let 8 of these 10 buyers "win" 5 units. Each buyer has its own
+    # connection, as the services' processes do.
+    clients = [make_mongo_client(service_settings("inventory").mongo) for _ in range(10)]
+    mongo_db["stock"].insert_one({"_id": "last-units", "available": 5})
+    wins: list[int] = []
+
+    def buy(index: int) -> None:
+        stock = clients[index][mongo_db.name]["stock"]
+        result = stock.update_one({"_id": "last-units", "available": {"$gte": 1}}, {"$inc": {"available": -1}})
+        wins.append(result.modified_count)
+
+    _race(10, buy)
+    assert sum(wins) == 5
+    assert mongo_db["stock"].find_one({"_id": "last-units"})["available"] == 0
+
+
+def test_concurrent_increments_and_find_and_modify_lose_nothing(mongo_db, service_settings):
+    clients = [make_mongo_client(service_settings("monitoring").mongo) for _ in range(6)]
+    mongo_db["counters"].insert_one({"_id": "c", "n": 0, "m": 0})
+
+    def bump(index: int) -> None:
+        counters = clients[index][mongo_db.name]["counters"]
+        for _ in range(20):
+            counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+            counters.find_one_and_update({"_id": "c"}, {"$inc": {"m": 1}})
+
+    _race(6, bump)
+    doc = mongo_db["counters"].find_one({"_id": "c"})
+    assert (doc["n"], doc["m"]) == (120, 120)
+
+
+def test_conditional_deletes_and_updates_of_one_document_never_both_win(mongo_db, service_settings):
+    # Like a reservation released by one process while another expires it: exactly one may apply.
+    clients = [make_mongo_client(service_settings("inventory").mongo) for _ in range(8)]
+    mongo_db["holds"].insert_many([{"_id": n, "state": "held"} for n in range(100)])
+    wins = [[0] * 100 for _ in range(8)]
+
+    def contend(index: int) -> None:
+        holds = clients[index][mongo_db.name]["holds"]
+        for n in range(100):
+            if index % 2:
+                wins[index][n] = holds.delete_one({"_id": n, "state": "held"}).deleted_count
+            else:
+                change = {"$set": {"state": "released"}}
+                wins[index][n] = holds.update_one({"_id": n, "state": "held"}, change).modified_count
+
+    _race(8, contend)
+    per_document = [sum(wins[index][n] for index in range(8)) for n in range(100)]
+    assert per_document == [1] * 100

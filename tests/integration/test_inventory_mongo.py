@@ -8,7 +8,7 @@ import pytest
 from pymongo.database import Database
 
 from services.inventory.mongo import MongoReservationRepository, MongoStockRepository
-from shared.locks import DocumentLocks
+from shared.locks import DocumentLocks, NoLocks
 from tests.unit.inventory.contract import ReservationRepositoryContract, StockRepositoryContract
 
 
@@ -16,6 +16,13 @@ class TestMongoStockRepository(StockRepositoryContract):
     @pytest.fixture(autouse=True)
     def _database(self, mongo_db: Database) -> None:
         self.db = mongo_db
+
+    def make_repo(self) -> MongoStockRepository:
+        return MongoStockRepository(self.db["stock"], NoLocks())
+
+
+class TestMongoStockRepositoryWithDocumentLocks(TestMongoStockRepository):
+    """The same contract with ``mongo.document_locks: true``, the setting for a stock FerretDB 1.x."""
 
     def make_repo(self) -> MongoStockRepository:
         return MongoStockRepository(self.db["stock"], DocumentLocks(self.db["locks"]))
@@ -27,9 +34,7 @@ class TestMongoReservationRepository(ReservationRepositoryContract):
         self.db = mongo_db
 
     def make_repo(self) -> MongoReservationRepository:
-        repo = MongoReservationRepository(
-            self.db["reservations"], self.db["reservation_timers"], DocumentLocks(self.db["locks"])
-        )
+        repo = MongoReservationRepository(self.db["reservations"], self.db["reservation_timers"], NoLocks())
         repo.ensure_indexes()
         return repo
 

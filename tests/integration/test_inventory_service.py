@@ -14,21 +14,19 @@ from services.inventory.domain import FAILED, RESERVED, Line, StockItem
 from services.inventory.mongo import MongoReservationRepository, MongoStockRepository
 from services.inventory.service import InventoryService
 from shared.config import Settings
-from shared.locks import DocumentLocks
+from shared.locks import NoLocks
 
 
 @pytest.fixture
 def stock(mongo_db: Database) -> MongoStockRepository:
-    return MongoStockRepository(mongo_db["stock"], DocumentLocks(mongo_db["locks"]))
+    return MongoStockRepository(mongo_db["stock"], NoLocks())
 
 
 @pytest.fixture
 def service(
     service_settings: Callable[..., Settings], mongo_db: Database, stock: MongoStockRepository
 ) -> InventoryService:
-    reservations = MongoReservationRepository(
-        mongo_db["reservations"], mongo_db["reservation_timers"], DocumentLocks(mongo_db["locks"])
-    )
+    reservations = MongoReservationRepository(mongo_db["reservations"], mongo_db["reservation_timers"], NoLocks())
     reservations.ensure_indexes()
     built, _relay = bootstrap(service_settings("inventory"), stock=stock, reservations=reservations)
     return built

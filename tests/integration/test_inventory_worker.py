@@ -22,7 +22,7 @@ from shared.kafka_utils import (
     make_consumer,
     topic_name,
 )
-from shared.locks import DocumentLocks
+from shared.locks import NoLocks
 from shared.runtime import connect
 from tests.integration.conftest import next_event_of, running_worker
 
@@ -55,7 +55,7 @@ def test_a_reserve_command_is_answered_with_inventory_reserved(
     clients = connect(settings)
     service, relay = bootstrap(settings, clients=clients)
     assert relay is not None
-    stock = MongoStockRepository(mongo_db["stock"], DocumentLocks(mongo_db["locks"]))
+    stock = MongoStockRepository(mongo_db["stock"], NoLocks())
     product_id = unique("itest-product")
     stock.add(StockItem(product_id, "Integration product", 12.5, available=10))
     order_id = str(uuid.uuid4())

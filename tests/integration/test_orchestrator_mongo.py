@@ -18,7 +18,7 @@ from services.orchestrator.locks import SAGA_LOCK, MongoSagaLocks
 from services.orchestrator.mongo import MongoSagaRepository
 from services.orchestrator.saga import Context
 from shared.config import Settings
-from shared.locks import DocumentLocks, LockingCollection
+from shared.locks import DocumentLocks, LockingCollection, NoLocks
 from tests.unit.orchestrator.contract import TIMEOUTS, SagaRepositoryContract, new_saga
 from tests.unit.orchestrator.fakes import T0, FakeClock, order_created, reply
 
@@ -34,19 +34,33 @@ class RecordingRelay:
 
 
 def make_repo(db: Database, relay: RecordingRelay | None = None, **lock_options: float) -> MongoSagaRepository:
-    locks = MongoSagaLocks(DocumentLocks(db["locks"], **lock_options))
+    """A repository as configured by default (no document locks), or with them when given lock options."""
+    locks = MongoSagaLocks(DocumentLocks(db["locks"], **lock_options) if lock_options else NoLocks())
     repo = MongoSagaRepository(db["sagas"], db["saga_timers"], locks, relay)  # type: ignore[arg-type]
     repo.ensure_indexes()
     return repo
 
 
-class TestMongoSagaRepository(SagaRepositoryContract):
+class TestMongoSagaRepositoryWithDocumentLocks(SagaRepositoryContract):
+    """The whole contract, with ``mongo.document_locks: true`` (the setting for a stock FerretDB 1.x)."""
+
     @pytest.fixture(autouse=True)
     def _database(self, mongo_db: Database) -> None:
         self.db = mongo_db
 
     def make_repo(self) -> MongoSagaRepository:
         return make_repo(self.db, wait_s=0.2)
+
+
+class TestMongoSagaRepository(TestMongoSagaRepositoryWithDocumentLocks):
+    """The default configuration: updates are atomic on the server, ``locked`` holds nothing and the
+    versioned update alone keeps concurrent writers apart (see test_two_concurrent_updaters_lose_no_update)."""
+
+    def make_repo(self) -> MongoSagaRepository:
+        return make_repo(self.db)
+
+    # Mutual exclusion is what document locks add; without them there is nothing to exclude.
+    test_a_held_lock_refuses_a_second_holder_until_released = None  # type: ignore[assignment]
 
 
 def test_each_write_puts_its_events_in_the_saga_outbox_and_tells_the_relay(mongo_db: Database) -> None:
@@ -173,7 +187,7 @@ def test_the_relays_outbox_cleanup_never_undoes_a_concurrent_saga_update(
     # Published entries waiting for the relay's clean-up, as after a burst of events.
     published = [f"e{n}" for n in range(200)]
     mongo_db["sagas"].update_one({"_id": "o-1"}, {"$set": {f"outbox.{k}": {"sent": True} for k in published}})
-    relay_view = LockingCollection(mongo_db["sagas"], DocumentLocks(mongo_db["locks"]), SAGA_LOCK)
+    relay_view = LockingCollection(mongo_db["sagas"], NoLocks(), SAGA_LOCK)  # as Clients.relay() builds it
     events = [reply("PaymentRefunded", "o-1") for _ in range(15)]
     done = threading.Event()
 

@@ -34,7 +34,7 @@ def test_ferretdb_argv_uses_sqlite_auth_and_keeps_password_out() -> None:
 
     assert argv[0] == "/b/ferretdb"
     assert "--handler=sqlite" in argv
-    assert "--sqlite-url=file:/d/" in argv
+    assert "--sqlite-url=file:/d/?_pragma=synchronous(NORMAL)" in argv
     assert "--listen-addr=127.0.0.1:27017" in argv
     assert "--state-dir=/s" in argv
     assert "--test-enable-new-auth" in argv
@@ -110,7 +110,10 @@ def test_the_ferretdb_patches_rewrite_exactly_the_expected_lines(tmp_path):
     local_infra.patch_ferretdb(tmp_path)
     for relative, before, after in local_infra.FERRETDB_PATCHES:
         text = (tmp_path / relative).read_text()
-        assert after in text and before not in text
+        assert after in text
+        assert text.count(before) == after.count(before)  # replaced, not appended
+    for relative, content in local_infra.FERRETDB_NEW_FILES.items():
+        assert (tmp_path / relative).read_text() == content
 
 
 def test_a_ferretdb_source_that_changed_is_refused_rather_than_half_patched(tmp_path):
