@@ -114,6 +114,16 @@ def stock(settings: Settings) -> dict[str, dict[str, int]]:
     return {p["product_id"]: p for p in products}
 
 
+def restock(settings: Settings, current: dict[str, dict[str, int]], units: int) -> None:
+    """Top up every product the benchmark buys to ``units`` available, so repeated runs never sell out
+    (a sold-out product fails orders fast and would flatter the figures)."""
+    for product_id in CATALOGUE:
+        missing = units - current.get(product_id, {}).get("available", 0)
+        if missing > 0:
+            url = f"{settings.services['inventory'].url}/inventory/{product_id}"
+            requests.put(url, json={"quantity": missing}, timeout=10).raise_for_status()
+
+
 def follow_terminal_events(settings: Settings, run: Run, ready: threading.Event, stop: threading.Event) -> None:
     consumer = Consumer(
         {
@@ -189,6 +199,7 @@ def bench(settings: Settings, args: argparse.Namespace) -> dict:
     if not ready.wait(30):
         raise SystemExit("could not subscribe to the terminal topics")
     time.sleep(1)
+    restock(settings, stock(settings), units=orders)
     stock_before = stock(settings)
     kafka_before = metric_total(settings, "events_published_total")
     mongo_before = metric_total(settings, "mongo_commands_total")

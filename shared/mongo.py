@@ -14,14 +14,19 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 
 from shared.config import MongoSettings, Settings
 
-MONGO_COMMANDS = Counter("mongo_commands_total", "Commands sent to MongoDB", ["command"])
+SHARD_SUFFIX = re.compile(r"_[0-9a-f]{2}$")
+MONGO_COMMANDS = Counter("mongo_commands_total", "Commands sent to MongoDB", ["command", "collection"])
 
 
 class _CommandCounter(monitoring.CommandListener):
     """Count every round trip to the database, for the per-order cost figures."""
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        MONGO_COMMANDS.labels(event.command_name).inc()
+        # CRUD commands name their collection as the command's value (``{"insert": "orders"}``).
+        # Shards of one collection (monitoring's timelines_00 .. timelines_3f) count together.
+        target = event.command.get(event.command_name)
+        collection = SHARD_SUFFIX.sub("_*", target) if isinstance(target, str) else ""
+        MONGO_COMMANDS.labels(event.command_name, collection).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         return None

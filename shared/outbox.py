@@ -1,11 +1,12 @@
 """Transactional outbox without transactions.
 
 A state change and the events it causes are written in one document write: the events sit
-in the document's ``outbox`` map (event id -> envelope). The relay publishes them and then
-removes each entry it saw acknowledged. If the process dies between the write and the
-publish, the entries are still in the document, and the relay's recovery scan (at start
-and periodically) finds and publishes them. Delivery is therefore at least once; consumers
-drop duplicates by event id.
+in the document's ``outbox`` map (event id -> envelope). The writer then hands the same events
+to the relay, which publishes them from memory and removes the acknowledged entries, one bulk
+write per collection and round. If the process dies between the write and the publish, the
+entries are still in the document, and the relay's recovery scan (at start and periodically)
+finds and publishes them; so does a retry after a failed publish. Delivery is therefore at least
+once; consumers drop duplicates by their natural keys.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from shared.events import Envelope
+from shared.locks import LockingCollection
 from shared.ports import EventPublisher
 
 logger = logging.getLogger(__name__)
@@ -53,7 +56,8 @@ class OutboxRelay:
         self._collections = {c.full_name: c for c in collections}
         self._retry_interval = retry_interval_s
         self._recover_interval = recover_interval_s
-        self._pending: queue.Queue[tuple[str, Any]] = queue.Queue()
+        # (collection, document, its new events); None means "read the outbox from the document".
+        self._pending: queue.Queue[tuple[str, Any, tuple[Envelope, ...] | None]] = queue.Queue()
         self._acked: queue.Queue[tuple[str, Any, str, Exception | None]] = queue.Queue()
         self._in_flight: set[str] = set()
         self._retries: dict[tuple[str, Any], float] = {}  # document -> when to try it again
@@ -61,9 +65,10 @@ class OutboxRelay:
         self._thread: threading.Thread | None = None
         self._next_recovery = 0.0
 
-    def notify(self, collection: Collection, doc_id: Any) -> None:
-        """Tell the relay that ``doc_id`` has new outbox entries."""
-        self._pending.put((collection.full_name, doc_id))
+    def notify(self, collection: Collection, doc_id: Any, events: Iterable[Envelope] | None = None) -> None:
+        """Tell the relay that ``doc_id`` has new outbox entries: ``events`` if given (saves reading
+        them back), else whatever its outbox holds."""
+        self._pending.put((collection.full_name, doc_id, tuple(events) if events is not None else None))
 
     def start(self) -> None:
         if self._thread is None:
@@ -84,7 +89,7 @@ class OutboxRelay:
         found = 0
         for name, collection in self._collections.items():
             for doc in collection.find(PENDING_FILTER, {"_id": 1}):
-                self._pending.put((name, doc["_id"]))
+                self._pending.put((name, doc["_id"], None))
                 found += 1
         if found:
             logger.info("outbox recovery queued %d documents", found)
@@ -96,19 +101,21 @@ class OutboxRelay:
             self.recover()
             self._next_recovery = time.monotonic() + self._recover_interval
         self._requeue_due_retries()
-        batch: dict[tuple[str, Any], None] = {}
+        batch: dict[tuple[str, Any], list[Envelope] | None] = {}
         while len(batch) < 500:
             try:
-                batch[self._pending.get_nowait()] = None
+                name, doc_id, events = self._pending.get_nowait()
             except queue.Empty:
                 break
-        queued = list(batch)
-        for index, (name, doc_id) in enumerate(queued):
+            known = batch.get((name, doc_id), [])
+            batch[(name, doc_id)] = None if events is None or known is None else [*known, *events]
+        queued = list(batch.items())
+        for index, ((name, doc_id), events) in enumerate(queued):
             try:
-                self._publish_document(name, doc_id)
+                self._publish_document(name, doc_id, events)
             except Exception:
-                for item in queued[index + 1 :]:  # the rest of the batch waits for the next round
-                    self._pending.put(item)
+                for (n, d), e in queued[index + 1 :]:  # the rest of the batch waits for the next round
+                    self._pending.put((n, d, tuple(e) if e is not None else None))
                 raise
         self._publisher.poll(wait)
         self._clear_acknowledged()
@@ -126,15 +133,18 @@ class OutboxRelay:
                 self._next_recovery = 0.0  # whatever was dropped on the way is found by a scan
                 self._stop.wait(self._retry_interval)
 
-    def _publish_document(self, name: str, doc_id: Any) -> None:
-        doc = self._collections[name].find_one({"_id": doc_id}, {"outbox": 1})
-        for event_id, raw in ((doc or {}).get("outbox") or {}).items():
+    def _publish_document(self, name: str, doc_id: Any, events: list[Envelope] | None) -> None:
+        if events is None:
+            doc = self._collections[name].find_one({"_id": doc_id}, {"outbox": 1})
+            events = [Envelope.from_dict(raw) for raw in ((doc or {}).get("outbox") or {}).values()]
+        for event in events:
+            event_id = event.event_id
             if event_id in self._in_flight:
                 continue
             self._in_flight.add(event_id)
             try:
                 self._publisher.publish(
-                    Envelope.from_dict(raw),
+                    event,
                     on_delivery=lambda err, n=name, d=doc_id, e=event_id: self._acked.put((n, d, e, err)),
                 )
             except Exception:
@@ -155,20 +165,35 @@ class OutboxRelay:
             else:
                 self._in_flight.discard(event_id)
                 self._retry_later(name, doc_id)
-        failed: Exception | None = None
+        by_collection: dict[str, dict[Any, list[str]]] = {}
         for (name, doc_id), event_ids in done.items():
+            by_collection.setdefault(name, {})[doc_id] = event_ids
+        failed: Exception | None = None
+        for name, published in by_collection.items():
             try:
-                self._collections[name].update_one(
-                    {"_id": doc_id}, {"$unset": {f"outbox.{event_id}": "" for event_id in event_ids}}
-                )
+                self._unset(self._collections[name], published)
             except Exception as err:
-                # The entries stay in the document and are published again later: at least once.
+                # The entries stay in the documents and are published again later: at least once.
                 failed = err
-                self._retry_later(name, doc_id)
+                for doc_id in published:
+                    self._retry_later(name, doc_id)
             finally:
-                self._in_flight.difference_update(event_ids)
+                for event_ids in published.values():
+                    self._in_flight.difference_update(event_ids)
         if failed:
             raise failed
+
+    @staticmethod
+    def _unset(collection: Collection, published: dict[Any, list[str]]) -> None:
+        """Remove the published entries: one round trip for all documents of the collection."""
+        updates = {
+            doc_id: {"$unset": {f"outbox.{e}": "" for e in event_ids}} for doc_id, event_ids in published.items()
+        }
+        if isinstance(collection, LockingCollection):  # each update must hold its document's lock
+            for doc_id, update in updates.items():
+                collection.update_one({"_id": doc_id}, update)
+        else:
+            collection.bulk_write([UpdateOne({"_id": d}, u) for d, u in updates.items()], ordered=False)
 
     def _retry_later(self, name: str, doc_id: Any) -> None:
         # One list, drained by the relay's own loop: a long broker outage fails thousands of
@@ -179,7 +204,7 @@ class OutboxRelay:
 
     def _requeue_due_retries(self) -> None:
         now = time.monotonic()
-        for key, due in list(self._retries.items()):
+        for (name, doc_id), due in list(self._retries.items()):
             if due <= now:
-                del self._retries[key]
-                self._pending.put(key)
+                del self._retries[(name, doc_id)]
+                self._pending.put((name, doc_id, None))

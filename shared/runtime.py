@@ -60,7 +60,10 @@ class Clients:
         return DocumentLocks(self.db["locks"]) if self.settings.mongo.document_locks else NoLocks()
 
     def collection(self, name: str) -> Collection:
-        """A collection whose updates by ``_id`` hold that document's lock (named ``<name>:<id>``)."""
+        """A collection whose updates by ``_id`` hold that document's lock (named ``<name>:<id>``)
+        where the server needs locks; the plain collection otherwise."""
+        if isinstance(self.locks, NoLocks):
+            return self.db[name]
         return LockingCollection(self.db[name], self.locks, name)  # type: ignore[return-value]
 
     def relay(self, *collection_names: str) -> OutboxRelay:
@@ -99,12 +102,14 @@ def run_worker(
     relay: OutboxRelay | None = None,
     periodic: list[Periodic] | None = None,
     background: list[Background] | None = None,
-    inbox: bool = True,
+    inbox: bool = False,
 ) -> None:
     """Consume this service's events until SIGTERM, running the relay and other jobs beside it.
 
-    ``inbox=False`` is for handlers that drop duplicates by themselves: it saves two round trips
-    per event.
+    Every handler of our services is idempotent by a natural key (a forward-only status, one
+    payment or notification per id, one hold per reservation, the saga's handled event ids), so
+    a redelivered event changes nothing without an inbox. ``inbox=True`` records each handled
+    event id for handlers that cannot say so; it costs two round trips per event.
     """
     settings = clients.settings
     group_id = group_id or f"{settings.service}-service"

@@ -194,7 +194,7 @@ class MongoReservationRepository:
 
     def _notify(self, reservation_id: str, events: list[Envelope]) -> None:
         if events and self._relay is not None:
-            self._relay.notify(self._docs, reservation_id)
+            self._relay.notify(self._docs, reservation_id, events)
 
 
 def _event_fields(events: list[Envelope]) -> dict[str, Any]:

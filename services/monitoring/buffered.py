@@ -1,18 +1,20 @@
-"""Counter increments gathered in memory and written once a second.
+"""Counter increments and recent-feed entries gathered in memory and written once a second.
 
-Each increment of the shared totals document is a locked update on FerretDB (three round trips);
-per event that was a third of the whole system's database traffic. The worker adds up what its
-events contribute and writes it in one increment per flush. A crash can lose at most the last
-flush interval of *figures*; the timelines, which are the record, are written per event.
+An increment of the shared totals document per event, and an insert into the recent feed per
+event, were two thirds of the monitoring worker's database traffic. The worker adds up what its
+events contribute and writes it in one increment and one bulk insert per flush. A crash can lose
+at most the last flush interval of *figures and feed entries*; the timelines, which are the
+record, are written per event.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from services.monitoring.ports import StatsRepository
+from services.monitoring.domain import TimelineEvent
+from services.monitoring.ports import RecentEventRepository, StatsRepository
 from services.monitoring.stats import Totals
 
 
@@ -63,3 +65,40 @@ class BufferedStats:
 
     def trim_minutes(self, before: str) -> int:
         return self._inner.trim_minutes(before)
+
+
+class BufferedRecentEvents:
+    """A RecentEventRepository whose additions wait in memory until ``flush()``; reads go straight through."""
+
+    def __init__(self, inner: RecentEventRepository, max_pending: int = 50_000) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, TimelineEvent]] = []
+        # While the store is down the feed keeps only the newest entries: it is a view, not a record.
+        self._max_pending = max_pending
+
+    def add(self, order_id: str, event: TimelineEvent) -> None:
+        self.add_many([(order_id, event)])
+
+    def add_many(self, items: Sequence[tuple[str, TimelineEvent]]) -> None:
+        with self._lock:
+            self._pending.extend(items)
+            del self._pending[: -self._max_pending]
+
+    def flush(self) -> None:
+        """Write what was gathered; on failure keep it for the next flush."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        try:
+            self._inner.add_many(pending)
+        except Exception:
+            with self._lock:
+                self._pending[:0] = pending
+                del self._pending[: -self._max_pending]
+            raise
+
+    def newest(self, limit: int, event_type: str | None = None) -> list[tuple[str, TimelineEvent]]:
+        return self._inner.newest(limit, event_type)
+
+    def trim(self, keep: int) -> int:
+        return self._inner.trim(keep)

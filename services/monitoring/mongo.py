@@ -6,15 +6,14 @@ trimmed collections (recent_events, minutes, open_orders, dlq).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.monitoring.deadletters import DeadLetter
 from services.monitoring.domain import (
@@ -29,6 +28,14 @@ from services.monitoring.stats import Totals
 
 TOTALS_ID = "totals"
 TIMELINE_SHARDS = 64
+
+
+DUPLICATE_KEY = 11000
+
+
+def _recent_doc(order_id: str, event: TimelineEvent) -> dict[str, Any]:
+    doc = {k: v for k, v in _event_doc(event).items() if k not in ("event_id", "received_at", "detail")}
+    return {"_id": event.event_id, "order_id": order_id, **doc}
 
 
 def _event_doc(event: TimelineEvent) -> dict[str, Any]:
@@ -151,10 +158,19 @@ class MongoRecentEventRepository:
         self._events.create_index([("timestamp", DESCENDING)])
 
     def add(self, order_id: str, event: TimelineEvent) -> None:
-        doc = {k: v for k, v in _event_doc(event).items() if k not in ("event_id", "received_at", "detail")}
-        # An insert is checked against the unique _id index; an upsert would scan the collection.
-        with contextlib.suppress(DuplicateKeyError):
-            self._events.insert_one({"_id": event.event_id, "order_id": order_id, **doc})
+        self.add_many([(order_id, event)])
+
+    def add_many(self, items: Sequence[tuple[str, TimelineEvent]]) -> None:
+        docs = {event.event_id: _recent_doc(order_id, event) for order_id, event in items}
+        if not docs:
+            return
+        # Unordered: every new event is inserted; redelivered ones fail on the unique _id alone.
+        try:
+            self._events.insert_many(list(docs.values()), ordered=False)
+        except BulkWriteError as err:
+            others = [e for e in err.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+            if others:
+                raise
 
     def newest(self, limit: int, event_type: str | None = None) -> list[tuple[str, TimelineEvent]]:
         query = {"event_type": event_type} if event_type else {}

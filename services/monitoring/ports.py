@@ -35,6 +35,9 @@ class RecentEventRepository(Protocol):
     def add(self, order_id: str, event: TimelineEvent) -> None:
         """Remember the event in the recent feed (idempotent on event id)."""
 
+    def add_many(self, items: Sequence[tuple[str, TimelineEvent]]) -> None:
+        """Remember several (order id, event) pairs at once (idempotent on event id)."""
+
     def newest(self, limit: int, event_type: str | None = None) -> list[tuple[str, TimelineEvent]]:
         """Return (order id, event) pairs, newest first, optionally of one event type."""
 

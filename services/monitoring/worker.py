@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from services.monitoring.app import bootstrap
-from services.monitoring.buffered import BufferedStats
+from services.monitoring.buffered import BufferedRecentEvents, BufferedStats
 from services.monitoring.deadletters import RawMessage
 from services.monitoring.handlers import HANDLERS
-from services.monitoring.mongo import MongoStatsRepository
+from services.monitoring.mongo import MongoRecentEventRepository, MongoStatsRepository
 from shared.config import Settings, load_settings
 from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import bind_handlers, make_consumer, topic_name
@@ -96,11 +97,16 @@ class DeadLetterConsumer:
             logger.warning("could not store dead-letter offset %d-%d: %s", msg.partition(), msg.offset(), err)
 
 
-class FigureFlusher:
-    """Write the buffered figures every ``interval_s`` seconds, and once more when stopping."""
+class Flushable(Protocol):
+    def flush(self) -> None:
+        """Write what was buffered; raise (keeping it) when the store is not reachable."""
 
-    def __init__(self, figures: BufferedStats, interval_s: float = FLUSH_INTERVAL_S) -> None:
-        self._figures = figures
+
+class Flusher:
+    """Write the buffered figures and feed every ``interval_s`` seconds, and once more when stopping."""
+
+    def __init__(self, buffers: Sequence[Flushable], interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self._buffers = buffers
         self._interval = interval_s
         self._stop = threading.Event()
 
@@ -113,10 +119,11 @@ class FigureFlusher:
         self._stop.set()
 
     def _flush(self) -> None:
-        try:
-            self._figures.flush()
-        except Exception:
-            logger.exception("could not write the figures; they are kept for the next flush")
+        for buffer in self._buffers:
+            try:
+                buffer.flush()
+            except Exception:
+                logger.exception("could not write %s; it is kept for the next flush", type(buffer).__name__)
 
 
 def main(settings: Settings | None = None) -> None:
@@ -124,7 +131,10 @@ def main(settings: Settings | None = None) -> None:
     settings = settings or load_settings("monitoring")
     clients = connect(settings)
     figures = BufferedStats(MongoStatsRepository(clients.collection("stats"), clients.collection("minutes")))
-    service = bootstrap(settings, clients=clients, figures=figures)
+    feed = MongoRecentEventRepository(clients.db["recent_events"])
+    feed.ensure_indexes()
+    recent = BufferedRecentEvents(feed)
+    service = bootstrap(settings, clients=clients, figures=figures, recent=recent)
     dlq = DeadLetterConsumer(
         make_consumer(settings.kafka, DLQ_GROUP_ID, client_id="monitoring-dlq"),
         service.record_dead_letter,
@@ -134,9 +144,7 @@ def main(settings: Settings | None = None) -> None:
         clients,
         bind_handlers(HANDLERS, service),
         group_id=GROUP_ID,
-        # No inbox: a timeline takes each event id once, which already makes redelivery harmless.
-        inbox=False,
-        background=[dlq, FigureFlusher(figures)],
+        background=[dlq, Flusher([figures, recent])],
         periodic=[
             (settings.monitoring.health_poll_interval_s, service.poll_health),
             (HOUSEKEEPING_INTERVAL_S, service.housekeep),

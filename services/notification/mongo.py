@@ -48,7 +48,7 @@ class MongoNotificationRepository:
             {"$set": {**fields, **outbox_fields(events)}},
         )
         if result.matched_count and events and self._relay:
-            self._relay.notify(self._notifications, notification.notification_id)
+            self._relay.notify(self._notifications, notification.notification_id, events)
         return result.matched_count == 1
 
     def list_by_customer(self, customer_id: str, limit: int) -> list[Notification]:

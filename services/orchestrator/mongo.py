@@ -45,15 +45,17 @@ class MongoSagaRepository:
         return to_saga(doc) if doc else None
 
     def create(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
+        events = list(events)
         doc = {**to_document(saga), "version": 1, "outbox": outbox_document(events)}
         try:
             self._sagas.insert_one(doc)
         except DuplicateKeyError:
             return False
-        self._notify(saga.order_id, doc["outbox"])
+        self._notify(saga.order_id, events)
         return True
 
     def update(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
+        events = list(events)
         fields = to_document(saga)
         for fixed in ("_id", "version", "created_at"):
             fields.pop(fixed)
@@ -64,7 +66,7 @@ class MongoSagaRepository:
         )
         if result.modified_count == 0:
             return False
-        self._notify(saga.order_id, outbox)
+        self._notify(saga.order_id, events)
         return True
 
     def recent(self, state: str | None, limit: int) -> list[SagaState]:
@@ -89,9 +91,9 @@ class MongoSagaRepository:
         cursor = self._sagas.find({"state": {"$in": list(states)}}, NO_OUTBOX)
         return [to_saga(doc) for doc in cursor if doc["_id"] not in timed]
 
-    def _notify(self, order_id: str, outbox: dict[str, Any]) -> None:
-        if self._relay and outbox:
-            self._relay.notify(self._sagas, order_id)
+    def _notify(self, order_id: str, events: list[Envelope]) -> None:
+        if self._relay and events:
+            self._relay.notify(self._sagas, order_id, events)
 
 
 def to_document(saga: SagaState) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -140,6 +142,8 @@ class SagaService:
                 _observe(current, outcome.saga)
                 return outcome
             logger.info("saga %s changed concurrently (attempt %d); applying again", order_id, attempt)
+            # A random pause breaks the lockstep of two writers that keep reading the same version.
+            time.sleep(random.uniform(0, 0.002 * attempt))
         raise SagaConflict(f"saga {order_id} kept changing; gave up after {MAX_WRITE_ATTEMPTS} attempts")
 
     def _sync_timer(self, current: SagaState, *, before: SagaState | None = None, force: bool = False) -> None:

@@ -39,7 +39,7 @@ class MongoOrderRepository:
             self._orders.insert_one({**to_document(order), "outbox": outbox_document(events)})
         except DuplicateKeyError as err:
             raise OrderExists(order.order_id) from err
-        self._relay.notify(self._orders, order.order_id)
+        self._relay.notify(self._orders, order.order_id, events)
 
     def get(self, order_id: str) -> Order | None:
         doc = self._orders.find_one({"_id": order_id}, WITHOUT_OUTBOX)
@@ -81,7 +81,7 @@ class MongoOrderRepository:
         )
         if result.modified_count != 1:
             return False
-        self._relay.notify(self._orders, order_id)
+        self._relay.notify(self._orders, order_id, events)
         return True
 
     def claim_key(self, record: IdempotencyRecord) -> tuple[IdempotencyRecord, bool]:

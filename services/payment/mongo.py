@@ -49,7 +49,7 @@ class MongoPaymentRepository:
             {"$set": {**fields, **outbox_fields(events)}},
         )
         if result.matched_count and events and self._relay:
-            self._relay.notify(self._payments, payment.payment_id)
+            self._relay.notify(self._payments, payment.payment_id, events)
         return result.matched_count == 1
 
     def list_by_order(self, order_id: str, limit: int) -> list[Payment]:

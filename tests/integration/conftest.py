@@ -20,7 +20,7 @@ from pymongo.database import Database
 from shared.config import Settings, load_settings
 from shared.events import Envelope, InvalidEvent
 from shared.kafka_utils import ConsumerRunner, Handler, client_config, ensure_topics, make_consumer
-from shared.mongo import MongoInbox, is_transient, make_mongo_client, ping
+from shared.mongo import is_transient, make_mongo_client, ping
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients
 
@@ -100,7 +100,7 @@ def next_event_of(consumer: Consumer, order_id: str) -> Envelope | None:
 def running_worker(
     clients: Clients, handlers: Mapping[str, Handler], *, service: str, group: str, relay: OutboxRelay | None = None
 ) -> Iterator[ConsumerRunner]:
-    """Run a service's handlers as a fresh consumer group (with its inbox and relay) in a thread."""
+    """Run a service's handlers in a thread as a fresh consumer group, with its relay and no inbox (as deployed)."""
     runner = ConsumerRunner(
         make_consumer(clients.settings.kafka, group, client_id=group),
         clients.publisher,
@@ -108,7 +108,6 @@ def running_worker(
         service=service,
         group_id=group,
         retry=clients.settings.consumer,
-        inbox=MongoInbox(clients.db["processed_events"], group),
         is_transient=is_transient,
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)

@@ -27,7 +27,7 @@ from shared.kafka_utils import (
     make_producer,
     topic_name,
 )
-from shared.mongo import MongoInbox, is_transient
+from shared.mongo import is_transient
 from shared.runtime import Clients, connect
 
 WAIT_S = 30.0
@@ -102,7 +102,6 @@ def test_the_worker_builds_a_fresh_orders_timeline_from_real_topics(
         service="monitoring",
         group_id=group,
         retry=settings.consumer,
-        inbox=MongoInbox(clients.db["processed_events"], group),
         is_transient=is_transient,
     )
     thread = run_in_thread(lambda: runner.run(install_signal_handlers=False))

@@ -28,9 +28,11 @@ class RecordingRelay:
 
     def __init__(self) -> None:
         self.notified: list[Any] = []
+        self.events: list[Any] = []
 
-    def notify(self, collection: Collection, doc_id: Any) -> None:
+    def notify(self, collection: Collection, doc_id: Any, events: Any = None) -> None:
         self.notified.append(doc_id)
+        self.events.extend(events or [])
 
 
 def make_repo(db: Database, relay: RecordingRelay | None = None, **lock_options: float) -> MongoSagaRepository:
@@ -80,6 +82,7 @@ def test_each_write_puts_its_events_in_the_saga_outbox_and_tells_the_relay(mongo
     ]
     assert all(event_id == e["event_id"] for event_id, e in outbox.items())
     assert relay.notified == ["o-1", "o-1"]
+    assert {e.event_id for e in relay.events} == set(outbox)  # handed over as written: no read-back
     assert repo.get("o-1").version == 2
 
 

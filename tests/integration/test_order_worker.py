@@ -21,7 +21,7 @@ from shared.kafka_utils import (
     make_consumer,
     make_publisher,
 )
-from shared.mongo import MongoInbox, is_transient
+from shared.mongo import is_transient
 from shared.outbox import OutboxRelay
 from tests.unit.order.contract import make_order
 
@@ -57,7 +57,6 @@ def test_worker_moves_an_order_to_completed_from_kafka_events(
         service="order",
         group_id=group,
         retry=settings.consumer,
-        inbox=MongoInbox(mongo_db["processed_events"], group),
         is_transient=is_transient,
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)

@@ -11,7 +11,7 @@ from pymongo.errors import OperationFailure
 
 from shared.events import Envelope
 from shared.kafka_utils import PublishError, make_publisher, topic_name
-from shared.mongo import MongoAuthError, MongoInbox, make_mongo_client, ping
+from shared.mongo import MONGO_COMMANDS, MongoAuthError, MongoInbox, make_mongo_client, ping
 from shared.outbox import OutboxRelay, outbox_document
 from tests.integration.test_kafka_utils import wait_for
 
@@ -123,3 +123,29 @@ def test_the_inbox_forgets_old_events_of_its_own_group_only(mongo_db):
     assert inbox.prune(datetime.now(UTC) - timedelta(days=7)) == 1
     assert not inbox.seen("old") and inbox.seen("new")
     assert other.seen("old")
+
+
+def _commands(command: str, collection: str) -> float:
+    return MONGO_COMMANDS.labels(command, collection)._value.get()
+
+
+def test_notified_events_are_published_without_a_read_and_cleared_in_one_write(live_settings, mongo_db, unique):
+    publisher = make_publisher(live_settings.kafka, "relay-test")
+    relay = OutboxRelay(publisher, [mongo_db["things"]], recover_interval_s=3600)
+    relay.run_once(wait=0)  # the start-up recovery scan, on an empty collection
+    events = {}
+    for n in range(3):
+        event = Envelope(event_type="NotificationSent", order_id=unique("order"), source="test")
+        events[f"doc-{n}"] = event
+        mongo_db["things"].insert_one({"_id": f"doc-{n}", "outbox": outbox_document([event])})
+    finds, updates = _commands("find", "things"), _commands("update", "things")
+
+    for doc_id, event in events.items():
+        relay.notify(mongo_db["things"], doc_id, [event])
+    relay.run_once(wait=0)
+    assert publisher.flush(10) == 0  # every delivery report is in
+    relay.run_once(wait=0)
+
+    assert _commands("find", "things") == finds  # published from memory
+    assert _commands("update", "things") == updates + 1  # one bulk write for the three documents
+    assert all(doc["outbox"] == {} for doc in mongo_db["things"].find())

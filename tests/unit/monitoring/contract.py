@@ -105,6 +105,15 @@ class RecentEventRepositoryContract:
         assert [e.event_id for _oid, e in repo.newest(10, "OrderFailed")] == ["e2"]
         assert repo.newest(10)[0][1].timestamp == at(2)
 
+    def test_add_many_stores_new_events_once_and_skips_known_ones(self):
+        repo = self.make_repo()
+        repo.add("o1", item("e1", "OrderCreated", 0))
+        repo.add_many(
+            [("o1", item("e1", "OrderCreated", 0)), ("o2", item("e2", seconds=1)), ("o2", item("e2", seconds=1))]
+        )
+        repo.add_many([])
+        assert [(oid, e.event_id) for oid, e in repo.newest(10)] == [("o2", "e2"), ("o1", "e1")]
+
     def test_trim_keeps_the_newest(self):
         repo = self.make_repo()
         for i in range(5):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +57,10 @@ class InMemoryRecentEventRepository:
 
     def add(self, order_id: str, event: TimelineEvent) -> None:
         self.events[event.event_id] = (order_id, event)
+
+    def add_many(self, items: Sequence[tuple[str, TimelineEvent]]) -> None:
+        for order_id, event in items:
+            self.add(order_id, event)
 
     def newest(self, limit: int, event_type: str | None = None) -> list[tuple[str, TimelineEvent]]:
         pairs = [p for p in self.events.values() if event_type is None or p[1].event_type == event_type]

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from services.monitoring.buffered import BufferedStats
-from tests.unit.monitoring.fakes import InMemoryStatsRepository
+from services.monitoring.buffered import BufferedRecentEvents, BufferedStats
+from tests.unit.monitoring.contract import item
+from tests.unit.monitoring.fakes import InMemoryRecentEventRepository, InMemoryStatsRepository
 
 
 class FailingOnce(InMemoryStatsRepository):
@@ -51,3 +52,39 @@ def test_reads_go_straight_to_the_store():
     inner = InMemoryStatsRepository()
     inner.increment({"orders_created": 5})
     assert BufferedStats(inner).totals().orders_created == 5
+
+
+class FeedDownOnce(InMemoryRecentEventRepository):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def add_many(self, items) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database down")
+        super().add_many(items)
+
+
+def test_feed_entries_wait_for_the_flush_and_survive_a_failed_one():
+    inner = FeedDownOnce()
+    feed = BufferedRecentEvents(inner)
+    feed.add("o1", item("e1", seconds=0))
+    assert inner.newest(10) == []
+    with pytest.raises(ConnectionError):
+        feed.flush()
+    feed.add("o2", item("e2", seconds=1))
+    feed.flush()
+    assert [e.event_id for _oid, e in feed.newest(10)] == ["e2", "e1"]
+    feed.flush()
+    assert len(inner.events) == 2
+
+
+def test_a_long_outage_keeps_only_the_newest_feed_entries():
+    inner = FeedDownOnce()
+    inner.failures = 0
+    feed = BufferedRecentEvents(inner, max_pending=3)
+    for n in range(5):
+        feed.add("o", item(f"e{n}", seconds=n))
+    feed.flush()
+    assert sorted(inner.events) == ["e2", "e3", "e4"]
