@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import pymongo
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
@@ -28,6 +29,9 @@ from shared.ports import EventPublisher
 
 logger = logging.getLogger(__name__)
 
+# Statements per bulk write. A stock FerretDB 1.24 holds one connection per statement until the
+# command ends, and a database has 100: a bigger bulk write deadlocks it (our build is patched).
+BULK_CHUNK = 50
 PENDING_FILTER = {"outbox": {"$exists": True, "$ne": {}}}
 
 
@@ -51,11 +55,15 @@ class OutboxRelay:
         *,
         retry_interval_s: float = 1.0,
         recover_interval_s: float = 300.0,
+        scan_timeout_s: float = 300.0,
     ) -> None:
         self._publisher = publisher
         self._collections = {c.full_name: c for c in collections}
         self._retry_interval = retry_interval_s
         self._recover_interval = recover_interval_s
+        # A scan filters on the outbox field, which a FerretDB store answers by reading the whole
+        # collection (~0.3 ms per document here): far longer than one round trip may take.
+        self._scan_timeout = scan_timeout_s
         # (collection, document, its new events); None means "read the outbox from the document".
         self._pending: queue.Queue[tuple[str, Any, tuple[Envelope, ...] | None]] = queue.Queue()
         self._acked: queue.Queue[tuple[str, Any, str, Exception | None]] = queue.Queue()
@@ -63,17 +71,22 @@ class OutboxRelay:
         self._retries: dict[tuple[str, Any], float] = {}  # document -> when to try it again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._next_recovery = 0.0
+        self._scanner: threading.Thread | None = None
 
     def notify(self, collection: Collection, doc_id: Any, events: Iterable[Envelope] | None = None) -> None:
         """Tell the relay that ``doc_id`` has new outbox entries: ``events`` if given (saves reading
         them back), else whatever its outbox holds."""
         self._pending.put((collection.full_name, doc_id, tuple(events) if events is not None else None))
 
-    def start(self) -> None:
+    def start(self, recovery_scans: bool = True) -> None:
+        """Start publishing; with ``recovery_scans`` also look for leftovers at once and then every
+        ``recover_interval_s`` (one process per service is enough: the worker does it)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
             self._thread.start()
+        if recovery_scans and self._scanner is None:
+            self._scanner = threading.Thread(target=self._scan_periodically, name="outbox-scan", daemon=True)
+            self._scanner.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Publish what is queued (for up to ``timeout``) and stop."""
@@ -87,19 +100,30 @@ class OutboxRelay:
     def recover(self) -> int:
         """Queue every document that still has unpublished events; return how many."""
         found = 0
-        for name, collection in self._collections.items():
-            for doc in collection.find(PENDING_FILTER, {"_id": 1}):
-                self._pending.put((name, doc["_id"], None))
-                found += 1
+        with pymongo.timeout(self._scan_timeout):
+            for name, collection in self._collections.items():
+                for doc in collection.find(PENDING_FILTER, {"_id": 1}):
+                    self._pending.put((name, doc["_id"], None))
+                    found += 1
         if found:
             logger.info("outbox recovery queued %d documents", found)
         return found
 
+    def _scan_periodically(self) -> None:
+        # Its own thread: a slow scan must not hold up the events that are being written now.
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self.recover()
+                failures, wait = 0, self._recover_interval
+            except Exception as err:
+                failures += 1
+                wait = min(self._recover_interval, self._retry_interval * 2**failures)
+                logger.warning("outbox recovery scan failed, next try in %.0fs: %s", wait, err)
+            self._stop.wait(wait)
+
     def run_once(self, wait: float = 0.05) -> None:
         """Publish queued entries, serve delivery reports and clear acknowledged entries."""
-        if time.monotonic() >= self._next_recovery:
-            self.recover()
-            self._next_recovery = time.monotonic() + self._recover_interval
         self._requeue_due_retries()
         batch: dict[tuple[str, Any], list[Envelope] | None] = {}
         while len(batch) < 500:
@@ -114,6 +138,7 @@ class OutboxRelay:
             try:
                 self._publish_document(name, doc_id, events)
             except Exception:
+                self._retry_later(name, doc_id)  # read back from its document then
                 for (n, d), e in queued[index + 1 :]:  # the rest of the batch waits for the next round
                     self._pending.put((n, d, tuple(e) if e is not None else None))
                 raise
@@ -125,12 +150,11 @@ class OutboxRelay:
             try:
                 self.run_once()
             except PyMongoError as err:
+                # Documents that could not be read or cleared are retried from _retries.
                 logger.warning("outbox relay cannot reach the database, retrying: %s", err)
-                self._next_recovery = 0.0  # re-scan once the database is back
                 self._stop.wait(self._retry_interval)
             except Exception:
                 logger.exception("outbox relay failed; retrying")
-                self._next_recovery = 0.0  # whatever was dropped on the way is found by a scan
                 self._stop.wait(self._retry_interval)
 
     def _publish_document(self, name: str, doc_id: Any, events: list[Envelope] | None) -> None:
@@ -193,7 +217,9 @@ class OutboxRelay:
             for doc_id, update in updates.items():
                 collection.update_one({"_id": doc_id}, update)
         else:
-            collection.bulk_write([UpdateOne({"_id": d}, u) for d, u in updates.items()], ordered=False)
+            requests = [UpdateOne({"_id": d}, u) for d, u in updates.items()]
+            for start in range(0, len(requests), BULK_CHUNK):
+                collection.bulk_write(requests[start : start + BULK_CHUNK], ordered=False)
 
     def _retry_later(self, name: str, doc_id: Any) -> None:
         # One list, drained by the relay's own loop: a long broker outage fails thousands of

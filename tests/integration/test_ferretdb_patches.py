@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 
+import pymongo
 import pytest
+from pymongo import UpdateOne
 
 from shared.mongo import make_mongo_client
 
@@ -86,3 +88,15 @@ def test_conditional_deletes_and_updates_of_one_document_never_both_win(mongo_db
     _race(8, contend)
     per_document = [sum(wins[index][n] for index in range(8)) for n in range(100)]
     assert per_document == [1] * 100
+
+
+def test_a_bulk_write_of_many_updates_completes(mongo_db):
+    # Unpatched, a multi-statement update holds a connection per statement until it ends: with more
+    # statements than the pool's 100 connections, the database stopped answering anyone.
+    mongo_db["docs"].insert_many([{"_id": n, "outbox": {"e": 1}} for n in range(300)])
+    with pymongo.timeout(30):
+        result = mongo_db["docs"].bulk_write(
+            [UpdateOne({"_id": n}, {"$unset": {"outbox.e": ""}}) for n in range(300)], ordered=False
+        )
+        assert result.modified_count == 300
+        assert mongo_db["docs"].count_documents({"outbox.e": {"$exists": True}}) == 0

@@ -103,10 +103,13 @@ def test_pid_file_of_our_process_counts(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_the_ferretdb_patches_rewrite_exactly_the_expected_lines(tmp_path):
+    sources: dict[str, str] = {}
     for relative, before, _after in local_infra.FERRETDB_PATCHES:
+        sources[relative] = sources.get(relative, "package x\n") + f"\t{before}\n"
+    for relative, text in sources.items():
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"package x\n\t{before}\n")
+        path.write_text(text)
     local_infra.patch_ferretdb(tmp_path)
     for relative, before, after in local_infra.FERRETDB_PATCHES:
         text = (tmp_path / relative).read_text()

@@ -1,0 +1,91 @@
+"""The outbox relay with in-memory stand-ins for the collection and the publisher."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pymongo.errors import AutoReconnect
+
+from shared.events import Envelope
+from shared.outbox import OutboxRelay
+
+
+class ThingsCollection:
+    """The part of a collection the relay uses; its outbox scan fails ``scan_failures`` times."""
+
+    full_name = "shop.things"
+
+    def __init__(self, scan_failures: int = 0) -> None:
+        self.scan_failures = scan_failures
+        self.scans = 0
+        self.reads = 0
+        self.cleared: list[Any] = []
+
+    def find(self, _filter: dict, _projection: dict) -> list[dict]:
+        self.scans += 1
+        if self.scans <= self.scan_failures:
+            raise AutoReconnect("the scan timed out")
+        return []
+
+    def find_one(self, _filter: dict, _projection: dict) -> dict | None:
+        self.reads += 1
+        return None
+
+    def bulk_write(self, requests: list, ordered: bool = True) -> None:
+        self.cleared.extend(requests)
+
+    def update_one(self, filter: dict, update: dict) -> None:
+        self.cleared.append(filter["_id"])
+
+
+class AcceptingPublisher:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def publish(self, event: Envelope, on_delivery=None) -> None:
+        self.published.append(event.event_id)
+        if on_delivery:
+            on_delivery(None)
+
+    def poll(self, timeout: float) -> None:
+        time.sleep(min(timeout, 0.01))
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_failing_recovery_scan_neither_holds_up_new_events_nor_stops_retrying():
+    things, publisher = ThingsCollection(scan_failures=2), AcceptingPublisher()
+    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01)  # type: ignore[list-item]
+    relay.start()
+    try:
+        event = Envelope("NotificationSent", "order-1", "test")
+        relay.notify(things, "doc-1", [event])  # type: ignore[arg-type]
+        assert wait_until(lambda: publisher.published == [event.event_id])
+        assert wait_until(lambda: things.scans == 3), "the scan was not retried after failing"
+    finally:
+        relay.stop(timeout=1)
+    assert things.reads == 0  # the notified event was published from memory
+    assert len(things.cleared) == 1
+
+
+def test_without_recovery_scans_nothing_is_scanned():
+    things, publisher = ThingsCollection(), AcceptingPublisher()
+    relay = OutboxRelay(publisher, [things])  # type: ignore[list-item]
+    relay.start(recovery_scans=False)
+    try:
+        relay.notify(things, "doc-1", [Envelope("NotificationSent", "order-1", "test")])  # type: ignore[arg-type]
+        assert wait_until(lambda: len(publisher.published) == 1)
+    finally:
+        relay.stop(timeout=1)
+    assert things.scans == 0
