@@ -38,6 +38,8 @@ class LockBusy(DatabaseUnavailable):
 class DocumentLocks:
     """Leased, non-reentrant named locks kept as documents in one collection."""
 
+    costly = True  # two round trips per hold: worth a cheap read first when it may be avoided
+
     def __init__(self, collection: Collection, *, lease_s: float = 15.0, wait_s: float = 20.0) -> None:
         self._locks = collection
         # The lease is shorter than the wait so a crashed holder's lock is broken before waiters give up.
@@ -74,6 +76,8 @@ class DocumentLocks:
 
 class NoLocks:
     """For servers whose updates are atomic (MongoDB): holding a lock costs nothing."""
+
+    costly = False
 
     @contextmanager
     def hold(self, name: str) -> Iterator[None]:

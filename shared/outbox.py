@@ -70,6 +70,7 @@ class OutboxRelay:
         self._in_flight: set[str] = set()
         self._retries: dict[tuple[str, Any], float] = {}  # document -> when to try it again
         self._stop = threading.Event()
+        self._wakeup = threading.Event()  # set by notify: a new event goes out now, not after a nap
         self._thread: threading.Thread | None = None
         self._scanner: threading.Thread | None = None
 
@@ -77,6 +78,7 @@ class OutboxRelay:
         """Tell the relay that ``doc_id`` has new outbox entries: ``events`` if given (saves reading
         them back), else whatever its outbox holds."""
         self._pending.put((collection.full_name, doc_id, tuple(events) if events is not None else None))
+        self._wakeup.set()
 
     def start(self, recovery_scans: bool = True) -> None:
         """Start publishing; with ``recovery_scans`` also look for leftovers at once and then every
@@ -142,8 +144,10 @@ class OutboxRelay:
                 for (n, d), e in queued[index + 1 :]:  # the rest of the batch waits for the next round
                     self._pending.put((n, d, tuple(e) if e is not None else None))
                 raise
-        self._publisher.poll(wait)
+        self._publisher.poll(0)
         self._clear_acknowledged()
+        if self._pending.empty() and self._wakeup.wait(wait):
+            self._wakeup.clear()
 
     def _run(self) -> None:
         while not self._stop.is_set():

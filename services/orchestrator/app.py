@@ -22,10 +22,11 @@ from shared.web import create_service_app
 SERVICE = "orchestrator"
 
 
-def mongo_sagas(clients: Clients) -> tuple[MongoSagaRepository, OutboxRelay]:
+def mongo_sagas(clients: Clients, cache_size: int = 0) -> tuple[MongoSagaRepository, OutboxRelay]:
     """Build the Mongo saga repository and the relay that publishes its outbox (not started)."""
     relay = clients.relay(SAGA_LOCK)  # its outbox clean-up takes the saga lock too
-    sagas = MongoSagaRepository(clients.db["sagas"], clients.db["saga_timers"], MongoSagaLocks(clients.locks), relay)
+    locks = MongoSagaLocks(clients.locks)
+    sagas = MongoSagaRepository(clients.db["sagas"], clients.db["saga_timers"], locks, relay, cache_size=cache_size)
     sagas.ensure_indexes()
     return sagas, relay
 

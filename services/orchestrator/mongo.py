@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +28,24 @@ class MongoSagaRepository:
     """Sagas in ``sagas`` (one document per order, with its outbox) and timers in ``saga_timers``."""
 
     def __init__(
-        self, sagas: Collection, timers: Collection, locks: MongoSagaLocks, relay: OutboxRelay | None = None
+        self,
+        sagas: Collection,
+        timers: Collection,
+        locks: MongoSagaLocks,
+        relay: OutboxRelay | None = None,
+        *,
+        cache_size: int = 0,
     ) -> None:
         self._sagas = sagas
         self._timers = timers
         self._locks = locks
         self._relay = relay
+        # The worker remembers the sagas it wrote last, so the next event of an order skips the
+        # read. A copy another process changed meanwhile fails the version check of the next
+        # update, is forgotten, and the write is decided again on a fresh read.
+        self._cache: OrderedDict[str, SagaState] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
 
     def locked(self, order_id: str) -> AbstractContextManager[None]:
         return self._locks.locked(order_id)
@@ -41,6 +56,10 @@ class MongoSagaRepository:
         self._timers.create_index([("due_at", ASCENDING)])
 
     def get(self, order_id: str) -> SagaState | None:
+        with self._cache_lock:
+            cached = self._cache.get(order_id)
+        if cached is not None:
+            return cached
         doc = self._sagas.find_one({"_id": order_id}, NO_OUTBOX)
         return to_saga(doc) if doc else None
 
@@ -51,6 +70,7 @@ class MongoSagaRepository:
             self._sagas.insert_one(doc)
         except DuplicateKeyError:
             return False
+        self._remember(replace(saga, version=1))
         self._notify(saga.order_id, events)
         return True
 
@@ -65,9 +85,24 @@ class MongoSagaRepository:
             {"$set": {**fields, **outbox}, "$inc": {"version": 1}},
         )
         if result.modified_count == 0:
+            self._forget(saga.order_id)
             return False
+        self._remember(replace(saga, version=saga.version + 1))
         self._notify(saga.order_id, events)
         return True
+
+    def _remember(self, saga: SagaState) -> None:
+        if not self._cache_size:
+            return
+        with self._cache_lock:
+            self._cache[saga.order_id] = saga
+            self._cache.move_to_end(saga.order_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _forget(self, order_id: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(order_id, None)
 
     def recent(self, state: str | None, limit: int) -> list[SagaState]:
         query = {"state": state} if state else {}

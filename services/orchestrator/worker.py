@@ -16,13 +16,16 @@ logger = logging.getLogger(__name__)
 
 # Timers lost to a crash between the saga write and the timer write are rare; look for them now and then.
 RECONCILE_INTERVAL_S = 300.0
+# Sagas kept in memory: far more than are in flight at once, a few MB (one saga is a few KB).
+SAGA_CACHE_SIZE = 2000
 
 
 def main(settings: Settings | None = None) -> None:
     """Run the saga consumer, the outbox relay and the deadline job until SIGTERM."""
     settings = settings or load_settings(SERVICE)
     clients = connect(settings)
-    sagas, relay = mongo_sagas(clients)
+    # The consumer writes every saga it reads; the API (which only reads) keeps no copies.
+    sagas, relay = mongo_sagas(clients, cache_size=SAGA_CACHE_SIZE)
     service = bootstrap(settings, clients=clients, sagas=sagas)
     try:
         service.reconcile_timers()

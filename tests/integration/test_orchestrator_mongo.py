@@ -19,6 +19,7 @@ from services.orchestrator.mongo import MongoSagaRepository
 from services.orchestrator.saga import Context
 from shared.config import Settings
 from shared.locks import DocumentLocks, LockingCollection, NoLocks
+from shared.mongo import MONGO_COMMANDS
 from tests.unit.orchestrator.contract import TIMEOUTS, SagaRepositoryContract, new_saga
 from tests.unit.orchestrator.fakes import T0, FakeClock, order_created, reply
 
@@ -63,6 +64,38 @@ class TestMongoSagaRepository(TestMongoSagaRepositoryWithDocumentLocks):
 
     # Mutual exclusion is what document locks add; without them there is nothing to exclude.
     test_a_held_lock_refuses_a_second_holder_until_released = None  # type: ignore[assignment]
+
+
+class TestMongoSagaRepositoryWithCache(TestMongoSagaRepository):
+    """The worker's configuration: the sagas it wrote are kept in memory."""
+
+    def make_repo(self) -> MongoSagaRepository:
+        repo = MongoSagaRepository(self.db["sagas"], self.db["saga_timers"], MongoSagaLocks(NoLocks()), cache_size=100)
+        repo.ensure_indexes()
+        return repo
+
+
+def _saga_reads() -> float:
+    return MONGO_COMMANDS.labels("find", "sagas")._value.get()
+
+
+def test_a_cached_saga_is_not_read_back_and_a_stale_copy_is_dropped(mongo_db: Database) -> None:
+    worker = MongoSagaRepository(mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), cache_size=10)
+    other = make_repo(mongo_db)  # another process writing the same saga
+    created, events = new_saga("o-1")
+    worker.create(created, events)
+    reads = _saga_reads()
+    moved = transitions.apply(worker.get("o-1"), reply("InventoryReserved", "o-1"), Context(T0, TIMEOUTS))
+    assert worker.update(moved.saga, moved.events)
+    assert worker.get("o-1") == other.get("o-1")  # the copy is what the store holds
+    assert _saga_reads() == reads + 1  # only the other repository read
+
+    stale = worker.get("o-1")
+    advanced = transitions.apply(other.get("o-1"), reply("PaymentRefunded", "o-1"), Context(T0, TIMEOUTS))
+    assert other.update(advanced.saga, advanced.events)
+    again = transitions.apply(stale, reply("PaymentRefunded", "o-1"), Context(T0, TIMEOUTS))
+    assert not worker.update(again.saga, again.events)  # the stale copy loses the version check
+    assert worker.get("o-1").version == other.get("o-1").version == 3
 
 
 def test_each_write_puts_its_events_in_the_saga_outbox_and_tells_the_relay(mongo_db: Database) -> None:
