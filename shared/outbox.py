@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 # Statements per bulk write. A stock FerretDB 1.24 holds one connection per statement until the
 # command ends, and a database has 100: a bigger bulk write deadlocks it (our build is patched).
 BULK_CHUNK = 50
+CLEAR_INTERVAL_S = 0.05
+CLEAR_BATCH = BULK_CHUNK
 PENDING_FILTER = {"outbox": {"$exists": True, "$ne": {}}}
 
 
@@ -71,6 +73,7 @@ class OutboxRelay:
         self._retries: dict[tuple[str, Any], float] = {}  # document -> when to try it again
         self._stop = threading.Event()
         self._wakeup = threading.Event()  # set by notify: a new event goes out now, not after a nap
+        self._last_clear = 0.0
         self._thread: threading.Thread | None = None
         self._scanner: threading.Thread | None = None
 
@@ -145,7 +148,12 @@ class OutboxRelay:
                     self._pending.put((n, d, tuple(e) if e is not None else None))
                 raise
         self._publisher.poll(0)
-        self._clear_acknowledged()
+        # Publishing happens at once; clearing waits to gather acknowledgements, so that one bulk
+        # write clears many documents (at most every CLEAR_INTERVAL_S, or CLEAR_BATCH of them).
+        now = time.monotonic()
+        if self._acked.qsize() >= CLEAR_BATCH or now - self._last_clear >= CLEAR_INTERVAL_S:
+            self._last_clear = now
+            self._clear_acknowledged()
         if self._pending.empty() and self._wakeup.wait(wait):
             self._wakeup.clear()
 

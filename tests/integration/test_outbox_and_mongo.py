@@ -12,7 +12,7 @@ from pymongo.errors import OperationFailure
 from shared.events import Envelope
 from shared.kafka_utils import PublishError, make_publisher, topic_name
 from shared.mongo import MONGO_COMMANDS, MongoAuthError, MongoInbox, make_mongo_client, ping
-from shared.outbox import OutboxRelay, outbox_document
+from shared.outbox import CLEAR_INTERVAL_S, OutboxRelay, outbox_document
 from tests.integration.test_kafka_utils import wait_for
 
 
@@ -143,6 +143,7 @@ def test_notified_events_are_published_without_a_read_and_cleared_in_one_write(l
         relay.notify(mongo_db["things"], doc_id, [event])
     relay.run_once(wait=0)
     assert publisher.flush(10) == 0  # every delivery report is in
+    time.sleep(CLEAR_INTERVAL_S)  # clearing waits that long to gather acknowledgements
     relay.run_once(wait=0)
 
     assert _commands("find", "things") == finds  # published from memory
