@@ -76,6 +76,7 @@ class OutboxRelay:
         self._last_clear = 0.0
         self._thread: threading.Thread | None = None
         self._scanner: threading.Thread | None = None
+        self._rescan = True
 
     def notify(self, collection: Collection, doc_id: Any, events: Iterable[Envelope] | None = None) -> None:
         """Tell the relay that ``doc_id`` has new outbox entries: ``events`` if given (saves reading
@@ -83,13 +84,14 @@ class OutboxRelay:
         self._pending.put((collection.full_name, doc_id, tuple(events) if events is not None else None))
         self._wakeup.set()
 
-    def start(self, recovery_scans: bool = True) -> None:
-        """Start publishing; with ``recovery_scans`` also look for leftovers at once and then every
-        ``recover_interval_s`` (one process per service is enough: the worker does it)."""
+    def start(self, rescan: bool = True) -> None:
+        """Start publishing, and look for leftovers of a crashed predecessor at once; with ``rescan``
+        look again every ``recover_interval_s`` (one process per service is enough: the worker)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
             self._thread.start()
-        if recovery_scans and self._scanner is None:
+        if self._scanner is None:
+            self._rescan = rescan
             self._scanner = threading.Thread(target=self._scan_periodically, name="outbox-scan", daemon=True)
             self._scanner.start()
 
@@ -120,6 +122,8 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 self.recover()
+                if not self._rescan:
+                    return
                 failures, wait = 0, self._recover_interval
             except Exception as err:
                 failures += 1

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, service: InventoryService | Non
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
         if relay:
-            relay.start(recovery_scans=False)  # the worker scans for leftovers
+            relay.start(rescan=False)  # the worker rescans periodically
         checks = clients.health_checks()
     app = create_service_app(settings, "inventory", checks, import_name=__name__)
     app.extensions["inventory"] = service

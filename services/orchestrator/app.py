@@ -41,7 +41,7 @@ def bootstrap(
     """Build the saga service; without ``sagas`` it connects to Mongo and starts the outbox relay."""
     if sagas is None:
         sagas, relay = mongo_sagas(clients or connect(settings))
-        relay.start(recovery_scans=False)  # the worker scans for leftovers
+        relay.start(rescan=False)  # the worker rescans periodically
     timeouts = Timeouts(
         payment=timedelta(seconds=settings.saga.payment_timeout_s),
         order=timedelta(seconds=settings.saga.order_timeout_s),

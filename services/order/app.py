@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, service: OrderService | None = 
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
         if relay is not None:
-            relay.start(recovery_scans=False)  # the worker scans for leftovers
+            relay.start(rescan=False)  # the worker rescans periodically
         checks = clients.health_checks()
     app = create_service_app(settings, "order", checks, import_name=__name__)
     app.extensions["order"] = service

@@ -113,6 +113,16 @@ class Chaos:
         self.children = launcher.start(SERVICE_NAMES, replicas=self.args.replicas, env=self.env)
         launcher.wait_healthy(self.settings, SERVICE_NAMES, self.children, timeout=120)
 
+    def where_is(self, order_id: str) -> str:
+        """The order's status and its saga's state, as the services report them."""
+        urls = self.settings.services
+        try:
+            order = requests.get(f"{urls['order'].url}/orders/{order_id}", timeout=5).json()
+            saga = requests.get(f"{urls['orchestrator'].url}/flows/{order_id}", timeout=5).json()
+        except (requests.RequestException, ValueError) as err:
+            return f"(could not ask: {err})"
+        return f"order={order.get('status')} saga={saga.get('state')} steps={len(saga.get('steps') or [])}"
+
     def crash_and_restart(self, service: str) -> None:
         with self.lock:
             victims = [c for c in self.children if c.service == service]
@@ -274,6 +284,8 @@ class Chaos:
         time.sleep(3)  # notifications and timelines trail the terminal status by a few events
         unfinished = [p.order_id for p in report.placed if p.order_id not in finals]
         report.check("every accepted order is terminal", not unfinished, f"{len(unfinished)} not terminal")
+        for order_id in unfinished[:5]:  # where they stand, to tell a slow drain from a lost event
+            print(f"not terminal: {order_id} {self.where_is(order_id)}")
         for order in finals.values():
             report.outcomes[order["status"] if order["status"] == "completed" else order.get("failure_reason")] += 1
         self.check_stock(initial, finals)

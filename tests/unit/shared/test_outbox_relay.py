@@ -79,13 +79,15 @@ def test_a_failing_recovery_scan_neither_holds_up_new_events_nor_stops_retrying(
     assert len(things.cleared) == 1
 
 
-def test_without_recovery_scans_nothing_is_scanned():
-    things, publisher = ThingsCollection(), AcceptingPublisher()
-    relay = OutboxRelay(publisher, [things])  # type: ignore[list-item]
-    relay.start(recovery_scans=False)
+def test_without_rescans_the_relay_scans_once_at_start():
+    things, publisher = ThingsCollection(scan_failures=1), AcceptingPublisher()
+    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, recover_interval_s=0.01)  # type: ignore[list-item]
+    relay.start(rescan=False)
     try:
         relay.notify(things, "doc-1", [Envelope("NotificationSent", "order-1", "test")])  # type: ignore[arg-type]
         assert wait_until(lambda: len(publisher.published) == 1)
+        assert wait_until(lambda: things.scans == 2)  # a failed start-up scan is still retried
+        time.sleep(0.1)
     finally:
         relay.stop(timeout=1)
-    assert things.scans == 0
+    assert things.scans == 2  # and once it succeeded, no more
