@@ -76,7 +76,6 @@ class OutboxRelay:
         self._last_clear = 0.0
         self._thread: threading.Thread | None = None
         self._scanner: threading.Thread | None = None
-        self._rescan = True
 
     def notify(self, collection: Collection, doc_id: Any, events: Iterable[Envelope] | None = None) -> None:
         """Tell the relay that ``doc_id`` has new outbox entries: ``events`` if given (saves reading
@@ -91,8 +90,9 @@ class OutboxRelay:
             self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
             self._thread.start()
         if self._scanner is None:
-            self._rescan = rescan
-            self._scanner = threading.Thread(target=self._scan_periodically, name="outbox-scan", daemon=True)
+            self._scanner = threading.Thread(
+                target=self._scan_periodically, args=(rescan,), name="outbox-scan", daemon=True
+            )
             self._scanner.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -116,13 +116,13 @@ class OutboxRelay:
             logger.info("outbox recovery queued %d documents", found)
         return found
 
-    def _scan_periodically(self) -> None:
+    def _scan_periodically(self, rescan: bool) -> None:
         # Its own thread: a slow scan must not hold up the events that are being written now.
         failures = 0
         while not self._stop.is_set():
             try:
                 self.recover()
-                if not self._rescan:
+                if not rescan:
                     return
                 failures, wait = 0, self._recover_interval
             except Exception as err:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -19,7 +20,6 @@ from services.orchestrator.mongo import MongoSagaRepository
 from services.orchestrator.saga import Context
 from shared.config import Settings
 from shared.locks import DocumentLocks, LockingCollection, NoLocks
-from shared.mongo import MONGO_COMMANDS
 from tests.unit.orchestrator.contract import TIMEOUTS, SagaRepositoryContract, new_saga
 from tests.unit.orchestrator.fakes import T0, FakeClock, order_created, reply
 
@@ -76,7 +76,7 @@ class TestMongoSagaRepositoryWithCache(TestMongoSagaRepository):
 
 
 def _saga_reads() -> float:
-    return MONGO_COMMANDS.labels("find", "sagas")._value.get()
+    return REGISTRY.get_sample_value("mongo_commands_total", {"command": "find", "collection": "sagas"}) or 0.0
 
 
 def test_a_cached_saga_is_not_read_back_and_a_stale_copy_is_dropped(mongo_db: Database) -> None:

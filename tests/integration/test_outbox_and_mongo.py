@@ -6,12 +6,13 @@ import time
 
 import pytest
 from confluent_kafka import Consumer
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from pymongo.errors import OperationFailure
 
 from shared.events import Envelope
 from shared.kafka_utils import PublishError, make_publisher, topic_name
-from shared.mongo import MONGO_COMMANDS, MongoAuthError, MongoInbox, make_mongo_client, ping
+from shared.mongo import MongoAuthError, MongoInbox, make_mongo_client, ping
 from shared.outbox import CLEAR_INTERVAL_S, OutboxRelay, outbox_document
 from tests.integration.test_kafka_utils import wait_for
 
@@ -126,7 +127,7 @@ def test_the_inbox_forgets_old_events_of_its_own_group_only(mongo_db):
 
 
 def _commands(command: str, collection: str) -> float:
-    return MONGO_COMMANDS.labels(command, collection)._value.get()
+    return REGISTRY.get_sample_value("mongo_commands_total", {"command": command, "collection": collection}) or 0.0
 
 
 def test_notified_events_are_published_without_a_read_and_cleared_in_one_write(live_settings, mongo_db, unique):
