@@ -482,7 +482,8 @@ FERRETDB_PATCHES = (
         "internal/handler/msg_update.go",
         "\tmatched, modified, upserted, err := h.updateDocument(connCtx, params)\n",
         "\tunlock := lockCollectionWrites(params.DB, params.Collection)\n"
-        "\tmatched, modified, upserted, err := h.updateDocument(connCtx, params)\n\tunlock()\n",
+        "\tvar duplicates []int32 // statements that failed on a duplicate key, see below\n"
+        "\tmatched, modified, upserted, err := h.updateDocument(connCtx, params, &duplicates)\n\tunlock()\n",
     ),
     # A multi-statement update (a bulk write) kept every statement's cursor, and so its SQLite
     # connection, open until the last statement: 100+ statements exhausted the database's pool of
@@ -495,8 +496,63 @@ FERRETDB_PATCHES = (
     ),
     (
         "internal/handler/msg_update.go",
-        '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n',
-        '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n\t\tcloser.Close()\n',
+        '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n'
+        "\t\tif err != nil {\n\t\t\treturn 0, 0, nil, lazyerrors.Error(err)\n\t\t}\n",
+        '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n\t\tcloser.Close()\n'
+        "\t\tif err != nil {\n"
+        "\t\t\tvar be *backends.Error\n"
+        "\t\t\tif errors.As(err, &be) && be.Code() == backends.ErrorCodeInsertDuplicateID {\n"
+        "\t\t\t\t*duplicates = append(*duplicates, int32(i))\n"
+        "\t\t\t\tif params.Ordered {\n\t\t\t\t\tbreak\n\t\t\t\t}\n"
+        "\t\t\t\tcontinue\n"
+        "\t\t\t}\n"
+        "\t\t\treturn 0, 0, nil, lazyerrors.Error(err)\n\t\t}\n",
+    ),
+    # A duplicate key in one statement of a multi-statement update failed the whole command: the
+    # statements after it never ran, even unordered, and the reply said the error was at index 0
+    # and had no nModified (pymongo's bulk_write then raised KeyError). As in MongoDB, it now fails
+    # that statement alone, reported at its own index; an ordered update stops there.
+    (
+        "internal/handler/msg_update.go",
+        'import (\n\t"context"\n',
+        'import (\n\t"context"\n\t"errors"\n',
+    ),
+    (
+        "internal/handler/msg_update.go",
+        '\tres.Set("nModified", modified)\n',
+        '\tres.Set("nModified", modified)\n'
+        "\tif len(duplicates) > 0 {\n"
+        "\t\twriteErrors := types.MakeArray(len(duplicates))\n"
+        "\t\tfor _, index := range duplicates {\n"
+        "\t\t\twriteErrors.Append(must.NotFail(types.NewDocument(\n"
+        '\t\t\t\t"index", index,\n'
+        '\t\t\t\t"code", int32(handlererrors.ErrDuplicateKeyInsert),\n'
+        '\t\t\t\t"errmsg", fmt.Sprintf(`E11000 duplicate key error collection: %s.%s`, params.DB, params.Collection),\n'
+        "\t\t\t)))\n"
+        "\t\t}\n"
+        '\t\tres.Set("writeErrors", writeErrors)\n'
+        "\t}\n",
+    ),
+    (
+        "internal/handler/msg_update.go",
+        "func (h *Handler) updateDocument(ctx context.Context, params *common.UpdateParams) "
+        "(int32, int32, *types.Array, error) {\n",
+        "func (h *Handler) updateDocument(ctx context.Context, params *common.UpdateParams, duplicates *[]int32) "
+        "(int32, int32, *types.Array, error) {\n",
+    ),
+    (
+        "internal/handler/msg_update.go",
+        "\tfor _, u := range params.Updates {\n",
+        "\tfor i, u := range params.Updates {\n",
+    ),
+    # An upsert was reported at the index of the upserts so far, not of its statement.
+    ("internal/handler/msg_update.go", '"index", int32(upserted.Len()),', '"index", int32(i),'),
+    # `ordered` was ignored (and so false): honour it, true by default as in MongoDB.
+    ("internal/handler/common/update_params.go", '`ferretdb:"ordered,ignored"`', '`ferretdb:"ordered,opt"`'),
+    (
+        "internal/handler/common/update_params.go",
+        "\tvar params UpdateParams\n",
+        "\tparams := UpdateParams{Ordered: true}\n",
     ),
     (
         "internal/handler/msg_findandmodify.go",

@@ -100,3 +100,32 @@ def test_a_bulk_write_of_many_updates_completes(mongo_db):
         )
         assert result.modified_count == 300
         assert mongo_db["docs"].count_documents({"outbox.e": {"$exists": True}}) == 0
+
+
+def _bulk_with_duplicates(collection, ordered: bool) -> dict:
+    collection.insert_one({"_id": "a", "n": 0})
+    writes = [
+        UpdateOne({"_id": "a", "n": 5}, {"$inc": {"n": 1}}, upsert=True),  # no match, then a duplicate _id
+        UpdateOne({"_id": "b"}, {"$inc": {"n": 1}}, upsert=True),
+        UpdateOne({"_id": "a", "n": 7}, {"$inc": {"n": 1}}, upsert=True),  # the same again
+        UpdateOne({"_id": "a"}, {"$inc": {"n": 1}}),
+    ]
+    with pytest.raises(pymongo.errors.BulkWriteError) as raised:
+        collection.bulk_write(writes, ordered=ordered)
+    return raised.value.details
+
+
+def test_a_duplicate_key_fails_only_its_own_statement_of_an_unordered_bulk_update(mongo_db):
+    # Unpatched FerretDB 1.24 failed the whole update at the first duplicate (the later statements
+    # never ran), said it was at index 0, and sent no nModified, which pymongo cannot read.
+    details = _bulk_with_duplicates(mongo_db["docs"], ordered=False)
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(0, 11000), (2, 11000)]
+    assert [(u["index"], u["_id"]) for u in details["upserted"]] == [(1, "b")]
+    assert details["nModified"] == 1
+    assert {d["_id"]: d["n"] for d in mongo_db["docs"].find()} == {"a": 1, "b": 1}
+
+
+def test_an_ordered_bulk_update_stops_at_its_first_duplicate_key(mongo_db):
+    details = _bulk_with_duplicates(mongo_db["docs"], ordered=True)
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(0, 11000)]
+    assert {d["_id"]: d["n"] for d in mongo_db["docs"].find()} == {"a": 0}
