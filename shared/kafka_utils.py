@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -38,10 +38,17 @@ from shared.ports import DeliveryCallback, Inbox
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], None]
+# Applies several events at once and returns the ones it refuses for good (event id -> why);
+# raising instead means the whole batch failed (see ConsumerRunner).
+BatchHandler = Callable[[Sequence[Envelope]], Mapping[str, BaseException]]
 
 EVENTS_PUBLISHED = Counter("events_published_total", "Events delivered to Kafka", ["topic", "outcome"])
 EVENTS_CONSUMED = Counter("events_consumed_total", "Events taken from Kafka by outcome", ["group", "topic", "outcome"])
 HANDLER_SECONDS = Histogram("event_handler_seconds", "Time spent handling one event", ["group", "topic"])
+BATCH_SECONDS = Histogram("event_batch_seconds", "Time spent handling one batch of events", ["group"])
+BATCH_SIZE = Histogram(
+    "event_batch_size", "Events handled together in one batch", ["group"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500)
+)
 
 
 class PublishError(Exception):
@@ -236,6 +243,11 @@ class ConsumerRunner:
     topic with headers saying where it came from and why; the runner then moves on.
     Errors that ``is_transient`` accepts (a database outage, say) are retried until they pass,
     because dead-lettering them would drop good events.
+
+    With a ``batch_handler``, every message already fetched (up to ``max_batch``) is handled in
+    one call, so a handler can write them in a few bulk round trips; the offsets are stored
+    only after the call returns. A batch that fails for a reason other than an outage is
+    handled again one event at a time by ``handlers``, which finds the event at fault.
     """
 
     def __init__(
@@ -250,10 +262,14 @@ class ConsumerRunner:
         inbox: Inbox | None = None,
         is_transient: Callable[[BaseException], bool] = lambda _err: False,
         on_idle: Callable[[], None] | None = None,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 500,
     ) -> None:
         unknown = set(handlers) - set(TOPIC_BY_EVENT)
         if unknown:
             raise ValueError(f"handlers for unknown event types: {sorted(unknown)}")
+        if inbox is not None and batch_handler is not None:
+            raise ValueError("a batch handler must be idempotent by itself: it cannot use the inbox")
         self._consumer = consumer
         self._publisher = publisher
         self._handlers = dict(handlers)
@@ -263,6 +279,8 @@ class ConsumerRunner:
         self._inbox = inbox
         self._is_transient = is_transient
         self._on_idle = on_idle
+        self._batch_handler = batch_handler
+        self._max_batch = max_batch
         self._stop = threading.Event()
         self._prefix = publisher.topic_prefix
         self.topics = sorted({self._prefix + TOPIC_BY_EVENT[t] for t in handlers})
@@ -288,6 +306,11 @@ class ConsumerRunner:
                     if self._on_idle:
                         self._on_idle()
                     continue
+                if self._batch_handler is not None:
+                    # Take what is already fetched without waiting for more: batches grow with
+                    # the backlog and a lone event is not held back.
+                    self._run_batch([msg, *self._consumer.consume(self._max_batch - 1, 0)])
+                    continue
                 if msg.error():
                     self._on_error(msg.error())
                     continue
@@ -300,6 +323,36 @@ class ConsumerRunner:
 
     def process(self, msg: Message) -> str:
         """Handle one message; return handled, duplicate, ignored, dead_lettered or interrupted."""
+        event = self._decode(msg)
+        if not isinstance(event, Envelope):
+            return event
+        with log_context(order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type):
+            return self._count(msg.topic(), self._apply(msg, event, self._handlers[event.event_type]))
+
+    def process_batch(self, msgs: Sequence[Message]) -> bool:
+        """Handle messages together; return False when a stop interrupted them (store no offset then)."""
+        ready: list[tuple[Message, Envelope]] = []
+        for msg in msgs:
+            event = self._decode(msg)
+            if event == "interrupted":
+                return False
+            if isinstance(event, Envelope):
+                ready.append((msg, event))
+        return not ready or self._apply_batch(ready)
+
+    def _run_batch(self, msgs: list[Message]) -> None:
+        good = []
+        for msg in msgs:
+            if msg.error():
+                self._on_error(msg.error())
+            else:
+                good.append(msg)
+        if good and self.process_batch(good):
+            for msg in good:
+                self._store(msg)
+
+    def _decode(self, msg: Message) -> Envelope | str:
+        """The message's event if a handler wants it; otherwise how it was dealt with."""
         topic = msg.topic()
         try:
             event = Envelope.from_json(msg.value())
@@ -307,11 +360,35 @@ class ConsumerRunner:
                 raise InvalidEvent(f"event type {event.event_type} does not belong on topic {topic}")
         except InvalidEvent as err:
             return self._count(topic, self._dead_letter(msg, err, attempts=1))
-        handler = self._handlers.get(event.event_type)
-        if handler is None:
+        if event.event_type not in self._handlers:
             return self._count(topic, "ignored")
-        with log_context(order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type):
-            return self._count(topic, self._apply(msg, event, handler))
+        return event
+
+    def _apply_batch(self, ready: list[tuple[Message, Envelope]]) -> bool:
+        assert self._batch_handler is not None
+        BATCH_SIZE.labels(self._group).observe(len(ready))
+        delay = self._retry.backoff_base_s
+        while True:
+            try:
+                with BATCH_SECONDS.labels(self._group).time():
+                    refused = self._batch_handler([event for _msg, event in ready])
+                break
+            except Exception as err:
+                if not self._is_transient(err):
+                    logger.warning("a batch of %d events failed (%s); handling them one at a time", len(ready), err)
+                    return all(self.process(msg) != "interrupted" for msg, _event in ready)
+                logger.warning("transient failure handling a batch of %d events, will retry: %s", len(ready), err)
+                if self._stop.wait(delay):
+                    return False
+                delay = min(self._retry.backoff_max_s, delay * 2)
+        for msg, event in ready:
+            error = refused.get(event.event_id)
+            if error is not None:
+                logger.warning("%s refused: %s", event.event_type, scrub_card_numbers(str(error)))
+            outcome = self._dead_letter(msg, error, attempts=1) if error is not None else "handled"
+            if self._count(msg.topic(), outcome) == "interrupted":
+                return False
+        return True
 
     def _apply(self, msg: Message, event: Envelope, handler: Handler) -> str:
         attempts = 0

@@ -14,7 +14,6 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 
 from shared.config import MongoSettings, Settings
 
-SHARD_SUFFIX = re.compile(r"_[0-9a-f]{2}$")
 MONGO_COMMANDS = Counter("mongo_commands_total", "Commands sent to MongoDB", ["command", "collection"])
 
 
@@ -23,9 +22,8 @@ class _CommandCounter(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         # CRUD commands name their collection as the command's value (``{"insert": "orders"}``).
-        # Shards of one collection (monitoring's timelines_00 .. timelines_3f) count together.
         target = event.command.get(event.command_name)
-        collection = SHARD_SUFFIX.sub("_*", target) if isinstance(target, str) else ""
+        collection = target if isinstance(target, str) else ""
         MONGO_COMMANDS.labels(event.command_name, collection).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:

@@ -20,6 +20,7 @@ from pymongo.database import Database
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import (
+    BatchHandler,
     ConsumerRunner,
     Handler,
     KafkaPublisher,
@@ -103,6 +104,7 @@ def run_worker(
     periodic: list[Periodic] | None = None,
     background: list[Background] | None = None,
     inbox: bool = False,
+    batch_handler: BatchHandler | None = None,
 ) -> None:
     """Consume this service's events until SIGTERM, running the relay and other jobs beside it.
 
@@ -110,6 +112,8 @@ def run_worker(
     payment or notification per id, one hold per reservation, the saga's handled event ids), so
     a redelivered event changes nothing without an inbox. ``inbox=True`` records each handled
     event id for handlers that cannot say so; it costs two round trips per event.
+    ``batch_handler`` takes every fetched event at once (see ConsumerRunner); ``handlers`` then
+    serve only to find the culprit in a batch that failed.
     """
     settings = clients.settings
     group_id = group_id or f"{settings.service}-service"
@@ -129,6 +133,7 @@ def run_worker(
         retry=settings.consumer,
         inbox=mongo_inbox,
         is_transient=is_transient,
+        batch_handler=batch_handler,
     )
     if mongo_inbox:
         retention = timedelta(seconds=settings.consumer.inbox_retention_s)

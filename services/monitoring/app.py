@@ -58,7 +58,9 @@ def bootstrap(
     if timelines is None:
         # Collections whose documents several threads or processes update take per-document
         # locks where the server needs them (``mongo.document_locks``, for a stock FerretDB 1.x).
-        timelines = MongoTimelineRepository(live().collection, limit=settings.monitoring.timeline_limit)
+        timelines = MongoTimelineRepository(
+            live().collection("timelines"), live().collection("open_orders"), limit=settings.monitoring.timeline_limit
+        )
         timelines.ensure_indexes()
     if recent is None:
         recent = MongoRecentEventRepository(live().db["recent_events"])

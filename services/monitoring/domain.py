@@ -56,7 +56,6 @@ class Timeline:
     events: tuple[TimelineEvent, ...]
     created_at: datetime | None = None
     ended_at: datetime | None = None
-    duration_s: float | None = None
 
     @property
     def first_at(self) -> datetime | None:
@@ -98,8 +97,6 @@ def make_timeline(
     order_id: str,
     customer_id: str | None,
     events: Iterable[TimelineEvent],
-    *,
-    duration_s: float | None = None,
 ) -> Timeline:
     """Build a timeline with its events sorted by time and its start and end derived from them."""
     ordered = tuple(sorted(events, key=lambda e: (e.timestamp, e.received_at, e.event_id)))
@@ -111,8 +108,26 @@ def make_timeline(
         ordered,
         created_at=created[0] if created else None,
         ended_at=ended[-1] if ended else None,
-        duration_s=duration_s,
     )
+
+
+def completed_duration(timeline: Timeline, event: TimelineEvent) -> float | None:
+    """The order's duration when ``event``, just added to ``timeline``, completed it; else None.
+
+    The pair is completed by whichever of the first OrderCreated and the first final event was
+    added second. Each addition returns the timeline as it left it (one atomic write), so exactly
+    one addition sees both ends with itself as the only one of its kind: the duration is counted
+    once, even with several consumers, without a separate claim.
+    """
+    if timeline.created_at is None or timeline.ended_at is None:
+        return None
+    if event.event_type == "OrderCreated":
+        alone = sum(e.event_type == "OrderCreated" for e in timeline.events) == 1
+    elif event.event_type in TERMINAL_EVENTS:
+        alone = sum(e.event_type in TERMINAL_EVENTS for e in timeline.events) == 1
+    else:
+        return None
+    return timeline.elapsed_s() if alone else None
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,17 @@
 """Mongo repositories of monitoring: the only place its documents are mapped to and from dataclasses.
 
-FerretDB scans on anything but ``_id``, so hot paths go by ``_id`` and scans only touch small,
-trimmed collections (recent_events, minutes, open_orders, dlq).
+FerretDB scans on anything but ``_id`` (an ``$in`` of ids included), so hot paths go by ``_id``
+and scans only touch small, trimmed collections (recent_events, minutes, open_orders, dlq).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, DeleteOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -25,10 +25,9 @@ from services.monitoring.domain import (
     make_timeline,
 )
 from services.monitoring.stats import Totals
+from shared.locks import LockingCollection
 
 TOTALS_ID = "totals"
-TIMELINE_SHARDS = 64
-
 
 DUPLICATE_KEY = 11000
 
@@ -69,39 +68,66 @@ def _timeline(doc: Mapping[str, Any]) -> Timeline:
         doc["_id"],
         doc.get("customer_id"),
         (_event(e) for e in doc.get("events") or []),
-        duration_s=doc.get("duration_s"),
     )
 
 
 class MongoTimelineRepository:
-    """Timelines keyed by order id, spread over shards, plus the small ``open_orders`` collection.
+    """One document per order in ``timelines`` (keyed by order id), plus the small ``open_orders``.
 
-    FerretDB's SQLite backend does not use its _id index: every lookup by _id scans the whole
-    collection. Hashing order ids over ``shards`` collections (``timelines_00`` ...) keeps each
-    scan, and so each event's write, small however many orders there have been.
+    Events are written in bulk where the caller needs no answer but "was it new", so a batch
+    of a hundred events costs one round trip instead of a hundred.
     """
 
-    def __init__(
-        self, collection: Callable[[str], Collection], *, limit: int = 500, shards: int = TIMELINE_SHARDS
-    ) -> None:
-        self._collection = collection
-        self._open = collection("open_orders")
+    def __init__(self, timelines: Collection, open_orders: Collection, *, limit: int = 500) -> None:
+        self._timelines = timelines
+        self._open = open_orders
         self._limit = limit
-        self._shards = shards
-
-    def _timelines(self, order_id: str) -> Collection:
-        digest = hashlib.sha1(order_id.encode(), usedforsecurity=False).digest()
-        return self._collection(f"timelines_{int.from_bytes(digest[:4], 'big') % self._shards:02x}")
+        # Bulk writes would go round the per-document locks of a server that needs them.
+        self._bulk = not isinstance(timelines, LockingCollection)
 
     def ensure_indexes(self) -> None:
         self._open.create_index([("created_at", ASCENDING)])
 
     def append(self, order_id: str, customer_id: str | None, event: TimelineEvent) -> Timeline | None:
-        # The filter matches only when the event is new and the timeline has room, so a
-        # redelivered event changes nothing: on an existing document the upsert then tries to
-        # insert a second document with the same _id and fails with DuplicateKeyError.
-        # Seen events are keys of a map, not `events.event_id: {$ne: ...}`: FerretDB 1.24 matches
-        # that $ne when ANY element differs, so duplicates got through once a timeline had two events.
+        query, update = self._append(order_id, customer_id, event)
+        try:
+            doc = self._timelines.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:
+            # Either the event is already there, or another consumer created the document
+            # between our filter and our insert: try once more without inserting.
+            doc = self._timelines.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        return _timeline(doc) if doc else None
+
+    def append_many(self, entries: Sequence[tuple[str, str | None, TimelineEvent]]) -> list[bool]:
+        if not self._bulk:
+            return [self.append(*entry) is not None for entry in entries]
+        if not entries:
+            return []
+        writes = [self._append(*entry) for entry in entries]
+        try:
+            self._timelines.bulk_write([UpdateOne(q, u, upsert=True) for q, u in writes], ordered=False)
+            return [True] * len(entries)
+        except BulkWriteError as err:
+            failed = {e["index"] for e in err.details.get("writeErrors", []) if e.get("code") == DUPLICATE_KEY}
+            if len(failed) < len(err.details.get("writeErrors", [])):
+                raise
+        # A duplicate key is a redelivered event, a full timeline, or a document another
+        # consumer created first: the same update without the insert tells them apart.
+        return [
+            i not in failed or self._timelines.update_one(*writes[i]).modified_count == 1 for i in range(len(writes))
+        ]
+
+    def _append(
+        self, order_id: str, customer_id: str | None, event: TimelineEvent
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The filter and update adding ``event`` to the order's timeline, only if it is new there.
+
+        The filter matches only when the event is new and the timeline has room, so a redelivered
+        event changes nothing: on an existing document the upsert then tries to insert a second
+        document with the same _id and fails with DuplicateKeyError. Seen events are keys of a
+        map, not ``events.event_id: {$ne: ...}``: FerretDB 1.24 matches that $ne when ANY element
+        differs, so duplicates got through once a timeline had two events.
+        """
         seen = f"seen.{_seen_key(event.event_id)}"
         query = {"_id": order_id, seen: {"$exists": False}, "event_count": {"$lt": self._limit}}
         fields: dict[str, Any] = {seen: True}
@@ -110,38 +136,29 @@ class MongoTimelineRepository:
         if event.event_type in TERMINAL_EVENTS:
             fields["status"] = TERMINAL_EVENTS[event.event_type]
             fields["failure_reason"] = event.detail if event.event_type == "OrderFailed" else None
-        update: dict[str, Any] = {
+        update = {
             "$push": {"events": _event_doc(event)},
             "$inc": {"event_count": 1},
             "$min": {"first_at": event.timestamp},
             "$max": {"last_at": event.timestamp},
+            "$set": fields,
         }
-        update["$set"] = fields
-        try:
-            doc = self._timelines(order_id).find_one_and_update(
-                query, update, upsert=True, return_document=ReturnDocument.AFTER
-            )
-        except DuplicateKeyError:
-            # Either the event is already there, or another consumer created the document
-            # between our filter and our insert: try once more without inserting.
-            doc = self._timelines(order_id).find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
-        return _timeline(doc) if doc else None
+        return query, update
 
     def get(self, order_id: str) -> Timeline | None:
-        doc = self._timelines(order_id).find_one({"_id": order_id})
+        doc = self._timelines.find_one({"_id": order_id})
         return _timeline(doc) if doc else None
 
-    def claim_duration(self, order_id: str, seconds: float) -> bool:
-        result = self._timelines(order_id).update_one(
-            {"_id": order_id, "duration_s": {"$exists": False}}, {"$set": {"duration_s": seconds}}
-        )
-        return result.modified_count == 1
-
-    def open(self, order_id: str, created_at: datetime) -> None:
-        self._open.update_one({"_id": order_id}, {"$set": {"created_at": created_at}}, upsert=True)
-
-    def close(self, order_id: str) -> None:
-        self._open.delete_one({"_id": order_id})
+    def track(self, opened: Mapping[str, datetime], closed: Iterable[str]) -> None:
+        closed = set(closed)
+        requests: list[UpdateOne | DeleteOne] = [
+            UpdateOne({"_id": order_id}, {"$set": {"created_at": created_at}}, upsert=True)
+            for order_id, created_at in opened.items()
+            if order_id not in closed
+        ]
+        requests += [DeleteOne({"_id": order_id}) for order_id in sorted(closed)]
+        if requests:
+            self._open.bulk_write(requests, ordered=False)
 
     def open_before(self, moment: datetime, limit: int) -> list[OpenOrder]:
         docs = self._open.find({"created_at": {"$lt": moment}}).sort("created_at", ASCENDING).limit(limit)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -15,17 +15,15 @@ class TimelineRepository(Protocol):
     def append(self, order_id: str, customer_id: str | None, event: TimelineEvent) -> Timeline | None:
         """Add ``event`` to the order's timeline; return the timeline, or None if it was already there."""
 
+    def append_many(self, entries: Sequence[tuple[str, str | None, TimelineEvent]]) -> list[bool]:
+        """Add each (order id, customer id, event) as ``append`` does; return, per entry, whether it was new."""
+
     def get(self, order_id: str) -> Timeline | None:
         """Return the order's timeline, or None when no event of it was seen."""
 
-    def claim_duration(self, order_id: str, seconds: float) -> bool:
-        """Record the order's duration once; return False when it was recorded before."""
-
-    def open(self, order_id: str, created_at: datetime) -> None:
-        """Remember that the order was created and has not ended."""
-
-    def close(self, order_id: str) -> None:
-        """Forget an order that has ended."""
+    def track(self, opened: Mapping[str, datetime], closed: Iterable[str]) -> None:
+        """Remember orders created and not ended (order id -> created at); forget those in ``closed``,
+        which wins over ``opened``."""
 
     def open_before(self, moment: datetime, limit: int) -> list[OpenOrder]:
         """Return up to ``limit`` open orders created before ``moment``, oldest first."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from services.monitoring.domain import (
     TimelineEvent,
     UnknownDeadLetter,
     UnknownOrder,
+    completed_duration,
     follow_health,
     iso,
     overall_status,
@@ -50,6 +52,7 @@ OPEN_ORDERS_SCANNED = 1000
 OPEN_ORDER_RETENTION = timedelta(days=1)
 REPLAY_TIMEOUT_S = 10.0
 STATUS_EVENT = {"completed": "OrderCompleted", "failed": "OrderFailed"}
+ENDS = frozenset({"OrderCreated", *TERMINAL_EVENTS})
 
 
 @dataclass(frozen=True)
@@ -99,38 +102,68 @@ class MonitoringService:
 
     def record(self, event: Envelope) -> bool:
         """Add an event to its order's timeline and the figures; return False for one seen before."""
-        if len(event.order_id) > MAX_ORDER_ID_LENGTH:
-            raise InvalidOrderId(f"order id longer than {MAX_ORDER_ID_LENGTH} characters")
-        item = timeline_event(event, self._clock())
-        # Idempotent steps first, the timeline (which also detects a redelivery) next, the
-        # bookkeeping last: a retry after a failure part-way finishes what the first try began.
-        self._recent.add(event.order_id, item)
-        timeline = self._timelines.append(event.order_id, event.customer_id, item)
-        if timeline is None:
-            seen = self._timelines.get(event.order_id)
-            if seen is not None:
-                self._stats.increment(self._track_end(seen, item))
-            return False
-        # Figures move only when the event was new to the timeline, so redelivery counts once.
-        self._stats.increment(stats.event_counters(item, event.data))
+        _check(event)
+        return self._record([event])[0]
+
+    def record_many(self, events: Sequence[Envelope]) -> dict[str, InvalidOrderId]:
+        """Record a batch of events in a few round trips; return the refused ones by event id."""
+        refused: dict[str, InvalidOrderId] = {}
+        valid = []
+        for event in events:
+            try:
+                _check(event)
+                valid.append(event)
+            except InvalidOrderId as err:
+                refused[event.event_id] = err
+        self._record(valid)
+        return refused
+
+    def _record(self, events: Sequence[Envelope]) -> list[bool]:
+        """Record events; return, for each, whether it was new to its timeline.
+
+        Idempotent steps first, the timelines (which also detect redeliveries) next, the figures
+        and open-order bookkeeping last: a retry after a failure part-way finishes what the
+        first try began, and figures move only for events new to a timeline, so once.
+        """
+        now = self._clock()
+        items = [timeline_event(event, now) for event in events]
+        self._recent.add_many([(event.order_id, item) for event, item in zip(events, items, strict=True)])
+        # Most events only need adding, which goes in bulk; the first and last of an order also
+        # decide its open/closed state and its duration, which needs the timeline they leave.
+        middle = [i for i, event in enumerate(events) if event.event_type not in ENDS]
+        entries = [(events[i].order_id, events[i].customer_id, items[i]) for i in middle]
+        added = dict(zip(middle, self._timelines.append_many(entries), strict=True))
+        for i in middle:
+            if added[i]:
+                self._count(items[i], events[i].data)
+        opened: dict[str, datetime] = {}
+        closed: set[str] = set()
+        for i, event in enumerate(events):
+            if i in added:
+                continue
+            item = items[i]
+            timeline = self._timelines.append(event.order_id, event.customer_id, item)
+            added[i] = timeline is not None
+            if timeline is None:
+                timeline = self._timelines.get(event.order_id)  # a redelivery finishes the bookkeeping
+            else:
+                self._count(item, event.data)
+                if (seconds := completed_duration(timeline, item)) is not None:
+                    self._stats.increment(stats.duration_counters(seconds))
+            if timeline is None:
+                continue
+            if item.event_type in TERMINAL_EVENTS:
+                closed.add(event.order_id)
+            elif timeline.status == "in_progress":
+                opened[event.order_id] = item.timestamp
+        self._timelines.track({k: v for k, v in opened.items() if k not in closed}, closed)
+        return [added[i] for i in range(len(events))]
+
+    def _count(self, item: TimelineEvent, data: dict[str, Any]) -> None:
+        self._stats.increment(stats.event_counters(item, data))
         per_minute = stats.minute_counters(item)
         if per_minute and self._is_recent(item.timestamp):
             self._stats.increment_minute(stats.minute_key(item.timestamp), per_minute)
-        self._stats.increment(self._track_end(timeline, item))
-        return True
-
-    def _track_end(self, timeline: Timeline, item: TimelineEvent) -> dict[str, float]:
-        if item.event_type in TERMINAL_EVENTS:
-            self._timelines.close(timeline.order_id)
-        elif item.event_type == "OrderCreated" and timeline.status == "in_progress":
-            self._timelines.open(timeline.order_id, item.timestamp)
-        # Events of one order arrive on several topics in any order: whichever of OrderCreated
-        # and the final event comes second completes the duration, and the claim makes it once.
-        if timeline.created_at and timeline.ended_at and timeline.duration_s is None:
-            seconds = timeline.elapsed_s() or 0.0
-            if self._timelines.claim_duration(timeline.order_id, seconds):
-                return stats.duration_counters(seconds)
-        return {}
 
     def _is_recent(self, moment: datetime) -> bool:
         age = self._clock() - moment
@@ -154,10 +187,10 @@ class MonitoringService:
         for candidate in self._timelines.open_before(cutoff, OPEN_ORDERS_SCANNED):
             timeline = self._timelines.get(candidate.order_id)
             if timeline is not None and timeline.status != "in_progress":
-                self._timelines.close(candidate.order_id)
+                self._timelines.track({}, [candidate.order_id])
             elif now - candidate.created_at > OPEN_ORDER_RETENTION:
                 logger.warning("order %s never finished; no longer reporting it as stuck", candidate.order_id)
-                self._timelines.close(candidate.order_id)
+                self._timelines.track({}, [candidate.order_id])
 
     # -- health ------------------------------------------------------------------------------
 
@@ -273,3 +306,8 @@ class MonitoringService:
         )
         logger.info("replayed dead letter %s to %s", letter.id, letter.topic)
         return self._letters.mark_replayed(letter.id, self._clock()) or letter
+
+
+def _check(event: Envelope) -> None:
+    if len(event.order_id) > MAX_ORDER_ID_LENGTH:
+        raise InvalidOrderId(f"order id longer than {MAX_ORDER_ID_LENGTH} characters")

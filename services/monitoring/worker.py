@@ -144,6 +144,7 @@ def main(settings: Settings | None = None) -> None:
         clients,
         bind_handlers(HANDLERS, service),
         group_id=GROUP_ID,
+        batch_handler=service.record_many,
         background=[dlq, Flusher([figures, recent])],
         periodic=[
             (settings.monitoring.health_poll_interval_s, service.poll_health),

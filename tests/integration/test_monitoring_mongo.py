@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from prometheus_client import REGISTRY
 from pymongo.database import Database
 
 from services.monitoring.mongo import (
@@ -12,6 +15,7 @@ from services.monitoring.mongo import (
     MongoStatsRepository,
     MongoTimelineRepository,
 )
+from shared.locks import DocumentLocks, LockingCollection
 from tests.unit.monitoring.contract import (
     DeadLetterRepositoryContract,
     HealthRepositoryContract,
@@ -32,7 +36,7 @@ class MongoContract:
 
 class TestMongoTimelines(MongoContract, TimelineRepositoryContract):
     def make_repo(self, limit: int = 500) -> MongoTimelineRepository:
-        repo = MongoTimelineRepository(lambda name: self.db[name], limit=limit)
+        repo = MongoTimelineRepository(self.db["timelines"], self.db["open_orders"], limit=limit)
         repo.ensure_indexes()
         return repo
 
@@ -40,8 +44,7 @@ class TestMongoTimelines(MongoContract, TimelineRepositoryContract):
         repo = self.make_repo()
         repo.append("o1", "c1", item("e1", "OrderCreated", 0))
         repo.append("o1", None, item("e2", "OrderFailed", 3, detail="payment_declined"))
-        docs = [self.db[name].find_one({"_id": "o1"}) for name in self.db.list_collection_names()]
-        [doc] = [d for d in docs if d is not None]
+        doc = self.db["timelines"].find_one({"_id": "o1"})
         assert doc["customer_id"] == "c1"
         assert [e["event_id"] for e in doc["events"]] == ["e1", "e2"]
         assert set(doc["events"][1]) == {
@@ -56,12 +59,41 @@ class TestMongoTimelines(MongoContract, TimelineRepositoryContract):
         assert (doc["status"], doc["failure_reason"]) == ("failed", "payment_declined")
         assert (doc["last_at"] - doc["first_at"]).total_seconds() == 3
 
-    def test_timelines_of_many_orders_spread_over_shards_and_stay_reachable(self):
+    def test_append_many_is_one_round_trip_for_new_events(self):
         repo = self.make_repo()
-        for n in range(40):
-            repo.append(f"order-{n}", None, item(f"e{n}"))
-        assert len([c for c in self.db.list_collection_names() if c.startswith("timelines_")]) > 10
-        assert all(repo.get(f"order-{n}").events[0].event_id == f"e{n}" for n in range(40))
+        before = _commands("update", "timelines")
+        added = repo.append_many([(f"order-{n % 10}", None, item(f"e{n}", seconds=n)) for n in range(40)])
+        assert added == [True] * 40
+        assert _commands("update", "timelines") == before + 1
+        assert all(len(repo.get(f"order-{n}").events) == 4 for n in range(10))
+
+    def test_a_batch_racing_another_writer_loses_no_event(self):
+        first = self.make_repo()
+        second = MongoTimelineRepository(self.db["timelines"], self.db["open_orders"])
+        entries = [(f"order-{n}", None, item(f"e{n}")) for n in range(30)]
+        results: list[list[bool]] = []
+        threads = [
+            threading.Thread(target=lambda r=repo: results.append(r.append_many(entries))) for repo in (first, second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # Each event went in exactly once, and exactly one of the two writers says it added it.
+        assert [a + b for a, b in zip(*results, strict=True)] == [1] * 30
+        assert all(len(first.get(f"order-{n}").events) == 1 for n in range(30))
+
+
+class TestMongoTimelinesWithDocumentLocks(MongoContract, TimelineRepositoryContract):
+    """With per-document locks (a stock FerretDB) every write takes its document's lock: no bulk."""
+
+    def make_repo(self, limit: int = 500) -> MongoTimelineRepository:
+        locks = DocumentLocks(self.db["locks"])
+        repo = MongoTimelineRepository(
+            LockingCollection(self.db["timelines"], locks, "timelines"), self.db["open_orders"], limit=limit
+        )
+        repo.ensure_indexes()
+        return repo
 
 
 class TestMongoRecentEvents(MongoContract, RecentEventRepositoryContract):
@@ -86,3 +118,7 @@ class TestMongoDeadLetters(MongoContract, DeadLetterRepositoryContract):
 class TestMongoHealth(MongoContract, HealthRepositoryContract):
     def make_repo(self) -> MongoHealthRepository:
         return MongoHealthRepository(self.db["service_health"])
+
+
+def _commands(command: str, collection: str) -> float:
+    return REGISTRY.get_sample_value("mongo_commands_total", {"command": command, "collection": collection}) or 0.0

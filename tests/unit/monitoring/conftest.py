@@ -44,8 +44,11 @@ class World:
 @pytest.fixture
 def world(make_settings: Callable[..., Settings]) -> World:
     # Unit tests see the contract topic names; the prefix has a test of its own.
-    settings = make_settings("monitoring", kafka={"topic_prefix": ""})
-    clock = FakeClock()
+    return build_world(make_settings("monitoring", kafka={"topic_prefix": ""}), FakeClock())
+
+
+def build_world(settings: Settings, clock: FakeClock) -> World:
+    """A monitoring service over fresh in-memory fakes."""
     w = World(settings=settings, clock=clock, service=None)  # type: ignore[arg-type]
     w.probe = FakeHealthProbe(clock)
     w.lag = {"order-service": 3}

@@ -76,22 +76,42 @@ class TimelineRepositoryContract:
         timeline = repo.append("o1", None, item("e1", "OrderFailed", detail="out_of_stock"))
         assert (timeline.status, timeline.failure_reason) == ("failed", "out_of_stock")
 
-    def test_duration_is_claimed_once(self):
+    def test_append_many_adds_new_events_and_says_which_were_new(self):
         repo = self.make_repo()
-        repo.append("o1", None, item("e1"))
-        assert repo.claim_duration("o1", 2.5) is True
-        assert repo.claim_duration("o1", 2.5) is False
-        assert repo.get("o1").duration_s == 2.5
+        repo.append("o1", "c1", item("e1", "OrderCreated"))
+        added = repo.append_many(
+            [
+                ("o1", None, item("e1", "OrderCreated")),  # redelivered
+                ("o1", None, item("e2", seconds=1)),
+                ("o2", "c2", item("e3", seconds=2)),  # a new order
+                ("o2", None, item("e4", seconds=3)),  # ... and a second event of it in the same batch
+                ("o2", None, item("e3", seconds=2)),  # the same event twice in one batch
+            ]
+        )
+        assert added == [False, True, True, True, False]
+        assert [e.event_id for e in repo.get("o1").events] == ["e1", "e2"]
+        assert [e.event_id for e in repo.get("o2").events] == ["e3", "e4"]
+        assert repo.get("o2").customer_id == "c2"
+        assert repo.append_many([]) == []
+
+    def test_append_many_respects_the_limit(self):
+        repo = self.make_repo(limit=2)
+        assert repo.append_many([("o1", None, item(f"e{n}", seconds=n)) for n in range(3)]) == [True, True, False]
+        assert len(repo.get("o1").events) == 2
 
     def test_open_orders_are_listed_oldest_first_until_closed(self):
         repo = self.make_repo()
-        repo.open("b", at(10))
-        repo.open("a", at(0))
-        repo.open("c", at(100))
+        repo.track({"b": at(10), "a": at(0)}, [])
+        repo.track({"c": at(100)}, [])
         assert [o.order_id for o in repo.open_before(at(50), 10)] == ["a", "b"]
-        repo.close("a")
-        repo.close("a")
+        repo.track({}, ["a"])
+        repo.track({}, ["a", "never-opened"])
         assert [(o.order_id, o.created_at) for o in repo.open_before(at(50), 10)] == [("b", at(10))]
+
+    def test_closing_wins_over_opening_in_the_same_call(self):
+        repo = self.make_repo()
+        repo.track({"a": at(0), "b": at(1)}, ["a"])
+        assert [o.order_id for o in repo.open_before(at(50), 10)] == ["b"]
 
 
 class RecentEventRepositoryContract:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,31 +20,27 @@ class InMemoryTimelineRepository:
         self.open_orders: dict[str, datetime] = {}
 
     def append(self, order_id: str, customer_id: str | None, event: TimelineEvent) -> Timeline | None:
-        doc = self.docs.setdefault(order_id, {"customer_id": None, "events": [], "duration_s": None})
+        doc = self.docs.setdefault(order_id, {"customer_id": None, "events": []})
         if any(e.event_id == event.event_id for e in doc["events"]) or len(doc["events"]) >= self.limit:
             return None
         doc["events"].append(event)
         doc["customer_id"] = customer_id or doc["customer_id"]
         return self.get(order_id)
 
+    def append_many(self, entries: Sequence[tuple[str, str | None, TimelineEvent]]) -> list[bool]:
+        return [self.append(*entry) is not None for entry in entries]
+
     def get(self, order_id: str) -> Timeline | None:
         doc = self.docs.get(order_id)
         if doc is None:
             return None
-        return make_timeline(order_id, doc["customer_id"], doc["events"], duration_s=doc["duration_s"])
+        return make_timeline(order_id, doc["customer_id"], doc["events"])
 
-    def claim_duration(self, order_id: str, seconds: float) -> bool:
-        doc = self.docs.get(order_id)
-        if doc is None or doc["duration_s"] is not None:
-            return False
-        doc["duration_s"] = seconds
-        return True
-
-    def open(self, order_id: str, created_at: datetime) -> None:
-        self.open_orders[order_id] = created_at
-
-    def close(self, order_id: str) -> None:
-        self.open_orders.pop(order_id, None)
+    def track(self, opened: Mapping[str, datetime], closed: Iterable[str]) -> None:
+        closed = set(closed)
+        self.open_orders.update({k: v for k, v in opened.items() if k not in closed})
+        for order_id in closed:
+            self.open_orders.pop(order_id, None)
 
     def open_before(self, moment: datetime, limit: int) -> list[OpenOrder]:
         found = sorted((at, oid) for oid, at in self.open_orders.items() if at < moment)

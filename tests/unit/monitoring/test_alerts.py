@@ -73,8 +73,9 @@ def test_a_quiet_system_has_no_alerts(world: World):
 
 
 def test_stuck_orders_are_found_from_the_open_orders(world: World):
-    world.timelines.open("o-stuck", world.clock.now - timedelta(seconds=121))
-    world.timelines.open("o-fresh", world.clock.now - timedelta(seconds=5))
+    world.timelines.track(
+        {"o-stuck": world.clock.now - timedelta(seconds=121), "o-fresh": world.clock.now - timedelta(seconds=5)}, []
+    )
     found = [a for a in world.service.alerts() if a.name == "stuck_sagas"]
     assert [a.value for a in found] == [1]
 

@@ -9,7 +9,7 @@ import pytest
 from services.monitoring.handlers import HANDLERS
 from shared.events import TOPIC_BY_EVENT, Envelope
 from shared.kafka_utils import PermanentError, bind_handlers
-from tests.unit.monitoring.conftest import World, envelope
+from tests.unit.monitoring.conftest import World, build_world, envelope
 
 
 def flow(world: World, order_id: str = "o1", outcome: str = "OrderCompleted", took_s: float = 2.0) -> list[Envelope]:
@@ -65,7 +65,15 @@ def test_duration_is_measured_when_the_created_event_arrives_after_the_final_one
     assert world.figures.totals().duration_count == 0
     world.service.record(created)
     assert world.figures.totals().duration_buckets == {"10": 1}
-    assert world.service.timeline("o1").duration_s == pytest.approx(7)
+    assert world.service.timeline("o1").elapsed_s() == pytest.approx(7)
+
+
+def test_a_second_final_event_does_not_count_the_duration_again(world: World):
+    created, *_middle, completed = flow(world, took_s=3)
+    world.service.record(created)
+    world.service.record(completed)
+    world.service.record(envelope("OrderFailed", "o1", world.clock.now, {"reason": "cancelled"}))
+    assert world.figures.totals().duration_count == 1
 
 
 def test_failed_orders_are_counted_by_reason_and_unknown_reasons_as_other(world: World):
@@ -109,7 +117,7 @@ def test_housekeeping_closes_open_orders_whose_timeline_has_ended(world: World):
     created, *_rest, completed = flow(world)
     world.service.record(created)
     world.service.record(completed)
-    world.timelines.open("o1", created_at=world.clock.now - timedelta(hours=1))  # a race left it open
+    world.timelines.track({"o1": world.clock.now - timedelta(hours=1)}, [])  # a race left it open
     world.service.housekeep()
     assert world.timelines.open_orders == {}
 
@@ -149,18 +157,40 @@ def test_recent_orders_are_the_newest_distinct_orders_with_their_status(world: W
 
 def test_a_retry_after_a_failure_part_way_still_counts_the_event_once(world: World, monkeypatch):
     created = envelope("OrderCreated", "o-retry", world.clock())
-    real_open = world.timelines.open
+    real_track = world.timelines.track
     calls = {"n": 0}
 
-    def open_failing_once(*args, **kwargs):
+    def track_failing_once(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise ConnectionError("database blip")
-        return real_open(*args, **kwargs)
+        return real_track(*args, **kwargs)
 
-    monkeypatch.setattr(world.timelines, "open", open_failing_once)
+    monkeypatch.setattr(world.timelines, "track", track_failing_once)
     with pytest.raises(ConnectionError):
         world.service.record(created)
     assert world.service.record(created) is False  # the redelivery: already in the timeline
     assert world.figures.totals().orders_created == 1
-    assert calls["n"] == 2  # the open-order bookkeeping was finished by the retry
+    assert calls["n"] == 2
+    assert list(world.timelines.open_orders) == ["o-retry"]  # the bookkeeping was finished by the retry
+
+
+def test_a_batch_records_like_single_events_in_any_order(world: World):
+    one, two = flow(world, "o1"), flow(world, "o2", "OrderFailed", took_s=4)
+    batch = [*reversed(one), *two, one[1]]  # out of order, two orders, a redelivery inside
+    assert world.service.record_many(batch) == {}
+    single = build_world(world.settings, world.clock)
+    for event in batch:
+        single.service.record(event)
+    assert world.figures.totals() == single.figures.totals()
+    assert all(world.service.timeline(o) == single.service.timeline(o) for o in ("o1", "o2"))
+    assert world.timelines.open_orders == single.timelines.open_orders == {}
+    assert world.figures.totals().duration_count == 2
+
+
+def test_a_batch_refuses_events_it_cannot_store_and_records_the_rest(world: World):
+    bad = envelope("OrderCreated", "x" * 500, world.clock.now)
+    good = envelope("OrderCreated", "o1", world.clock.now)
+    refused = world.service.record_many([bad, good])
+    assert list(refused) == [bad.event_id]
+    assert list(world.timelines.open_orders) == ["o1"]
