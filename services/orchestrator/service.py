@@ -51,7 +51,10 @@ class SagaService:
             return saga.start(event, ctx) if current is None else transitions.apply(current, event, ctx)
 
         with self._sagas.locked(event.order_id):
-            return self._write(event.order_id, decide)
+            # A new order has no saga yet: try the insert without reading first. When there is
+            # one after all (a redelivery, or a cancel that came first) the insert fails on the
+            # duplicate _id and the next attempt reads it.
+            return self._write(event.order_id, decide, assume_new=True)
 
     def advance(self, event: Envelope) -> Transition | None:
         """Apply a reply or a cancel to its saga; events for unknown orders are logged and dropped."""
@@ -118,14 +121,14 @@ class SagaService:
             "next": saga.next_deadline(flow, self._timeouts),
         }
 
-    def _write(self, order_id: str, decide: Decide) -> Transition | None:
+    def _write(self, order_id: str, decide: Decide, *, assume_new: bool = False) -> Transition | None:
         """Decide on the freshest saga and write the outcome if nobody changed the saga meanwhile.
 
         The caller holds the saga's lock; the version check still guards against any writer
         that does not (and is the whole protection on a server with atomic updates).
         """
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            current = self._sagas.get(order_id)
+            current = None if assume_new and attempt == 1 else self._sagas.get(order_id)
             outcome = decide(current, Context(self._now(), self._timeouts))
             if outcome is None or not outcome.changed:
                 if current is not None and outcome is not None:

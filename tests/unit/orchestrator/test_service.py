@@ -97,6 +97,22 @@ def test_a_second_order_created_for_an_existing_saga_is_a_no_op(
     assert repo.get(OID).steps[-1].status == "ignored"
 
 
+def test_a_new_saga_is_inserted_without_reading_first(
+    service: SagaService, repo: InMemorySagaRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    real_get = repo.get
+    monkeypatch.setattr(repo, "get", lambda order_id: reads.append(order_id) or real_get(order_id))
+
+    service.start(order_created(OID))
+    assert reads == []
+    assert repo.types_for(OID) == ["OrderValidated", "ReserveInventory"]
+
+    service.start(order_created(OID))  # there is one now: the insert fails and the saga is read
+    assert reads == [OID]
+    assert repo.types_for(OID) == ["OrderValidated", "ReserveInventory"]
+
+
 def test_duplicate_events_write_nothing(service: SagaService, repo: InMemorySagaRepository) -> None:
     service.start(order_created(OID))
     reserved = reply("InventoryReserved", OID)
