@@ -18,15 +18,20 @@ from shared.events import utc_now
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients, connect
 from shared.web import create_service_app
+from shared.write_behind import WriteBehind
 
 SERVICE = "orchestrator"
 
 
-def mongo_sagas(clients: Clients, cache_size: int = 0) -> tuple[MongoSagaRepository, OutboxRelay]:
+def mongo_sagas(
+    clients: Clients, cache_size: int = 0, timer_writes: WriteBehind | None = None
+) -> tuple[MongoSagaRepository, OutboxRelay]:
     """Build the Mongo saga repository and the relay that publishes its outbox (not started)."""
     relay = clients.relay(SAGA_LOCK)  # its outbox clean-up takes the saga lock too
     locks = MongoSagaLocks(clients.locks)
-    sagas = MongoSagaRepository(clients.db["sagas"], clients.db["saga_timers"], locks, relay, cache_size=cache_size)
+    sagas = MongoSagaRepository(
+        clients.db["sagas"], clients.db["saga_timers"], locks, relay, cache_size=cache_size, timer_writes=timer_writes
+    )
     sagas.ensure_indexes()
     return sagas, relay
 

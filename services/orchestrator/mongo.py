@@ -20,6 +20,7 @@ from services.orchestrator.ports import Timer
 from services.orchestrator.saga import SagaState
 from shared.events import Envelope
 from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+from shared.write_behind import WriteBehind
 
 NO_OUTBOX = {"outbox": 0}
 
@@ -35,9 +36,13 @@ class MongoSagaRepository:
         relay: OutboxRelay | None = None,
         *,
         cache_size: int = 0,
+        timer_writes: WriteBehind | None = None,
     ) -> None:
         self._sagas = sagas
         self._timers = timers
+        # The worker's timer writes wait up to a tenth of a second and go out in bulk (three per
+        # order otherwise); reconcile_timers restores any a crash loses.
+        self._timer_writes = timer_writes
         self._locks = locks
         self._relay = relay
         # The worker remembers the sagas it wrote last, so the next event of an order skips the
@@ -110,21 +115,33 @@ class MongoSagaRepository:
         return [to_saga(doc) for doc in cursor.limit(limit)]
 
     def set_timer(self, timer: Timer) -> None:
-        self._timers.update_one(
-            {"_id": timer.order_id}, {"$set": {"due_at": timer.due_at, "kind": timer.kind}}, upsert=True
-        )
+        fields = {"due_at": timer.due_at, "kind": timer.kind}
+        if self._timer_writes:
+            self._timer_writes.set(timer.order_id, fields)
+        else:
+            self._timers.update_one({"_id": timer.order_id}, {"$set": fields}, upsert=True)
 
     def clear_timer(self, order_id: str) -> None:
-        self._timers.delete_one({"_id": order_id})
+        if self._timer_writes:
+            self._timer_writes.delete(order_id)
+        else:
+            self._timers.delete_one({"_id": order_id})
 
     def due_timers(self, now: datetime, limit: int) -> list[Timer]:
+        self._flush_timers()
         cursor = self._timers.find({"due_at": {"$lte": now}}).sort("due_at", ASCENDING).limit(limit)
         return [Timer(doc["_id"], doc["due_at"], doc["kind"]) for doc in cursor]
 
     def untimed_active(self, states: Iterable[str]) -> list[SagaState]:
+        self._flush_timers()
         timed = {doc["_id"] for doc in self._timers.find({}, {"_id": 1})}
         cursor = self._sagas.find({"state": {"$in": list(states)}}, NO_OUTBOX)
         return [to_saga(doc) for doc in cursor if doc["_id"] not in timed]
+
+    def _flush_timers(self) -> None:
+        """Write this process's waiting timer changes first, so reads of the timers see them."""
+        if self._timer_writes:
+            self._timer_writes.flush()
 
     def _notify(self, order_id: str, events: list[Envelope]) -> None:
         if self._relay and events:

@@ -11,6 +11,7 @@ from services.orchestrator.handlers import HANDLERS
 from shared.config import Settings, load_settings
 from shared.kafka_utils import bind_handlers
 from shared.runtime import connect, run_worker
+from shared.write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ def main(settings: Settings | None = None) -> None:
     settings = settings or load_settings(SERVICE)
     clients = connect(settings)
     # The consumer writes every saga it reads; the API (which only reads) keeps no copies.
-    sagas, relay = mongo_sagas(clients, cache_size=SAGA_CACHE_SIZE)
+    timer_writes = WriteBehind(clients.db["saga_timers"])
+    sagas, relay = mongo_sagas(clients, cache_size=SAGA_CACHE_SIZE, timer_writes=timer_writes)
     service = bootstrap(settings, clients=clients, sagas=sagas)
     try:
         service.reconcile_timers()
@@ -35,6 +37,7 @@ def main(settings: Settings | None = None) -> None:
         clients,
         bind_handlers(HANDLERS, service),
         relay=relay,
+        background=[timer_writes],
         periodic=[
             (settings.saga.timer_interval_s, service.fire_due_timers),
             (RECONCILE_INTERVAL_S, service.reconcile_timers),

@@ -20,6 +20,7 @@ from services.orchestrator.mongo import MongoSagaRepository
 from services.orchestrator.saga import Context
 from shared.config import Settings
 from shared.locks import DocumentLocks, LockingCollection, NoLocks
+from shared.write_behind import WriteBehind
 from tests.unit.orchestrator.contract import TIMEOUTS, SagaRepositoryContract, new_saga
 from tests.unit.orchestrator.fakes import T0, FakeClock, order_created, reply
 
@@ -245,3 +246,42 @@ def test_the_relays_outbox_cleanup_never_undoes_a_concurrent_saga_update(
     saga = service.flow("o-1")
     assert saga.version == 1 + len(events)
     assert {e.event_id for e in events} <= set(saga.handled_events)
+
+
+def test_timer_writes_that_wait_are_coalesced_and_seen_by_the_timer_job(
+    service_settings: Callable[..., Settings], mongo_db: Database
+) -> None:
+    settings = service_settings("orchestrator", saga={"payment_timeout_s": 60, "order_timeout_s": 300})
+    clock = FakeClock()
+    timer_writes = WriteBehind(mongo_db["saga_timers"], interval_s=3600)  # flushed only when asked
+    repo = MongoSagaRepository(
+        mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), timer_writes=timer_writes
+    )
+    service = bootstrap(settings, sagas=repo, clock=clock)
+    service.start(order_created("o-1"))
+    service.advance(reply("InventoryReserved", "o-1"))
+    service.start(order_created("o-2"))
+    assert mongo_db["saga_timers"].count_documents({}) == 0  # nothing written yet
+    assert set(timer_writes.pending()) == {"o-1", "o-2"}  # o-1's timer was set twice: only its latest waits
+
+    clock.advance(61)
+    assert service.fire_due_timers() == 1  # the job writes what waits before it reads the due timers
+    assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "payment"
+    assert mongo_db["sagas"].find_one({"_id": "o-1"})["failure_reason"] == "payment_timeout"
+    timer_writes.flush()
+    assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "compensation"
+
+
+def test_a_crash_that_loses_waiting_timer_writes_is_repaired_by_reconciling(
+    service_settings: Callable[..., Settings], mongo_db: Database
+) -> None:
+    settings = service_settings("orchestrator")
+    lost = WriteBehind(mongo_db["saga_timers"], interval_s=3600)
+    crashed = MongoSagaRepository(
+        mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), timer_writes=lost
+    )
+    bootstrap(settings, sagas=crashed, clock=FakeClock()).start(order_created("o-1"))  # then the process dies
+
+    after_restart = bootstrap(settings, sagas=make_repo(mongo_db), clock=FakeClock())
+    assert after_restart.reconcile_timers() == 1
+    assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "order"
