@@ -188,10 +188,47 @@ def find_invalid_line(lines: Iterable[Line], catalogue: Mapping[str, StockItem |
         item = catalogue.get(line.product_id)
         if item is None:
             return InvalidOrder("unknown_product", f"unknown product {line.product_id}", line.product_id)
-        if line.price is not None and round(line.price, 2) != round(item.price, 2):
+        if not price_matches(line.price, item.price):
             message = f"price {line.price:.2f} of {line.product_id} does not match the catalogue price {item.price:.2f}"
             return InvalidOrder("price_mismatch", message, line.product_id)
     return None
+
+
+def price_matches(ordered: float | None, listed: float) -> bool:
+    """Whether an order line's price (None: not given) is the catalogue's, to the cent."""
+    return ordered is None or round(ordered, 2) == round(listed, 2)
+
+
+def price_bounds(price: float) -> tuple[float, float]:
+    """Return the lowest and the highest catalogue price that ``price_matches(price, ...)`` accepts,
+    so a store can check the price in the filter of a conditional update."""
+    cents = round(price, 2)
+    # Rounding is monotonic, so the matching floats form one range whose ends lie a few ulps
+    # from cents -/+ 0.005: step onto the exact ends.
+    low, high = cents - 0.005, cents + 0.005
+    while round(low, 2) == cents:
+        low = math.nextafter(low, -math.inf)
+    while round(low, 2) != cents:
+        low = math.nextafter(low, math.inf)
+    while round(high, 2) == cents:
+        high = math.nextafter(high, math.inf)
+    while round(high, 2) != cents:
+        high = math.nextafter(high, -math.inf)
+    return low, high
+
+
+def ordered_prices(lines: Iterable[Line]) -> dict[str, float | None] | None:
+    """Return the price each product was ordered at (None when no line gave one), or None when
+    lines of one product give prices that differ by a cent: such an order is invalid whatever
+    the catalogue says."""
+    prices: dict[str, float | None] = {}
+    for line in lines:
+        known = prices.get(line.product_id)
+        if known is None:
+            prices[line.product_id] = line.price
+        elif line.price is not None and not price_matches(known, line.price):
+            return None
+    return prices
 
 
 def describe_shortages(shortages: Iterable[Shortage]) -> str:

@@ -17,7 +17,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from services.inventory.domain import Line, Reservation, Shortage, StockItem
+from services.inventory.domain import Line, Reservation, Shortage, StockItem, price_bounds
 from shared.events import Envelope
 from shared.locks import Locks
 from shared.outbox import OutboxRelay, outbox_document, outbox_fields
@@ -76,9 +76,14 @@ class MongoStockRepository:
             )
         return _to_item(doc) if doc else None
 
-    def hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
+    def hold(
+        self, product_id: str, reservation_id: str, quantity: int, now: datetime, price: float | None = None
+    ) -> bool:
         hold = f"holds.{reservation_id}"
-        condition = {"_id": product_id, "available": {"$gte": quantity}, hold: {"$exists": False}}
+        condition: dict[str, Any] = {"_id": product_id, "available": {"$gte": quantity}, hold: {"$exists": False}}
+        if price is not None:
+            low, high = price_bounds(price)
+            condition["price"] = {"$gte": low, "$lte": high}
         if self._locks.costly and not self._matches(condition):
             return False  # answered without the lock: a sold-out product stays cheap to ask for
         with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
@@ -147,11 +152,12 @@ class MongoReservationRepository:
         status: str,
         *,
         now: datetime,
+        order_id: str | None = None,
         reason: str | None = None,
         detail: str | None = None,
         shortages: Sequence[Shortage] = (),
         events: Iterable[Envelope] = (),
-    ) -> bool:
+    ) -> Reservation | None:
         events = list(events)
         fields: dict[str, Any] = {"status": status, "updated_at": now, **_event_fields(events)}
         if reason is not None:
@@ -160,14 +166,17 @@ class MongoReservationRepository:
             fields["detail"] = detail
         if shortages:
             fields["details"] = [s.to_dict() for s in shortages]
+        condition: dict[str, Any] = {"_id": reservation_id, "status": {"$in": list(from_statuses)}}
+        if order_id is not None:
+            condition["order_id"] = order_id
+        # One round trip that also returns the document, so no caller reads it back. (FerretDB 1.x
+        # cannot project in findAndModify, so the outbox comes along; it is small and soon cleared.)
         with self._locks.hold(f"{RESERVATION_LOCK}:{reservation_id}"):
-            result = self._docs.update_one(
-                {"_id": reservation_id, "status": {"$in": list(from_statuses)}}, {"$set": fields}
-            )
-        moved = result.matched_count == 1
-        if moved:
-            self._notify(reservation_id, events)
-        return moved
+            doc = self._docs.find_one_and_update(condition, {"$set": fields}, return_document=ReturnDocument.AFTER)
+        if doc is None:
+            return None
+        self._notify(reservation_id, events)
+        return _to_reservation(doc)
 
     def add_reply(self, reservation_id: str, event: Envelope) -> bool:
         with self._locks.hold(f"{RESERVATION_LOCK}:{reservation_id}"):

@@ -30,9 +30,12 @@ class StockRepository(Protocol):
     ) -> StockItem | None:
         """Set name/price when given and add ``restock`` units to available; None when unknown."""
 
-    def hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
-        """Move ``quantity`` available units to reserved for the reservation, if enough are available
-        and it holds none of this product yet; return whether this call moved them."""
+    def hold(
+        self, product_id: str, reservation_id: str, quantity: int, now: datetime, price: float | None = None
+    ) -> bool:
+        """Move ``quantity`` available units to reserved for the reservation, if enough are available,
+        it holds none of this product yet and (when ``price`` is given) the product's price matches it
+        to the cent (domain.price_matches); return whether this call moved them."""
 
     def release_hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
         """Give the reservation's held units back to available; return whether there was a hold."""
@@ -57,12 +60,14 @@ class ReservationRepository(Protocol):
         status: str,
         *,
         now: datetime,
+        order_id: str | None = None,
         reason: str | None = None,
         detail: str | None = None,
         shortages: Sequence[Shortage] = (),
         events: Iterable[Envelope] = (),
-    ) -> bool:
-        """Move to ``status`` with ``events`` in the outbox, only from ``from_statuses``; return whether it moved."""
+    ) -> Reservation | None:
+        """Move to ``status`` with ``events`` in the outbox, only from ``from_statuses`` (and only when
+        it is ``order_id``'s, if given); return the reservation as moved, or None when it did not move."""
 
     def add_reply(self, reservation_id: str, event: Envelope) -> bool:
         """Put ``event`` in the outbox unless an event with its id was ever added; return whether added."""

@@ -2,7 +2,11 @@
 
 There are no transactions, so every step is one conditional single-document write and each
 use case can be run again after a crash at any point. A reservation's status is the decision;
-``_settle`` then brings the stock holds in line with it, and every path ends by settling.
+``_settled`` then brings the stock holds in line with it, and every path ends by settling.
+
+Round trips are the store's cost, so the usual path reads nothing it does not need: holds are
+taken at once (stock is read only to explain a refused one), a transition returns the document
+it moved, and a saga's commit or release starts with its transition instead of a read.
 """
 
 from __future__ import annotations
@@ -34,11 +38,11 @@ from services.inventory.domain import (
     ReservationNotFound,
     Shortage,
     StockItem,
-    describe_shortages,
     find_invalid_line,
     merge_lines,
+    ordered_prices,
 )
-from services.inventory.holds import settle_holds, take_holds
+from services.inventory.holds import explain_refusal, settle_holds, take_holds
 from services.inventory.ports import ReservationRepository, StockRepository
 from services.inventory.replies import expiry_event, outcome_replies, replies, tombstone
 from shared.events import Envelope, new_id, utc_now
@@ -144,18 +148,16 @@ class InventoryService:
                 # reply id, so this adds nothing); a command re-sent under a new id gets its own.
                 logger.info("reservation %s is already %s", reservation_id, existing.status)
                 self._reply_once(reservation_id, outcome_replies(existing, command))
-                return self._settle(reservation_id)
+                return self._settled(existing)
             draft = existing  # resume an attempt that a crash interrupted; holds are idempotent
         self._reservations.add_timer(reservation_id, draft.expires_at)
-        invalid = find_invalid_line(lines, self._catalogue_of(lines))
-        if invalid:
-            item = self._stock.get(invalid.product_id)
-            requested = sum(line.quantity for line in lines if line.product_id == invalid.product_id)
-            shortage = Shortage(invalid.product_id, requested, item.available if item else 0)
-            return self._finish(draft, FAILED, command, "invalid_order", str(invalid), [shortage])
-        shortages = take_holds(self._stock, draft, self._clock())
-        if shortages:
-            return self._finish(draft, FAILED, command, "out_of_stock", describe_shortages(shortages), shortages)
+        # The holds check each product's price; only a refused one costs reads, to say why. Lines
+        # naming one product at two prices are invalid whatever the stock says: no hold is taken.
+        prices = ordered_prices(lines)
+        refused = 0 if prices is None else take_holds(self._stock, draft, prices, self._clock())
+        if refused is not None:
+            reason, detail, shortages = explain_refusal(self._stock, lines, draft.items, refused)
+            return self._finish(draft, FAILED, command, reason, detail, shortages)
         return self._finish(draft, RESERVED, command)
 
     def release(
@@ -163,38 +165,49 @@ class InventoryService:
     ) -> tuple[Reservation, bool]:
         """Give the reservation's units back; return it and whether this call released it."""
         data = {"reservation_id": reservation_id, "released": True}
-        reservation = self._existing(reservation_id, command, "InventoryReleased", {**data, "released": False})
-        if command is None and reservation.origin == "saga" and reservation.status in ACTIVE:
-            # Released behind the saga's back, a paid order could complete with its units on sale again.
-            raise ManagedBySaga(f"reservation {reservation_id} belongs to an order: cancel the order instead")
-        events = replies(command, reservation.order_id, "InventoryReleased", data)
-        released = self._reservations.transition(
-            reservation_id, ACTIVE, RELEASED, now=self._clock(), reason=reason, events=events
-        )
-        if released:
-            RELEASES.inc()
-            logger.info("released reservation %s (%s)", reservation_id, reason)
-        else:
-            events = replies(command, reservation.order_id, "InventoryReleased", {**data, "released": False})
-            self._reply_once(reservation_id, events)
-        return self._settle(reservation_id), released
+        released = None
+        if command is not None:
+            # Usually the saga releases its own order's reservation: one write does it, with no read.
+            events = replies(command, command.order_id, "InventoryReleased", data)
+            released = self._move(reservation_id, ACTIVE, RELEASED, events, order_id=command.order_id, reason=reason)
+        if released is None:
+            reservation = self._existing(reservation_id, command, "InventoryReleased", {**data, "released": False})
+            if command is None and reservation.origin == "saga" and reservation.status in ACTIVE:
+                # Released behind the saga's back, a paid order could complete with its units on sale again.
+                raise ManagedBySaga(f"reservation {reservation_id} belongs to an order: cancel the order instead")
+            events = replies(command, reservation.order_id, "InventoryReleased", data)
+            released = self._move(reservation_id, ACTIVE, RELEASED, events, reason=reason, known=reservation)
+            if released is None:
+                events = replies(command, reservation.order_id, "InventoryReleased", {**data, "released": False})
+                self._reply_once(reservation_id, events)
+                return self._settled(self._fresh(reservation)), False
+        RELEASES.inc()
+        logger.info("released reservation %s (%s)", reservation_id, reason)
+        return self._settled(released), True
 
     def commit(self, reservation_id: str, *, command: Envelope | None = None) -> tuple[Reservation, bool]:
         """Turn the reserved units into sold ones; return the reservation and whether it is committed."""
         data = {"reservation_id": reservation_id, "committed": True}
-        reservation = self._existing(reservation_id, command, "InventoryCommitted", {**data, "committed": False})
-        events = replies(command, reservation.order_id, "InventoryCommitted", data)
-        if self._reservations.transition(reservation_id, (RESERVED,), COMMITTED, now=self._clock(), events=events):
-            COMMITS.inc()
-            logger.info("committed reservation %s", reservation_id)
-            return self._settle(reservation_id), True
-        current = self.get_reservation(reservation_id)
-        committed = current.status == COMMITTED  # true when this command is redelivered
-        if not committed:
-            logger.warning("commit of %s reservation %s changes no stock", current.status, reservation_id)
-        events = replies(command, current.order_id, "InventoryCommitted", {**data, "committed": committed})
-        self._reply_once(reservation_id, events)
-        return self._settle(reservation_id), committed
+        committed = None
+        if command is not None:
+            # Usually the saga commits its own order's reservation: one write does it, with no read.
+            events = replies(command, command.order_id, "InventoryCommitted", data)
+            committed = self._move(reservation_id, (RESERVED,), COMMITTED, events, order_id=command.order_id)
+        if committed is None:
+            reservation = self._existing(reservation_id, command, "InventoryCommitted", {**data, "committed": False})
+            events = replies(command, reservation.order_id, "InventoryCommitted", data)
+            committed = self._move(reservation_id, (RESERVED,), COMMITTED, events, known=reservation)
+            if committed is None:
+                current = self._fresh(reservation)
+                done = current.status == COMMITTED  # true when this command is redelivered
+                if not done:
+                    logger.warning("commit of %s reservation %s changes no stock", current.status, reservation_id)
+                events = replies(command, current.order_id, "InventoryCommitted", {**data, "committed": done})
+                self._reply_once(reservation_id, events)
+                return self._settled(current), done
+        COMMITS.inc()
+        logger.info("committed reservation %s", reservation_id)
+        return self._settled(committed), True
 
     def expire_due(self, limit: int = 100) -> int:
         """Release the active reservations whose time ran out; return how many expired now."""
@@ -210,14 +223,13 @@ class InventoryService:
                 self._reservations.remove_timer(reservation_id)
                 continue
             events = [expiry_event(reservation)] if reservation.origin == "saga" else []
-            if reservation.status in ACTIVE and self._reservations.transition(
-                reservation_id, ACTIVE, EXPIRED, now=self._clock(), reason="expired", events=events
-            ):
+            moved = self._move(reservation_id, ACTIVE, EXPIRED, events, reason="expired", known=reservation)
+            if moved:
                 expired += 1
                 EXPIRATIONS.inc()
                 RELEASES.inc()
                 logger.info("reservation %s of order %s expired", reservation_id, reservation.order_id)
-            self._settle(reservation_id)
+            self._settled(moved or self._fresh(reservation))
         return expired
 
     # --- steps -----------------------------------------------------------------------------
@@ -236,23 +248,49 @@ class InventoryService:
     ) -> Reservation:
         rid = draft.reservation_id
         decided = replace(draft, status=status, reason=reason, detail=detail, shortages=shortages or [])
-        if self._reservations.transition(
+        moved = self._reservations.transition(
             rid, (RESERVING,), status, now=self._clock(), reason=reason, detail=detail,
             shortages=shortages or (), events=outcome_replies(decided, command),
-        ):  # fmt: skip
-            RESERVATIONS.labels(reason or status).inc()
-            logger.info("reservation %s of order %s: %s", rid, draft.order_id, detail or status)
-        else:
+        )  # fmt: skip
+        if moved is None:
             logger.warning("reservation %s was decided by someone else meanwhile", rid)
-        return self._settle(rid)
+            return self._settled(self.get_reservation(rid))
+        RESERVATIONS.labels(reason or status).inc()
+        logger.info("reservation %s of order %s: %s", rid, draft.order_id, detail or status)
+        return self._settled(moved)
 
-    def _settle(self, reservation_id: str) -> Reservation:
-        """Make the holds match a final status (sold or returned), drop the timer; return the reservation."""
-        reservation = self.get_reservation(reservation_id)
+    def _move(
+        self,
+        rid: str,
+        from_statuses: tuple[str, ...],
+        status: str,
+        events: list[Envelope],
+        *,
+        order_id: str | None = None,
+        reason: str | None = None,
+        known: Reservation | None = None,
+    ) -> Reservation | None:
+        """Make the transition and return the reservation as moved, or None; when ``known`` (the
+        reservation as read) is final already, skip the write: no status leads out of a final one."""
+        if known is not None and known.status not in ACTIVE:
+            return None
+        return self._reservations.transition(
+            rid, from_statuses, status, now=self._clock(), order_id=order_id, reason=reason, events=events
+        )
+
+    def _fresh(self, reservation: Reservation) -> Reservation:
+        """Return the reservation as it is now: a final one never changes, an active one is read again."""
+        if reservation.status in ACTIVE:
+            return self.get_reservation(reservation.reservation_id)
+        return reservation
+
+    def _settled(self, reservation: Reservation) -> Reservation:
+        """Make the holds match a final status (sold or returned), drop the timer; return the reservation.
+        Give it as stored now: one in a final status may come from any read, as that never changes."""
         if reservation.status in ACTIVE:
             return reservation
         settle_holds(self._stock, reservation, self._clock())
-        self._reservations.remove_timer(reservation_id)
+        self._reservations.remove_timer(reservation.reservation_id)
         return reservation
 
     def _reply_once(self, reservation_id: str, events: list[Envelope]) -> None:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
 from services.inventory.app import bootstrap
@@ -14,6 +15,7 @@ from services.inventory.domain import FAILED, RESERVED, Line, StockItem
 from services.inventory.mongo import MongoReservationRepository, MongoStockRepository
 from services.inventory.service import InventoryService
 from shared.config import Settings
+from shared.events import Envelope
 from shared.locks import NoLocks
 
 
@@ -114,3 +116,66 @@ def test_concurrent_reserves_releases_and_commits_conserve_stock(
     assert item.available + item.reserved + item.sold == 20
     assert min(item.available, item.reserved, item.sold) >= 0
     assert (item.reserved, item.holds) == (0, {})
+
+
+class CommandLog(monitoring.CommandListener):
+    """The commands a client sends to one database: each is one round trip."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.commands: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name == self.database:
+            self.commands.append(f"{event.command_name} {event.command.get(event.command_name)}")
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+def test_a_saga_order_costs_nine_round_trips_and_each_reservation_returned_is_the_one_stored(
+    live_settings: Settings, service: InventoryService, mongo_db: Database
+) -> None:
+    log = CommandLog(mongo_db.name)
+    mongo = live_settings.mongo
+    credentials = {}
+    if mongo.username:  # as make_mongo_client passes them; that client takes no listener of ours
+        credentials = {
+            "username": mongo.username,
+            "password": mongo.password.get_secret_value() if mongo.password else "",
+        }
+    client: MongoClient = MongoClient(mongo.uri, tz_aware=True, event_listeners=[log], **credentials)
+    try:
+        db = client[mongo_db.name]
+        counted = InventoryService(
+            MongoStockRepository(db["stock"], NoLocks()),
+            MongoReservationRepository(db["reservations"], db["reservation_timers"], NoLocks()),
+            ttl_s=900,
+        )
+        items = [{"product_id": "mouse", "quantity": 2, "price": 29.99}, {"product_id": "keyboard", "quantity": 1}]
+        reserve = Envelope("ReserveInventory", "o1", "orchestrator", {"reservation_id": "res_o1", "items": items})
+        reserved = counted.reserve("res_o1", "o1", [Line("mouse", 2, 29.99), Line("keyboard", 1)], command=reserve)
+        assert log.commands == [
+            "insert reservations",
+            "update reservation_timers",
+            "update stock",
+            "update stock",
+            "findAndModify reservations",
+        ]
+        assert reserved == service.get_reservation("res_o1")
+        log.commands.clear()
+        commit = Envelope("CommitInventory", "o1", "orchestrator", {"reservation_id": "res_o1"})
+        committed, done = counted.commit("res_o1", command=commit)
+        assert log.commands == [
+            "findAndModify reservations",
+            "update stock",
+            "update stock",
+            "delete reservation_timers",
+        ]
+        assert done and committed == service.get_reservation("res_o1")
+        assert (service.get_product("mouse").sold, service.get_product("keyboard").sold) == (2, 1)
+    finally:
+        client.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.inventory.domain import RESERVED, RESERVING, Line, Reservation, Shortage, StockItem
+from services.inventory.domain import RESERVED, RESERVING, Line, Reservation, Shortage, StockItem, price_bounds
 from services.inventory.ports import ReservationRepository, StockRepository
 from shared.events import Envelope
 
@@ -83,6 +85,21 @@ class StockRepositoryContract(ABC):
         assert not repo.hold("nope", "r1", 1, NOW)
         assert repo.hold("widget", "r2", 2, NOW)
         assert repo.get("widget").available == 0
+
+    def test_a_hold_at_a_price_is_taken_only_when_the_price_matches_to_the_cent(self) -> None:
+        repo = self.make_repo()
+        repo.add(product("widget", available=100, price=29.99))
+        repo.add(product("whole", available=100, price=30))  # stored as an integer
+        low, high = price_bounds(29.99)
+        matching = [29.99, 29.990000001, 29.994999, low, high]
+        others = [29.98, 30.0, 29.995001, math.nextafter(low, 0), math.nextafter(high, math.inf)]
+        for n, price in enumerate(matching + others):
+            assert repo.hold("widget", f"r{n}", 1, NOW, price) == (price in matching), price
+        assert repo.get("widget").available == 100 - len(matching)
+        assert repo.hold("whole", "r1", 1, NOW, 30.0)
+        assert repo.hold("whole", "r2", 1, NOW, 30.004)
+        assert not repo.hold("whole", "r3", 1, NOW, 29.99)
+        assert not repo.hold("nope", "r1", 1, NOW, 29.99)
 
     def test_release_hold_returns_the_units_once(self) -> None:
         repo = self.make_repo()
@@ -167,6 +184,22 @@ class ReservationRepositoryContract(ABC):
             "short",
             [shortage],
         )
+
+    def test_transition_returns_the_reservation_as_moved(self) -> None:
+        repo = self.make_repo()
+        repo.add(reservation(), [event()])
+        later = NOW + timedelta(seconds=1)
+        moved = repo.transition("res-1", [RESERVING], RESERVED, now=later, events=[event(event_id="e2")])
+        assert moved == replace(reservation(), status=RESERVED, updated_at=later) == repo.get("res-1")
+        released = repo.transition("res-1", [RESERVED], "released", now=later, reason="timeout")
+        assert released == replace(moved, status="released", reason="timeout") == repo.get("res-1")
+
+    def test_transition_for_an_order_moves_only_that_orders_reservation(self) -> None:
+        repo = self.make_repo()
+        repo.add(reservation())
+        assert repo.transition("res-1", [RESERVING], RESERVED, now=NOW, order_id="order-2") is None
+        assert repo.get("res-1").status == RESERVING
+        assert repo.transition("res-1", [RESERVING], RESERVED, now=NOW, order_id="order-1").status == RESERVED
 
     def test_transition_adds_its_events_to_the_outbox_only_when_it_moves(self) -> None:
         repo = self.make_repo()

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.inventory.domain import Reservation, Shortage, StockItem
+from services.inventory.domain import Reservation, Shortage, StockItem, price_bounds
 from shared.events import Envelope
 
 
@@ -63,11 +63,17 @@ class InMemoryStockRepository:
             item.updated_at = now
             return copy.deepcopy(item)
 
-    def hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
+    def hold(
+        self, product_id: str, reservation_id: str, quantity: int, now: datetime, price: float | None = None
+    ) -> bool:
         with self._lock:
             item = self._items.get(product_id)
             if item is None or item.available < quantity or reservation_id in item.holds:
                 return False
+            if price is not None:
+                low, high = price_bounds(price)  # the range the Mongo filter uses
+                if not low <= item.price <= high:
+                    return False
             item.available -= quantity
             item.reserved += quantity
             item.holds[reservation_id] = quantity
@@ -123,16 +129,19 @@ class InMemoryReservationRepository:
         status: str,
         *,
         now: datetime,
+        order_id: str | None = None,
         reason: str | None = None,
         detail: str | None = None,
         shortages: Sequence[Shortage] = (),
         events: Iterable[Envelope] = (),
-    ) -> bool:
+    ) -> Reservation | None:
         with self._lock:
             current = self._docs.get(reservation_id)
             if current is None or current.status not in from_statuses:
-                return False
-            self._docs[reservation_id] = replace(
+                return None
+            if order_id is not None and current.order_id != order_id:
+                return None
+            moved = self._docs[reservation_id] = replace(
                 current,
                 status=status,
                 updated_at=now,
@@ -141,7 +150,7 @@ class InMemoryReservationRepository:
                 shortages=list(shortages) or current.shortages,
             )
             self._add_events(reservation_id, list(events))
-            return True
+            return copy.deepcopy(moved)
 
     def add_reply(self, reservation_id: str, event: Envelope) -> bool:
         with self._lock:
@@ -172,3 +181,24 @@ class InMemoryReservationRepository:
             self.outboxes[reservation_id][event.event_id] = event.to_dict()
             self._replied[reservation_id].add(event.event_id)
             self.events.append(event)
+
+
+class CallLog:
+    """Wraps a repository and logs each call as ``"<name>.<method>"``: with the Mongo adapters (and
+    no document locks) every repository call is exactly one round trip to the store."""
+
+    def __init__(self, name: str, repository: Any, calls: list[str]) -> None:
+        self._name = name
+        self._repository = repository
+        self._calls = calls
+
+    def __getattr__(self, method: str) -> Any:
+        target = getattr(self._repository, method)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._calls.append(f"{self._name}.{method}")
+            return target(*args, **kwargs)
+
+        return call

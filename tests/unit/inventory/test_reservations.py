@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from services.inventory.domain import FAILED, RELEASED, RESERVED, RESERVING, Line, Reservation
+import pytest
+
+from services.inventory.domain import FAILED, RELEASED, RESERVED, RESERVING, InvalidOrder, Line, Reservation
 from services.inventory.service import InventoryService
 from tests.unit.inventory.conftest import TTL_S
 from tests.unit.inventory.fakes import FakeClock, InMemoryReservationRepository, InMemoryStockRepository
@@ -187,3 +189,116 @@ def test_an_active_reservation_has_a_timer_and_a_failed_one_does_not(
     reserve(service, "ok", ("mouse", 1))
     reserve(service, "short", ("rare_item", 6))
     assert reservations.timers == {"res_ok": clock() + timedelta(seconds=TTL_S)}
+
+
+# --- refusals: holds come first, and stock is read only to say why one was refused ---------------
+
+
+def failed_reply(reservations: InMemoryReservationRepository, order_id: str = "o1") -> dict:
+    [reply] = reservations.replies_to(order_id)
+    assert reply.event_type == "InventoryReservationFailed"
+    return reply.data
+
+
+def test_an_unknown_product_after_held_ones_fails_as_invalid_order_and_gives_their_units_back(
+    service: InventoryService, stock: InMemoryStockRepository, reservations: InMemoryReservationRepository
+) -> None:
+    # "zz_unknown" sorts last, so "keyboard" and "mouse" are held before it is refused.
+    reservation = reserve(service, "o1", ("mouse", 2), ("zz_unknown", 1), ("keyboard", 1), ("zz_unknown", 2))
+    assert (reservation.status, reservation.reason) == (FAILED, "invalid_order")
+    assert failed_reply(reservations) == {
+        "reservation_id": "res_o1",
+        "reason": "invalid_order",
+        "detail": "unknown product zz_unknown",
+        "items": [{"product_id": "zz_unknown", "requested": 3, "available": 0}],
+    }
+    assert (levels(stock, "mouse"), levels(stock, "keyboard")) == ((1000, 0, 0), (1000, 0, 0))
+    assert stock.get("mouse").holds == stock.get("keyboard").holds == {}
+    assert reservations.timers == {}
+
+
+def test_the_first_invalid_line_in_request_order_is_the_one_reported(
+    service: InventoryService, reservations: InMemoryReservationRepository
+) -> None:
+    # Holds go in product order ("apple" first); the report follows the order's own line order.
+    reserve(service, "o1", ("zebra", 1), ("apple", 2))
+    assert failed_reply(reservations)["detail"] == "unknown product zebra"
+
+
+def test_a_wrong_price_is_reported_before_a_shortage_and_holds_nothing(
+    service: InventoryService, stock: InMemoryStockRepository, reservations: InMemoryReservationRepository
+) -> None:
+    # "laptop" is short (50 left) and sorts first; "mouse" carries a price that is not the catalogue's.
+    cmd = reserve_command("o1", ("laptop", 51, 999.99), ("mouse", 3, 19.99))
+    reservation = service.reserve("res_o1", "o1", [Line("laptop", 51, 999.99), Line("mouse", 3, 19.99)], command=cmd)
+    assert (reservation.status, reservation.reason) == (FAILED, "invalid_order")
+    assert failed_reply(reservations) == {
+        "reservation_id": "res_o1",
+        "reason": "invalid_order",
+        "detail": "price 19.99 of mouse does not match the catalogue price 29.99",
+        "items": [{"product_id": "mouse", "requested": 3, "available": 1000}],
+    }
+    assert (levels(stock, "laptop"), levels(stock, "mouse")) == ((50, 0, 0), (1000, 0, 0))
+
+
+def test_a_wrong_price_after_a_held_product_gives_the_held_units_back(
+    service: InventoryService, stock: InMemoryStockRepository
+) -> None:
+    lines_ = [Line("keyboard", 1, 89.99), Line("mouse", 1, 29.98)]
+    reservation = service.reserve("res_o1", "o1", lines_, command=reserve_command("o1"))
+    assert (reservation.status, reservation.detail) == (
+        FAILED,
+        "price 29.98 of mouse does not match the catalogue price 29.99",
+    )
+    assert levels(stock, "keyboard") == (1000, 0, 0)
+
+
+def test_one_product_ordered_at_two_prices_is_invalid_even_when_one_of_them_is_right(
+    service: InventoryService, stock: InMemoryStockRepository, reservations: InMemoryReservationRepository
+) -> None:
+    lines_ = [Line("mouse", 1, 29.99), Line("mouse", 2, 19.99)]
+    reservation = service.reserve("res_o1", "o1", lines_, command=reserve_command("o1"))
+    assert (reservation.status, reservation.reason) == (FAILED, "invalid_order")
+    assert failed_reply(reservations)["items"] == [{"product_id": "mouse", "requested": 3, "available": 1000}]
+    assert levels(stock, "mouse") == (1000, 0, 0)
+
+
+def test_a_price_changed_since_a_crashed_attempt_took_its_hold_fails_the_resumed_attempt(
+    service: InventoryService,
+    stock: InMemoryStockRepository,
+    reservations: InMemoryReservationRepository,
+    clock: FakeClock,
+) -> None:
+    now = clock()
+    reservations.add(Reservation("res_o1", "o1", lines(("mouse", 2)), RESERVING, now, now, now, origin="saga"))
+    stock.hold("mouse", "res_o1", 2, now)
+    service.put_product("mouse", name=None, price=24.99, quantity=None)
+    cmd = reserve_command("o1", ("mouse", 2, 29.99))
+    reservation = service.reserve("res_o1", "o1", [Line("mouse", 2, 29.99)], command=cmd)
+    assert (reservation.status, reservation.reason) == (FAILED, "invalid_order")
+    assert "catalogue price 24.99" in reservation.detail
+    assert levels(stock, "mouse") == (1000, 0, 0)
+
+
+def test_a_hold_taken_at_the_right_price_by_a_crashed_attempt_counts_as_taken(
+    service: InventoryService,
+    stock: InMemoryStockRepository,
+    reservations: InMemoryReservationRepository,
+    clock: FakeClock,
+) -> None:
+    now = clock()
+    reservations.add(Reservation("res_o1", "o1", lines(("mouse", 2)), RESERVING, now, now, now, origin="saga"))
+    stock.hold("mouse", "res_o1", 2, now, 29.99)
+    cmd = reserve_command("o1", ("mouse", 2, 29.99))
+    assert service.reserve("res_o1", "o1", [Line("mouse", 2, 29.99)], command=cmd).status == RESERVED
+    assert levels(stock, "mouse") == (998, 2, 0)
+
+
+def test_a_rest_reservation_is_refused_before_anything_is_stored(
+    service: InventoryService, reservations: InMemoryReservationRepository
+) -> None:
+    with pytest.raises(InvalidOrder):
+        service.create_reservation("rest-order", [Line("mouse", 1), Line("unicorn", 1)])
+    with pytest.raises(InvalidOrder):
+        service.create_reservation("rest-order", [Line("mouse", 1, 1.0)])
+    assert reservations.timers == {} and reservations.outboxes == {}
