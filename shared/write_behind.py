@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 
 logger = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 0.1
-
 # The wanted state of one document: the fields to set (creating it if need be), or None to delete it.
 Wanted = Mapping[str, Any] | None
 
 
 class WriteBehind:
-    """The latest wanted state of each document, written in one bulk write every ``interval_s``.
+    """The latest wanted state of each document, written in one bulk write by each ``flush()``
+    (a Flusher calls it every so often).
 
     Only for data that something rebuilds after a crash (the orchestrator's saga timers, which
     ``reconcile_timers`` restores): a crash loses at most the writes of the last interval. A
@@ -28,14 +27,12 @@ class WriteBehind:
     instead of one per write.
     """
 
-    def __init__(self, collection: Collection, interval_s: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(self, collection: Collection) -> None:
         self._collection = collection
-        self._interval = interval_s
         self._lock = threading.Lock()
         # One flush at a time: two overlapping bulk writes could land an older state last.
         self._flushing = threading.Lock()
         self._pending: dict[Any, Wanted] = {}
-        self._stop = threading.Event()
 
     def set(self, doc_id: Any, fields: Mapping[str, Any]) -> None:
         """Have the document hold ``fields`` (created if missing) at the next flush."""
@@ -76,22 +73,33 @@ class WriteBehind:
             raise
         return len(requests)
 
+
+class Flushable(Protocol):
+    def flush(self) -> object:
+        """Write what was buffered; raise (keeping it) when the store is not reachable."""
+
+
+class Flusher:
+    """Flush some buffers every ``interval_s`` seconds, and once more when stopped (a worker's
+    background task: see run_worker)."""
+
+    def __init__(self, buffers: Sequence[Flushable], interval_s: float) -> None:
+        self._buffers = buffers
+        self._interval = interval_s
+        self._stop = threading.Event()
+
     def run(self) -> None:
-        """Flush every interval until stopped, then once more."""
         while not self._stop.wait(self._interval):
-            self._flush_logging_errors()
-        self._flush_logging_errors()
+            self._flush()
+        self._flush()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _flush_logging_errors(self) -> None:
-        try:
-            self.flush()
-        except Exception as err:
-            logger.warning(
-                "could not write %d waiting writes to %s, will retry: %s",
-                len(self.pending()),
-                self._collection.name,
-                err,
-            )
+    def _flush(self) -> None:
+        for buffer in self._buffers:
+            try:
+                buffer.flush()
+            except Exception as err:
+                # No traceback: during an outage this repeats every interval until the store is back.
+                logger.warning("could not write %s; it is kept for the next flush: %s", type(buffer).__name__, err)

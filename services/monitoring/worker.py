@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
@@ -19,6 +18,7 @@ from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import bind_handlers, make_consumer, topic_name
 from shared.mongo import is_transient
 from shared.runtime import connect, run_worker
+from shared.write_behind import Flusher
 
 logger = logging.getLogger(__name__)
 
@@ -97,35 +97,6 @@ class DeadLetterConsumer:
             logger.warning("could not store dead-letter offset %d-%d: %s", msg.partition(), msg.offset(), err)
 
 
-class Flushable(Protocol):
-    def flush(self) -> None:
-        """Write what was buffered; raise (keeping it) when the store is not reachable."""
-
-
-class Flusher:
-    """Write the buffered figures and feed every ``interval_s`` seconds, and once more when stopping."""
-
-    def __init__(self, buffers: Sequence[Flushable], interval_s: float = FLUSH_INTERVAL_S) -> None:
-        self._buffers = buffers
-        self._interval = interval_s
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._flush()
-        self._flush()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _flush(self) -> None:
-        for buffer in self._buffers:
-            try:
-                buffer.flush()
-            except Exception:
-                logger.exception("could not write %s; it is kept for the next flush", type(buffer).__name__)
-
-
 def main(settings: Settings | None = None) -> None:
     """Run the event consumer, the dead-letter consumer and the periodic jobs until SIGTERM."""
     settings = settings or load_settings("monitoring")
@@ -145,7 +116,7 @@ def main(settings: Settings | None = None) -> None:
         bind_handlers(HANDLERS, service),
         group_id=GROUP_ID,
         batch_handler=service.record_many,
-        background=[dlq, Flusher([figures, recent])],
+        background=[dlq, Flusher([figures, recent], FLUSH_INTERVAL_S)],
         periodic=[
             (settings.monitoring.health_poll_interval_s, service.poll_health),
             (HOUSEKEEPING_INTERVAL_S, service.housekeep),

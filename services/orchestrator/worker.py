@@ -11,7 +11,7 @@ from services.orchestrator.handlers import HANDLERS
 from shared.config import Settings, load_settings
 from shared.kafka_utils import bind_handlers
 from shared.runtime import connect, run_worker
-from shared.write_behind import WriteBehind
+from shared.write_behind import Flusher, WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 RECONCILE_INTERVAL_S = 300.0
 # Sagas kept in memory: far more than are in flight at once, a few MB (one saga is a few KB).
 SAGA_CACHE_SIZE = 2000
+# Timer writes wait this long to go out together (see WriteBehind).
+TIMER_FLUSH_INTERVAL_S = 0.1
 
 
 def main(settings: Settings | None = None) -> None:
@@ -37,7 +39,7 @@ def main(settings: Settings | None = None) -> None:
         clients,
         bind_handlers(HANDLERS, service),
         relay=relay,
-        background=[timer_writes],
+        background=[Flusher([timer_writes], TIMER_FLUSH_INTERVAL_S)],
         periodic=[
             (settings.saga.timer_interval_s, service.fire_due_timers),
             (RECONCILE_INTERVAL_S, service.reconcile_timers),

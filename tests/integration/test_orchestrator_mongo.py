@@ -253,7 +253,7 @@ def test_timer_writes_that_wait_are_coalesced_and_seen_by_the_timer_job(
 ) -> None:
     settings = service_settings("orchestrator", saga={"payment_timeout_s": 60, "order_timeout_s": 300})
     clock = FakeClock()
-    timer_writes = WriteBehind(mongo_db["saga_timers"], interval_s=3600)  # flushed only when asked
+    timer_writes = WriteBehind(mongo_db["saga_timers"])  # flushed only when asked
     repo = MongoSagaRepository(
         mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), timer_writes=timer_writes
     )
@@ -276,7 +276,7 @@ def test_a_crash_that_loses_waiting_timer_writes_is_repaired_by_reconciling(
     service_settings: Callable[..., Settings], mongo_db: Database
 ) -> None:
     settings = service_settings("orchestrator")
-    lost = WriteBehind(mongo_db["saga_timers"], interval_s=3600)
+    lost = WriteBehind(mongo_db["saga_timers"])
     crashed = MongoSagaRepository(
         mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), timer_writes=lost
     )

@@ -11,7 +11,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from shared.write_behind import WriteBehind
+from shared.write_behind import Flusher, WriteBehind
 
 
 def _bulk_updates() -> float:
@@ -20,7 +20,7 @@ def _bulk_updates() -> float:
 
 def test_the_latest_state_of_each_document_is_written_in_one_round_trip(mongo_db: Database) -> None:
     mongo_db["timers"].insert_one({"_id": "gone", "due": 1})
-    writes = WriteBehind(mongo_db["timers"], interval_s=3600)
+    writes = WriteBehind(mongo_db["timers"])
     for n in range(20):
         writes.set(f"t{n}", {"due": n})
     writes.set("t0", {"due": 100})  # replaces the waiting write of t0
@@ -37,7 +37,7 @@ def test_the_latest_state_of_each_document_is_written_in_one_round_trip(mongo_db
 
 def test_writes_that_fail_stay_waiting_unless_a_newer_one_replaced_them() -> None:
     nobody = MongoClient("mongodb://127.0.0.1:9", serverSelectionTimeoutMS=200, connectTimeoutMS=200)
-    writes = WriteBehind(nobody["db"]["timers"], interval_s=3600)
+    writes = WriteBehind(nobody["db"]["timers"])
     writes.set("a", {"due": 1})
     writes.set("b", {"due": 1})
     with pytest.raises(PyMongoError):
@@ -47,8 +47,9 @@ def test_writes_that_fail_stay_waiting_unless_a_newer_one_replaced_them() -> Non
 
 
 def test_the_flusher_writes_on_its_interval(mongo_db: Database) -> None:
-    writes = WriteBehind(mongo_db["timers"], interval_s=0.05)
-    thread = threading.Thread(target=writes.run)
+    writes = WriteBehind(mongo_db["timers"])
+    flusher = Flusher([writes], interval_s=0.05)
+    thread = threading.Thread(target=flusher.run)
     thread.start()
     try:
         writes.set("a", {"due": 1})
@@ -56,17 +57,18 @@ def test_the_flusher_writes_on_its_interval(mongo_db: Database) -> None:
         while not mongo_db["timers"].find_one({"_id": "a"}) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        writes.stop()
+        flusher.stop()
         thread.join(5)
     assert mongo_db["timers"].find_one({"_id": "a"})["due"] == 1
 
 
 def test_stopping_the_flusher_writes_what_waits(mongo_db: Database) -> None:
-    writes = WriteBehind(mongo_db["timers"], interval_s=3600)
-    thread = threading.Thread(target=writes.run)
+    writes = WriteBehind(mongo_db["timers"])
+    flusher = Flusher([writes], interval_s=3600)
+    thread = threading.Thread(target=flusher.run)
     thread.start()
     writes.set("a", {"due": 1})
-    writes.stop()
+    flusher.stop()
     thread.join(5)
     assert not thread.is_alive()
     assert mongo_db["timers"].find_one({"_id": "a"})["due"] == 1
