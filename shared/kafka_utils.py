@@ -329,27 +329,24 @@ class ConsumerRunner:
         with log_context(order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type):
             return self._count(msg.topic(), self._apply(msg, event, self._handlers[event.event_type]))
 
-    def process_batch(self, msgs: Sequence[Message]) -> bool:
-        """Handle messages together; return False when a stop interrupted them (store no offset then)."""
-        ready: list[tuple[Message, Envelope]] = []
-        for msg in msgs:
-            event = self._decode(msg)
-            if event == "interrupted":
-                return False
-            if isinstance(event, Envelope):
-                ready.append((msg, event))
-        return not ready or self._apply_batch(ready)
-
     def _run_batch(self, msgs: list[Message]) -> None:
-        good = []
+        """Handle fetched messages together; store their offsets unless a stop interrupted them."""
+        fetched: list[Message] = []
+        ready: list[tuple[Message, Envelope]] = []
         for msg in msgs:
             if msg.error():
                 self._on_error(msg.error())
-            else:
-                good.append(msg)
-        if good and self.process_batch(good):
-            for msg in good:
-                self._store(msg)
+                continue
+            fetched.append(msg)
+            event = self._decode(msg)
+            if event == "interrupted":
+                return
+            if isinstance(event, Envelope):
+                ready.append((msg, event))
+        if ready and not self._apply_batch(ready):
+            return
+        for msg in fetched:
+            self._store(msg)
 
     def _decode(self, msg: Message) -> Envelope | str:
         """The message's event if a handler wants it; otherwise how it was dealt with."""
