@@ -164,6 +164,18 @@ class MongoTimelineRepository:
         docs = self._open.find({"created_at": {"$lt": moment}}).sort("created_at", ASCENDING).limit(limit)
         return [OpenOrder(doc["_id"], doc["created_at"]) for doc in docs]
 
+    def due_for_check(self, moment: datetime, now: datetime, limit: int) -> list[OpenOrder]:
+        not_postponed = {"$or": [{"check_at": {"$exists": False}}, {"check_at": {"$lte": now}}]}
+        query = {"created_at": {"$lt": moment}, **not_postponed}
+        docs = self._open.find(query).sort("created_at", ASCENDING).limit(limit)
+        return [OpenOrder(doc["_id"], doc["created_at"]) for doc in docs]
+
+    def check_later(self, order_ids: Iterable[str], at: datetime) -> None:
+        ids = sorted(set(order_ids))
+        if ids:
+            # Never upserts: an order closed meanwhile stays closed.
+            self._open.bulk_write([UpdateOne({"_id": i}, {"$set": {"check_at": at}}) for i in ids], ordered=False)
+
 
 class MongoRecentEventRepository:
     """The feed behind GET /events: one small document per event, trimmed to the newest N."""

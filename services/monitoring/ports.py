@@ -28,6 +28,12 @@ class TimelineRepository(Protocol):
     def open_before(self, moment: datetime, limit: int) -> list[OpenOrder]:
         """Return up to ``limit`` open orders created before ``moment``, oldest first."""
 
+    def due_for_check(self, moment: datetime, now: datetime, limit: int) -> list[OpenOrder]:
+        """Like ``open_before``, leaving out orders whose next check (``check_later``) is after ``now``."""
+
+    def check_later(self, order_ids: Iterable[str], at: datetime) -> None:
+        """Leave these open orders out of ``due_for_check`` until ``at``."""
+
 
 class RecentEventRepository(Protocol):
     def add(self, order_id: str, event: TimelineEvent) -> None:

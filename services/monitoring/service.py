@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 # FerretDB sorts this feed in memory on every read, so it is kept short (/events serves up to 500).
 RECENT_EVENTS_KEPT = 1000
 OPEN_ORDERS_SCANNED = 1000
+# Housekeeping reads at most this many timelines of open orders per pass, and reads one that is
+# still running again only after OPEN_ORDER_RECHECK.
+OPEN_ORDERS_CHECKED = 100
+OPEN_ORDER_RECHECK = timedelta(minutes=5)
 OPEN_ORDER_RETENTION = timedelta(days=1)
 REPLAY_TIMEOUT_S = 10.0
 STATUS_EVENT = {"completed": "OrderCompleted", "failed": "OrderFailed"}
@@ -183,14 +187,23 @@ class MonitoringService:
         self._stats.trim_minutes(stats.minute_key(now - timedelta(minutes=stats.MINUTES_KEPT)))
         # Two consumers may handle an order's first and last events at once and leave it marked
         # open; the timeline knows better. Orders open for a day are given up on (and logged).
+        # Each pass reads a bounded number of timelines and an order still running is not read
+        # again for a while: under a backlog of thousands of slow orders this job would otherwise
+        # re-read them all every pass and slow down the very store that is behind.
         cutoff = now - timedelta(seconds=self._settings.alerts.stuck_saga_s)
-        for candidate in self._timelines.open_before(cutoff, OPEN_ORDERS_SCANNED):
+        ended: list[str] = []
+        running: list[str] = []
+        for candidate in self._timelines.due_for_check(cutoff, now, OPEN_ORDERS_CHECKED):
             timeline = self._timelines.get(candidate.order_id)
             if timeline is not None and timeline.status != "in_progress":
-                self._timelines.track({}, [candidate.order_id])
+                ended.append(candidate.order_id)
             elif now - candidate.created_at > OPEN_ORDER_RETENTION:
                 logger.warning("order %s never finished; no longer reporting it as stuck", candidate.order_id)
-                self._timelines.track({}, [candidate.order_id])
+                ended.append(candidate.order_id)
+            else:
+                running.append(candidate.order_id)
+        self._timelines.track({}, ended)
+        self._timelines.check_later(running, now + OPEN_ORDER_RECHECK)
 
     # -- health ------------------------------------------------------------------------------
 

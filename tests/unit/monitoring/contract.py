@@ -113,6 +113,19 @@ class TimelineRepositoryContract:
         repo.track({"a": at(0), "b": at(1)}, ["a"])
         assert [o.order_id for o in repo.open_before(at(50), 10)] == ["b"]
 
+    def test_orders_checked_later_are_left_out_of_the_check_until_then(self):
+        repo = self.make_repo()
+        repo.track({"a": at(0), "b": at(1), "c": at(2)}, [])
+        repo.check_later(["a", "gone"], at(500))
+        assert [o.order_id for o in repo.due_for_check(at(50), at(100), 10)] == ["b", "c"]
+        assert [o.order_id for o in repo.due_for_check(at(50), at(100), 1)] == ["b"]
+        assert [o.order_id for o in repo.due_for_check(at(50), at(500), 10)] == ["a", "b", "c"]
+        assert [o.order_id for o in repo.open_before(at(50), 10)] == ["a", "b", "c"]  # alerts still see them
+        repo.track({}, ["a"])
+        assert [o.order_id for o in repo.due_for_check(at(50), at(600), 10)] == ["b", "c"]
+        repo.check_later(["a"], at(700))  # closed meanwhile: stays closed
+        assert [o.order_id for o in repo.open_before(at(50), 10)] == ["b", "c"]
+
 
 class RecentEventRepositoryContract:
     def test_newest_events_come_first_and_can_be_filtered_by_type(self):

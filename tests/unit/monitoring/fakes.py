@@ -18,6 +18,7 @@ class InMemoryTimelineRepository:
         self.limit = limit
         self.docs: dict[str, dict[str, Any]] = {}
         self.open_orders: dict[str, datetime] = {}
+        self.check_at: dict[str, datetime] = {}
 
     def append(self, order_id: str, customer_id: str | None, event: TimelineEvent) -> Timeline | None:
         doc = self.docs.setdefault(order_id, {"customer_id": None, "events": []})
@@ -41,10 +42,18 @@ class InMemoryTimelineRepository:
         self.open_orders.update({k: v for k, v in opened.items() if k not in closed})
         for order_id in closed:
             self.open_orders.pop(order_id, None)
+            self.check_at.pop(order_id, None)
 
     def open_before(self, moment: datetime, limit: int) -> list[OpenOrder]:
         found = sorted((at, oid) for oid, at in self.open_orders.items() if at < moment)
         return [OpenOrder(oid, at) for at, oid in found[:limit]]
+
+    def due_for_check(self, moment: datetime, now: datetime, limit: int) -> list[OpenOrder]:
+        due = [o for o in self.open_before(moment, len(self.open_orders)) if self.check_at.get(o.order_id, now) <= now]
+        return due[:limit]
+
+    def check_later(self, order_ids: Iterable[str], at: datetime) -> None:
+        self.check_at.update({oid: at for oid in order_ids if oid in self.open_orders})
 
 
 class InMemoryRecentEventRepository:

@@ -122,6 +122,26 @@ def test_housekeeping_closes_open_orders_whose_timeline_has_ended(world: World):
     assert world.timelines.open_orders == {}
 
 
+def test_housekeeping_reads_a_bounded_number_of_running_orders_and_not_again_soon(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("services.monitoring.service.OPEN_ORDERS_CHECKED", 2)
+    long_ago = world.clock.now - timedelta(hours=1)
+    for order_id in ("o1", "o2", "o3"):
+        world.service.record(envelope("OrderCreated", order_id, long_ago))
+    reads: list[str] = []
+    read = world.timelines.get
+    monkeypatch.setattr(world.timelines, "get", lambda order_id: reads.append(order_id) or read(order_id))
+
+    world.service.housekeep()
+    world.service.housekeep()
+    world.clock.advance(6 * 60)
+    world.service.housekeep()
+
+    assert reads == ["o1", "o2", "o3", "o1", "o2"]
+    assert sorted(world.timelines.open_orders) == ["o1", "o2", "o3"]
+
+
 def test_housekeeping_trims_recent_events_and_old_minutes(world: World, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("services.monitoring.service.RECENT_EVENTS_KEPT", 2)
     for event in flow(world):
