@@ -79,6 +79,9 @@ class SagaSettings(_Section):
     payment_timeout_s: float = Field(gt=0)
     order_timeout_s: float = Field(gt=0)
     timer_interval_s: float = Field(gt=0)
+    # New orders wait in Kafka while this many sagas are in flight (0: no limit). Work in
+    # flight costs every write of the stock it holds; see services/orchestrator/admission.py.
+    max_in_flight: int = Field(default=200, ge=0)
 
 
 class InventorySettings(_Section):

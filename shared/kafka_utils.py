@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     Consumer,
@@ -49,6 +49,18 @@ BATCH_SECONDS = Histogram("event_batch_seconds", "Time spent handling one batch 
 BATCH_SIZE = Histogram(
     "event_batch_size", "Events handled together in one batch", ["group"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500)
 )
+
+
+class Gate(Protocol):
+    """Says when events of some types may be taken in; the rest of a consumer's topics flow on."""
+
+    event_types: frozenset[str]
+
+    def is_open(self) -> bool:
+        """Whether events of ``event_types`` may be consumed now (called before every poll)."""
+
+    def admitted(self, count: int) -> None:
+        """``count`` more such events were handled."""
 
 
 class PublishError(Exception):
@@ -248,6 +260,11 @@ class ConsumerRunner:
     one call, so a handler can write them in a few bulk round trips; the offsets are stored
     only after the call returns. A batch that fails for a reason other than an outage is
     handled again one event at a time by ``handlers``, which finds the event at fault.
+
+    With a ``gate``, the partitions of the gated event types' topics are paused while it is
+    closed (librdkafka drops what it fetched of them and resumes from the next unconsumed
+    offset), so the consumer takes in new work only at the pace the gate allows while events
+    of its other topics (replies to work in progress) keep flowing.
     """
 
     def __init__(
@@ -264,10 +281,15 @@ class ConsumerRunner:
         on_idle: Callable[[], None] | None = None,
         batch_handler: BatchHandler | None = None,
         max_batch: int = 500,
+        gate: Gate | None = None,
     ) -> None:
         unknown = set(handlers) - set(TOPIC_BY_EVENT)
         if unknown:
             raise ValueError(f"handlers for unknown event types: {sorted(unknown)}")
+        if gate is not None and not gate.event_types <= set(handlers):
+            raise ValueError(
+                f"the gate names event types without a handler: {sorted(gate.event_types - set(handlers))}"
+            )
         if inbox is not None and batch_handler is not None:
             raise ValueError("a batch handler must be idempotent by itself: it cannot use the inbox")
         self._consumer = consumer
@@ -284,6 +306,10 @@ class ConsumerRunner:
         self._stop = threading.Event()
         self._prefix = publisher.topic_prefix
         self.topics = sorted({self._prefix + TOPIC_BY_EVENT[t] for t in handlers})
+        self._gate = gate
+        self._gated_topics = {self._prefix + TOPIC_BY_EVENT[t] for t in gate.event_types} if gate else set()
+        self._gate_closed = False
+        self._assigned = threading.Event()  # set by a rebalance: new partitions come unpaused
 
     def stop(self, *_args: object) -> None:
         self._stop.set()
@@ -297,10 +323,11 @@ class ConsumerRunner:
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke)
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         logger.info("consuming %s as group %s", ", ".join(self.topics), self._group)
         try:
             while not self._stop.is_set():
+                self._follow_gate()
                 msg = self._consumer.poll(0.5)
                 if msg is None:
                     if self._on_idle:
@@ -451,6 +478,24 @@ class ConsumerRunner:
             # The partition was revoked meanwhile; its new owner re-reads the event.
             logger.warning("could not store offset for %s[%d]: %s", msg.topic(), msg.partition(), err)
 
+    def _follow_gate(self) -> None:
+        """Pause or resume the gated topics' partitions when the gate or the assignment changed."""
+        if self._gate is None:
+            return
+        closed = not self._gate.is_open()
+        if closed == self._gate_closed and not self._assigned.is_set():
+            return
+        self._assigned.clear()
+        gated = [p for p in self._consumer.assignment() if p.topic in self._gated_topics]
+        if gated:
+            (self._consumer.pause if closed else self._consumer.resume)(gated)
+        if closed != self._gate_closed:
+            logger.info("%s %s", "pausing" if closed else "resuming", ", ".join(sorted(self._gated_topics)))
+        self._gate_closed = closed
+
+    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self._assigned.set()
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             consumer.commit(asynchronous=False)
@@ -467,6 +512,8 @@ class ConsumerRunner:
 
     def _count(self, topic: str, outcome: str) -> str:
         EVENTS_CONSUMED.labels(self._group, topic, outcome).inc()
+        if self._gate is not None and outcome == "handled" and topic in self._gated_topics:
+            self._gate.admitted(1)
         return outcome
 
 

@@ -133,7 +133,8 @@ def ferretdb_argv(binary: Path, port: int, data_dir: Path, state_dir: Path, user
         f"--sqlite-url=file:{data_dir}/?_pragma=synchronous(NORMAL)",
         f"--listen-addr=127.0.0.1:{port}",
         f"--state-dir={state_dir}",
-        "--debug-addr=-",
+        # LOCAL_FERRETDB_DEBUG_ADDR=127.0.0.1:27018 serves /debug/pprof (CPU profiles of the store).
+        f"--debug-addr={os.environ.get('LOCAL_FERRETDB_DEBUG_ADDR', '-')}",
         "--telemetry=disable",
         "--test-enable-new-auth",
         f"--setup-username={username}",

@@ -23,6 +23,7 @@ from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import (
     BatchHandler,
     ConsumerRunner,
+    Gate,
     Handler,
     KafkaPublisher,
     ensure_topics,
@@ -106,6 +107,7 @@ def run_worker(
     background: list[Background] | None = None,
     inbox: bool = False,
     batch_handler: BatchHandler | None = None,
+    gate: Gate | None = None,
 ) -> None:
     """Consume this service's events until SIGTERM, running the relay and other jobs beside it.
 
@@ -114,7 +116,8 @@ def run_worker(
     a redelivered event changes nothing without an inbox. ``inbox=True`` records each handled
     event id for handlers that cannot say so; it costs two round trips per event.
     ``batch_handler`` takes every fetched event at once (see ConsumerRunner); ``handlers`` then
-    serve only to find the culprit in a batch that failed.
+    serve only to find the culprit in a batch that failed. ``gate`` paces the consumption of
+    some event types (see ConsumerRunner).
     """
     settings = clients.settings
     group_id = group_id or f"{settings.service}-service"
@@ -135,6 +138,7 @@ def run_worker(
         inbox=mongo_inbox,
         is_transient=is_transient,
         batch_handler=batch_handler,
+        gate=gate,
     )
     if mongo_inbox:
         retention = timedelta(seconds=settings.consumer.inbox_retention_s)

@@ -132,6 +132,11 @@ class MongoSagaRepository:
         cursor = self._timers.find({"due_at": {"$lte": now}}).sort("due_at", ASCENDING).limit(limit)
         return [Timer(doc["_id"], doc["due_at"], doc["kind"]) for doc in cursor]
 
+    def timed_count(self) -> int:
+        # Only the timers of sagas in flight exist, so this reads a small collection.
+        self._flush_timers()
+        return self._timers.count_documents({})
+
     def untimed_active(self, states: Iterable[str]) -> list[SagaState]:
         self._flush_timers()
         timed = {doc["_id"] for doc in self._timers.find({}, {"_id": 1})}

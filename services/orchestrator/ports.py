@@ -51,5 +51,8 @@ class SagaRepository(Protocol):
     def due_timers(self, now: datetime, limit: int) -> list[Timer]:
         """Return up to ``limit`` timers due at or before ``now``, earliest first."""
 
+    def timed_count(self) -> int:
+        """How many sagas have a timer, i.e. are in flight (every active saga has one)."""
+
     def untimed_active(self, states: Iterable[str]) -> list[SagaState]:
         """Return the sagas in ``states`` that have no timer (a crash between two writes)."""

@@ -6,6 +6,7 @@ import logging
 
 from pymongo.errors import PyMongoError
 
+from services.orchestrator.admission import SagaAdmission
 from services.orchestrator.app import SERVICE, bootstrap, mongo_sagas
 from services.orchestrator.handlers import HANDLERS
 from shared.config import Settings, load_settings
@@ -21,6 +22,8 @@ RECONCILE_INTERVAL_S = 300.0
 SAGA_CACHE_SIZE = 2000
 # Timer writes wait this long to go out together (see WriteBehind).
 TIMER_FLUSH_INTERVAL_S = 0.1
+# How often the sagas in flight are counted for the admission of new orders.
+ADMISSION_COUNT_INTERVAL_S = 0.5
 
 
 def main(settings: Settings | None = None) -> None:
@@ -35,13 +38,19 @@ def main(settings: Settings | None = None) -> None:
         service.reconcile_timers()
     except PyMongoError:
         logger.exception("could not check the saga timers at start; the periodic check will retry")
+    periodic = [
+        (settings.saga.timer_interval_s, service.fire_due_timers),
+        (RECONCILE_INTERVAL_S, service.reconcile_timers),
+    ]
+    admission = None
+    if settings.saga.max_in_flight:
+        admission = SagaAdmission(sagas.timed_count, settings.saga.max_in_flight)
+        periodic.append((ADMISSION_COUNT_INTERVAL_S, admission.refresh))
     run_worker(
         clients,
         bind_handlers(HANDLERS, service),
         relay=relay,
         background=[Flusher([timer_writes], TIMER_FLUSH_INTERVAL_S)],
-        periodic=[
-            (settings.saga.timer_interval_s, service.fire_due_timers),
-            (RECONCILE_INTERVAL_S, service.reconcile_timers),
-        ],
+        periodic=periodic,
+        gate=admission,
     )

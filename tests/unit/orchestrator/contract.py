@@ -127,6 +127,15 @@ class SagaRepositoryContract:
         repo.clear_timer("o-1")
         assert repo.due_timers(T0 + timedelta(days=1), 10) == []
 
+    def test_timed_count_counts_each_saga_with_a_timer_once(self, repo: SagaRepository) -> None:
+        assert repo.timed_count() == 0
+        repo.set_timer(Timer("o-1", T0, "order"))
+        repo.set_timer(Timer("o-1", T0 + timedelta(seconds=5), "payment"))
+        repo.set_timer(Timer("o-2", T0, "order"))
+        assert repo.timed_count() == 2
+        repo.clear_timer("o-1")
+        assert repo.timed_count() == 1
+
     def test_untimed_active_finds_active_sagas_without_a_timer(self, repo: SagaRepository) -> None:
         for order_id in ("timed", "untimed"):
             created, events = new_saga(order_id)

@@ -67,6 +67,9 @@ class InMemorySagaRepository:
     def due_timers(self, now: datetime, limit: int) -> list[Timer]:
         return sorted((t for t in self.timers.values() if t.due_at <= now), key=lambda t: t.due_at)[:limit]
 
+    def timed_count(self) -> int:
+        return len(self.timers)
+
     def untimed_active(self, states: Iterable[str]) -> list[SagaState]:
         wanted = set(states)
         return [s for s in self.sagas.values() if s.state in wanted and s.order_id not in self.timers]
