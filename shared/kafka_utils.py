@@ -108,6 +108,10 @@ def make_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consum
             "session.timeout.ms": kafka.session_timeout_ms,
             # Outages of Mongo are waited out inside the handler loop; give them room.
             "max.poll.interval.ms": 900_000,
+            # Bound the prefetch by size (and leave the message count, 100,000 per partition by
+            # default, out of the way), so a backlog does not grow the process.
+            "queued.max.messages.kbytes": kafka.consumer_queue_kb,
+            "queued.min.messages": 1000,
         }
     )
 
