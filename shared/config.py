@@ -45,7 +45,7 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(ge=1000)
     # What a consumer fetches ahead of its handler. librdkafka's default (64 MB) fills up in a
     # backlog and stays in every worker's RSS; a batch of 500 events is ~0.5 MB.
-    consumer_queue_kb: int = Field(default=4096, ge=256)
+    consumer_queue_kb: int = Field(default=4096, ge=256, le=2_097_151)
     # Prepended to every topic name, so test runs never share topics with `make run`.
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=40)
     # True when KAFKA_BOOTSTRAP_SERVERS points at a broker we must not start or stop.

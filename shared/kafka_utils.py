@@ -108,8 +108,9 @@ def make_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consum
             "session.timeout.ms": kafka.session_timeout_ms,
             # Outages of Mongo are waited out inside the handler loop; give them room.
             "max.poll.interval.ms": 900_000,
-            # Bound the prefetch by size (and leave the message count, 100,000 per partition by
-            # default, out of the way), so a backlog does not grow the process.
+            # Bound the prefetch (librdkafka's defaults, 100,000 messages per partition or 64 MB,
+            # fill up in a backlog and stay in the process): fetching stops at whichever of
+            # 1,000 messages per partition or consumer_queue_kb comes first.
             "queued.max.messages.kbytes": kafka.consumer_queue_kb,
             "queued.min.messages": 1000,
         }
@@ -497,7 +498,13 @@ class ConsumerRunner:
             logger.info("%s %s", "pausing" if closed else "resuming", ", ".join(sorted(self._gated_topics)))
         self._gate_closed = closed
 
-    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gated = [p for p in partitions if p.topic in self._gated_topics]
+        if gated and self._gate_closed:
+            # Take the assignment here and pause at once, so the poll that brought the rebalance
+            # cannot return an event the gate is holding back.
+            consumer.assign(partitions)
+            consumer.pause(gated)
         self._assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

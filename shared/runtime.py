@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -169,25 +168,12 @@ def run_worker(
         clients.publisher.flush(2)
 
 
-# A periodic job whose run takes long (a scan that grows with a backlog) waits this many times
-# its own run time before the next, so it takes at most a tenth of the time whatever the backlog.
-PERIODIC_WAIT_PER_RUN_TIME = 9.0
-
-
-def next_wait(interval: float, took: float) -> float:
-    """Seconds to wait before a periodic job runs again, given how long its last run took."""
-    return max(interval, PERIODIC_WAIT_PER_RUN_TIME * took)
-
-
 def _every(interval: float, job: Callable[[], object], stop: threading.Event) -> None:
-    wait = interval
-    while not stop.wait(wait):
-        started = time.monotonic()
+    while not stop.wait(interval):
         try:
             job()
         except Exception:
             logger.exception("periodic job %s failed; will run again", getattr(job, "__name__", job))
-        wait = next_wait(interval, time.monotonic() - started)
 
 
 class _Gunicorn(BaseApplication):

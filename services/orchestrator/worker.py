@@ -11,7 +11,7 @@ from services.orchestrator.app import SERVICE, bootstrap, mongo_sagas
 from services.orchestrator.handlers import HANDLERS
 from shared.config import Settings, load_settings
 from shared.kafka_utils import bind_handlers
-from shared.runtime import connect, run_worker
+from shared.runtime import Background, connect, run_worker
 from shared.write_behind import Flusher, WriteBehind
 
 logger = logging.getLogger(__name__)
@@ -38,19 +38,23 @@ def main(settings: Settings | None = None) -> None:
         service.reconcile_timers()
     except PyMongoError:
         logger.exception("could not check the saga timers at start; the periodic check will retry")
-    periodic = [
-        (settings.saga.timer_interval_s, service.fire_due_timers),
-        (RECONCILE_INTERVAL_S, service.reconcile_timers),
-    ]
+    background: list[Background] = [Flusher([timer_writes], TIMER_FLUSH_INTERVAL_S)]
     admission = None
     if settings.saga.max_in_flight:
-        admission = SagaAdmission(sagas.timed_count, settings.saga.max_in_flight)
-        periodic.append((ADMISSION_COUNT_INTERVAL_S, admission.refresh))
+        admission = SagaAdmission(sagas.timed_count, settings.saga.max_in_flight, ADMISSION_COUNT_INTERVAL_S)
+        try:
+            admission.refresh()  # after a restart in a backlog, the sagas already in flight count
+        except PyMongoError as err:
+            logger.warning("could not count the sagas in flight at start; counting again shortly: %s", err)
+        background.append(admission)
     run_worker(
         clients,
         bind_handlers(HANDLERS, service),
         relay=relay,
-        background=[Flusher([timer_writes], TIMER_FLUSH_INTERVAL_S)],
-        periodic=periodic,
+        background=background,
+        periodic=[
+            (settings.saga.timer_interval_s, service.fire_due_timers),
+            (RECONCILE_INTERVAL_S, service.reconcile_timers),
+        ],
         gate=admission,
     )

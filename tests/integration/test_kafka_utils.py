@@ -353,7 +353,7 @@ def test_a_closed_gate_keeps_its_events_waiting_while_the_other_topics_flow(live
     for order_id in other_orders:
         own_publisher.publish(event_for(order_id))
     own_publisher.flush(10)
-    gate = CountingGate(limit=3)
+    gate = CountingGate(limit=0)  # closed before the consumer joins: its first assignment is paused
     gated, other = Recorder(set(gated_orders)), Recorder(set(other_orders))
     group = unique("group")
     runner = ConsumerRunner(
@@ -369,6 +369,9 @@ def test_a_closed_gate_keeps_its_events_waiting_while_the_other_topics_flow(live
     thread.start()
     try:
         wait_for(lambda: len(other.seen) == 3, what="the events of the topic without a gate")
+        time.sleep(1)
+        assert gated.seen == []
+        gate.limit = 3
         wait_for(lambda: len(gated.seen) >= 3, what="the first gated events")
         time.sleep(2)  # room for events the gate should hold back to get through
         assert len(gated.seen) == 3

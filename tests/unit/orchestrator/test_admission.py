@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from services.orchestrator.admission import SagaAdmission
 
 
 class InFlight:
     def __init__(self, count: int) -> None:
         self.count = count
+        self.while_counting: Callable[[], None] = lambda: None
 
     def __call__(self) -> int:
+        self.while_counting()
         return self.count
 
 
@@ -33,10 +37,53 @@ def test_sagas_started_since_the_last_count_close_the_gate_before_the_next_count
 
 
 def test_a_new_count_replaces_the_local_tally_as_sagas_end():
-    in_flight = InFlight(10)
+    in_flight = InFlight(2)
     admission = SagaAdmission(in_flight, limit=10)
     admission.refresh()
-    admission.admitted(5)
-    in_flight.count = 4  # those five and others ended meanwhile
+    admission.admitted(7)
+    in_flight.count = 9  # the seven are in this count (their timers were written)
+    admission.refresh()
+    assert admission.is_open()  # 9, not 9 + 7
+
+
+def test_sagas_started_while_counting_stay_in_the_tally():
+    in_flight = InFlight(5)
+    admission = SagaAdmission(in_flight, limit=10)
+    admission.refresh()
+    admission.admitted(2)
+    in_flight.while_counting = lambda: admission.admitted(3)  # not in this count
+    admission.refresh()
+    assert admission.is_open()  # 5 + 3 = 8
+    admission.admitted(2)
+    assert not admission.is_open()  # 10
+
+
+def test_a_closed_gate_reopens_only_a_tenth_below_the_limit():
+    in_flight = InFlight(100)
+    admission = SagaAdmission(in_flight, limit=100)
+    admission.refresh()
+    assert not admission.is_open()
+    in_flight.count = 95
+    admission.refresh()
+    assert not admission.is_open()
+    in_flight.count = 89
     admission.refresh()
     assert admission.is_open()
+    in_flight.count = 95
+    admission.refresh()
+    assert admission.is_open()  # open stays open up to the limit
+
+
+def test_the_counting_loop_keeps_going_when_a_count_fails_and_stops_when_asked():
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("store unavailable")
+        admission.stop()
+        return 0
+
+    admission = SagaAdmission(flaky, limit=10, interval_s=0.001)
+    admission.run()
+    assert len(calls) == 2
