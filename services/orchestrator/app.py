@@ -15,6 +15,7 @@ from services.orchestrator.saga import Timeouts
 from services.orchestrator.service import Clock, SagaService
 from shared.config import Settings, load_settings
 from shared.events import utc_now
+from shared.mongo import is_transient
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients, connect
 from shared.web import create_service_app
@@ -51,7 +52,7 @@ def bootstrap(
         payment=timedelta(seconds=settings.saga.payment_timeout_s),
         order=timedelta(seconds=settings.saga.order_timeout_s),
     )
-    return SagaService(sagas, timeouts, clock or utc_now)
+    return SagaService(sagas, timeouts, clock or utc_now, is_transient)
 
 
 def create_app(settings: Settings | None = None, service: SagaService | None = None) -> Flask:

@@ -39,10 +39,17 @@ Decide = Callable[[SagaState | None, Context], Transition | None]
 class SagaService:
     """Apply events and deadlines to sagas with optimistic concurrency; read flows for the API."""
 
-    def __init__(self, sagas: SagaRepository, timeouts: saga.Timeouts, clock: Clock) -> None:
+    def __init__(
+        self,
+        sagas: SagaRepository,
+        timeouts: saga.Timeouts,
+        clock: Clock,
+        is_transient: Callable[[BaseException], bool] = lambda _err: False,
+    ) -> None:
         self._sagas = sagas
         self._timeouts = timeouts
         self._clock = clock
+        self._is_transient = is_transient
 
     def start(self, event: Envelope) -> Transition | None:
         """Start the saga of a new order; for an existing saga OrderCreated is just a late event."""
@@ -83,6 +90,13 @@ class SagaService:
                         self._sagas.clear_timer(timer.order_id)
             except SagaError as err:
                 logger.warning("timer of saga %s not applied, it runs again next time: %s", timer.order_id, err)
+                continue
+            except Exception as err:
+                if self._is_transient(err):
+                    raise  # the store is away: the whole pass waits for the next one
+                # One saga that cannot be read or decided must not stop every deadline behind
+                # it (the admission of new orders waits on sagas ending).
+                logger.exception("timer of saga %s failed; the other timers go on", timer.order_id)
                 continue
             changed += bool(result and result.changed)
         return changed

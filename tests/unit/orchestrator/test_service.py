@@ -145,6 +145,39 @@ def test_a_missed_payment_deadline_is_found_by_the_timer_job(
     assert OID not in repo.timers
 
 
+def test_a_saga_that_breaks_its_timer_does_not_stop_the_other_timers(
+    service: SagaService, repo: InMemorySagaRepository, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for order_id in ("broken", "fine"):
+        service.start(order_created(order_id))
+        service.advance(reply("InventoryReserved", order_id))
+    read = repo.get
+
+    def get(order_id: str):
+        if order_id == "broken":
+            raise KeyError("state")  # a document that no longer maps to a saga
+        return read(order_id)
+
+    monkeypatch.setattr(repo, "get", get)
+    clock.advance(60)
+    assert service.fire_due_timers() == 1
+    assert read("fine").failure_reason == "payment_timeout"
+
+
+def test_an_outage_stops_the_timer_pass_for_the_next_one_to_retry(
+    service: SagaService, repo: InMemorySagaRepository, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class StoreAway(Exception):
+        transient = True  # what shared.mongo.is_transient honours, as for a lost connection
+
+    service.start(order_created(OID))
+    service.advance(reply("InventoryReserved", OID))
+    monkeypatch.setattr(repo, "get", lambda _order_id: (_ for _ in ()).throw(StoreAway()))
+    clock.advance(60)
+    with pytest.raises(StoreAway):
+        service.fire_due_timers()
+
+
 def test_a_missed_order_deadline_releases_the_stock(
     service: SagaService, repo: InMemorySagaRepository, clock: FakeClock
 ) -> None:
