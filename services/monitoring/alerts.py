@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,21 +68,33 @@ def slow_processing_alert(p95_s: float | None, threshold_s: float) -> Alert | No
     return Alert("slow_processing", "warning", f"95% of orders take up to {p95_s:.1f}s to finish", p95_s, threshold_s)
 
 
-def stuck_sagas_alert(open_orders: Iterable[OpenOrder], now: datetime, threshold_s: float) -> Alert | None:
+@dataclass(frozen=True)
+class StuckOrders:
+    """Orders created longer ago than the threshold that have not ended, as housekeeping last
+    counted them (counting scans the open orders, too costly for every request in a backlog)."""
+
+    count: int = 0
+    oldest: OpenOrder | None = None
+    more: bool = False  # the count stopped at the scan's limit
+
+    @classmethod
+    def of(cls, stuck: Sequence[OpenOrder], limit: int) -> StuckOrders:
+        """Summarise up to ``limit`` stuck orders, oldest first."""
+        return cls(len(stuck), stuck[0] if stuck else None, len(stuck) >= limit)
+
+
+def stuck_sagas_alert(stuck: StuckOrders, threshold_s: float) -> Alert | None:
     """Alert when orders were created longer ago than the threshold and have not ended."""
-    stuck = sorted(
-        (o for o in open_orders if (now - o.created_at).total_seconds() > threshold_s),
-        key=lambda o: o.created_at,
-    )
-    if not stuck:
+    if not stuck.count or stuck.oldest is None:
         return None
+    shown = f"{stuck.count}+" if stuck.more else str(stuck.count)
     return Alert(
         "stuck_sagas",
         "warning",
-        f"{len(stuck)} order(s) without a final event for over {threshold_s:g}s (oldest {stuck[0].order_id})",
-        len(stuck),
+        f"{shown} order(s) without a final event for over {threshold_s:g}s (oldest {stuck.oldest.order_id})",
+        stuck.count,
         threshold_s,
-        since=stuck[0].created_at,
+        since=stuck.oldest.created_at,
     )
 
 
@@ -100,7 +112,7 @@ def evaluate(
     health: Iterable[ServiceHealth],
     minutes: Mapping[str, Mapping[str, int]],
     p95_s: float | None,
-    open_orders: Iterable[OpenOrder],
+    stuck: StuckOrders,
     dlq_growth: int,
     thresholds: AlertThresholds,
     now: datetime,
@@ -110,7 +122,7 @@ def evaluate(
         *service_alerts(health),
         error_rate_alert(minutes, now, thresholds.error_rate),
         slow_processing_alert(p95_s, thresholds.slow_order_s),
-        stuck_sagas_alert(open_orders, now, thresholds.stuck_saga_s),
+        stuck_sagas_alert(stuck, thresholds.stuck_saga_s),
         dlq_growth_alert(dlq_growth, thresholds.dlq_growth),
     ]
     alerts = [a for a in found if a is not None]

@@ -76,6 +76,7 @@ class Totals:
     duration_count: int = 0
     dlq_total: int = 0
     dlq_checkpoints: dict[str, int] = field(default_factory=dict)
+    stuck: dict[str, Any] = field(default_factory=dict)  # housekeeping's last count (StuckOrders)
 
     @classmethod
     def from_counters(cls, nested: Mapping[str, Any]) -> Totals:

@@ -17,7 +17,7 @@ from shared.config import Settings, load_settings
 from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import bind_handlers, make_consumer, topic_name
 from shared.mongo import is_transient
-from shared.runtime import connect, run_worker
+from shared.runtime import Paced, connect, run_worker
 from shared.write_behind import Flusher
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 GROUP_ID = "monitoring-service"
 DLQ_GROUP_ID = "monitoring-dlq"
 HOUSEKEEPING_INTERVAL_S = 10.0
+# Housekeeping scans the open orders; in a backlog of thousands that takes seconds of the store's
+# time, so it runs less often then, taking at most this share of the time.
+HOUSEKEEPING_SHARE = 0.05
 FLUSH_INTERVAL_S = 1.0
 
 
@@ -119,6 +122,6 @@ def main(settings: Settings | None = None) -> None:
         background=[dlq, Flusher([figures, recent], FLUSH_INTERVAL_S)],
         periodic=[
             (settings.monitoring.health_poll_interval_s, service.poll_health),
-            (HOUSEKEEPING_INTERVAL_S, service.housekeep),
+            (HOUSEKEEPING_INTERVAL_S, Paced(service.housekeep, HOUSEKEEPING_SHARE)),
         ],
     )

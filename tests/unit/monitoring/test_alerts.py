@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.monitoring import alerts
 from services.monitoring.domain import OpenOrder, ServiceHealth
-from tests.unit.monitoring.conftest import World
+from tests.unit.monitoring.conftest import World, envelope
 
 NOW = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
 
@@ -48,12 +48,13 @@ def test_slow_processing_alerts_only_above_the_threshold():
     assert alerts.slow_processing_alert(None, 30) is None
 
 
-def test_orders_open_longer_than_the_threshold_are_stuck():
-    orders = [OpenOrder("young", NOW - timedelta(seconds=10)), OpenOrder("old", NOW - timedelta(seconds=500))]
-    alert = alerts.stuck_sagas_alert(orders, NOW, 120)
-    assert (alert.value, alert.since) == (1, NOW - timedelta(seconds=500))
-    assert "old" in alert.message
-    assert alerts.stuck_sagas_alert(orders[:1], NOW, 120) is None
+def test_stuck_orders_alert_with_their_count_and_oldest():
+    oldest = OpenOrder("old", NOW - timedelta(seconds=500))
+    alert = alerts.stuck_sagas_alert(alerts.StuckOrders.of([oldest, OpenOrder("next", NOW)], limit=10), 120)
+    assert (alert.value, alert.since) == (2, NOW - timedelta(seconds=500))
+    assert alert.message.startswith("2 order(s)") and "old" in alert.message
+    assert alerts.stuck_sagas_alert(alerts.StuckOrders.of([oldest], limit=1), 120).message.startswith("1+ order(s)")
+    assert alerts.stuck_sagas_alert(alerts.StuckOrders(), 120) is None
 
 
 def test_dlq_growth_alerts_from_the_threshold_on():
@@ -72,12 +73,14 @@ def test_a_quiet_system_has_no_alerts(world: World):
     assert world.service.alerts() == []
 
 
-def test_stuck_orders_are_found_from_the_open_orders(world: World):
-    world.timelines.track(
-        {"o-stuck": world.clock.now - timedelta(seconds=121), "o-fresh": world.clock.now - timedelta(seconds=5)}, []
-    )
+def test_stuck_orders_are_counted_by_housekeeping_and_alerted_from_its_count(world: World):
+    world.service.record(envelope("OrderCreated", "o-stuck", world.clock.now - timedelta(seconds=121)))
+    world.service.record(envelope("OrderCreated", "o-fresh", world.clock.now - timedelta(seconds=5)))
+    assert [a for a in world.service.alerts() if a.name == "stuck_sagas"] == []  # not counted yet
+    world.service.housekeep()
     found = [a for a in world.service.alerts() if a.name == "stuck_sagas"]
-    assert [a.value for a in found] == [1]
+    assert [(a.value, a.since) for a in found] == [(1, world.clock.now - timedelta(seconds=121))]
+    assert "o-stuck" in found[0].message
 
 
 def test_dlq_growth_is_measured_against_the_poll_before_the_last(world: World):
