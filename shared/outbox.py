@@ -35,6 +35,8 @@ BULK_CHUNK = 50
 CLEAR_INTERVAL_S = 0.05
 CLEAR_BATCH = BULK_CHUNK
 PENDING_FILTER = {"outbox": {"$exists": True, "$ne": {}}}
+# The recovery rescans take at most this share of the time (see _scan_periodically).
+RECOVERY_SHARE = 0.02
 
 
 def outbox_document(events: Iterable[Envelope]) -> dict[str, dict[str, Any]]:
@@ -118,13 +120,18 @@ class OutboxRelay:
 
     def _scan_periodically(self, rescan: bool) -> None:
         # Its own thread: a slow scan must not hold up the events that are being written now.
+        # The scan reads every document of the collections (a store without a usable index on
+        # the outbox, like FerretDB, reads them all), so it grows with the history: rescans are
+        # paced to a small share of the time.
         failures = 0
         while not self._stop.is_set():
             try:
+                started = time.monotonic()
                 self.recover()
                 if not rescan:
                     return
-                failures, wait = 0, self._recover_interval
+                took = time.monotonic() - started
+                failures, wait = 0, max(self._recover_interval, took / RECOVERY_SHARE - took)
             except Exception as err:
                 failures += 1
                 wait = min(self._recover_interval, self._retry_interval * 2**failures)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -167,33 +166,6 @@ def run_worker(
         if relay:
             relay.stop(timeout=3)  # what is not published by then stays in the outbox for next time
         clients.publisher.flush(2)
-
-
-class Paced:
-    """A periodic job that takes at most ``share`` of the time: after a run that took t seconds,
-    the calls within t / share - t seconds are skipped.
-
-    For jobs that are pure upkeep and whose cost grows with the data (a scan of every open order
-    in a backlog): they slow down with the backlog instead of taking the store with them.
-    """
-
-    def __init__(self, job: Callable[[], object], share: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._job = job
-        self._share = share
-        self._clock = clock
-        self._next = float("-inf")
-        self.__name__ = getattr(job, "__name__", "job")
-
-    def __call__(self) -> bool:
-        """Run the job unless it is resting; return whether it ran."""
-        started = self._clock()
-        if started < self._next:
-            return False
-        try:
-            self._job()
-        finally:
-            self._next = started + (self._clock() - started) / self._share
-        return True
 
 
 def _every(interval: float, job: Callable[[], object], stop: threading.Event) -> None:

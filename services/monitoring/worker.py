@@ -17,7 +17,8 @@ from shared.config import Settings, load_settings
 from shared.events import DEAD_LETTER_TOPIC
 from shared.kafka_utils import bind_handlers, make_consumer, topic_name
 from shared.mongo import is_transient
-from shared.runtime import Paced, connect, run_worker
+from shared.pacing import Paced
+from shared.runtime import connect, run_worker
 from shared.write_behind import Flusher
 
 logger = logging.getLogger(__name__)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+import pytest
 from pymongo.errors import AutoReconnect
 
 from shared.events import Envelope
@@ -91,3 +93,27 @@ def test_without_rescans_the_relay_scans_once_at_start():
     finally:
         relay.stop(timeout=1)
     assert things.scans == 2  # and once it succeeded, no more
+
+
+def test_a_slow_rescan_waits_until_it_has_used_only_its_share_of_the_time(monkeypatch):
+    clock = [100.0]
+
+    class SlowThings(ThingsCollection):
+        def find(self, _filter: dict, _projection: dict) -> list[dict]:
+            clock[0] += 10.0  # a scan of a long history
+            return super().find(_filter, _projection)
+
+    class StopAfterFirstWait(threading.Event):
+        waits: list[float] = []
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waits.append(timeout or 0.0)
+            self.set()
+            return True
+
+    monkeypatch.setattr("shared.outbox.time.monotonic", lambda: clock[0])
+    relay = OutboxRelay(AcceptingPublisher(), [SlowThings()], recover_interval_s=300)  # type: ignore[list-item]
+    stop = StopAfterFirstWait()
+    relay._stop = stop
+    relay._scan_periodically(rescan=True)
+    assert stop.waits == [pytest.approx(10.0 / 0.02 - 10.0)]  # 490 s rather than 300

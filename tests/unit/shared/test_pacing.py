@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.runtime import Paced
+from shared.pacing import Paced
 
 
 class Clock:
