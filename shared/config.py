@@ -84,7 +84,7 @@ class SagaSettings(_Section):
     timer_interval_s: float = Field(gt=0)
     # New orders wait in Kafka while this many sagas are in flight (0: no limit). Work in
     # flight costs every write of the stock it holds; see services/orchestrator/admission.py.
-    max_in_flight: int = Field(default=200, ge=0)
+    max_in_flight: int = Field(default=1000, ge=0)
 
 
 class InventorySettings(_Section):
