@@ -291,10 +291,9 @@ class ConsumerRunner:
         unknown = set(handlers) - set(TOPIC_BY_EVENT)
         if unknown:
             raise ValueError(f"handlers for unknown event types: {sorted(unknown)}")
-        if gate is not None and not gate.event_types <= set(handlers):
-            raise ValueError(
-                f"the gate names event types without a handler: {sorted(gate.event_types - set(handlers))}"
-            )
+        ungated = set(gate.event_types) - set(handlers) if gate else set()
+        if ungated:
+            raise ValueError(f"the gate names event types without a handler: {sorted(ungated)}")
         if inbox is not None and batch_handler is not None:
             raise ValueError("a batch handler must be idempotent by itself: it cannot use the inbox")
         self._consumer = consumer
@@ -314,7 +313,7 @@ class ConsumerRunner:
         self._gate = gate
         self._gated_topics = {self._prefix + TOPIC_BY_EVENT[t] for t in gate.event_types} if gate else set()
         self._gate_closed = False
-        self._assigned = threading.Event()  # set by a rebalance: new partitions come unpaused
+        self._reassigned = False  # set by a rebalance (inside poll): new partitions come unpaused
 
     def stop(self, *_args: object) -> None:
         self._stop.set()
@@ -488,9 +487,9 @@ class ConsumerRunner:
         if self._gate is None:
             return
         closed = not self._gate.is_open()
-        if closed == self._gate_closed and not self._assigned.is_set():
+        if closed == self._gate_closed and not self._reassigned:
             return
-        self._assigned.clear()
+        self._reassigned = False
         gated = [p for p in self._consumer.assignment() if p.topic in self._gated_topics]
         if gated:
             (self._consumer.pause if closed else self._consumer.resume)(gated)
@@ -505,7 +504,7 @@ class ConsumerRunner:
             # cannot return an event the gate is holding back.
             consumer.assign(partitions)
             consumer.pause(gated)
-        self._assigned.set()
+        self._reassigned = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:

@@ -25,6 +25,7 @@ from pymongo.errors import PyMongoError
 
 from shared.events import Envelope
 from shared.locks import LockingCollection
+from shared.pacing import rest_after
 from shared.ports import EventPublisher
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class OutboxRelay:
                 if not rescan:
                     return
                 took = time.monotonic() - started
-                failures, wait = 0, max(self._recover_interval, took / RECOVERY_SHARE - took)
+                failures, wait = 0, max(self._recover_interval, rest_after(took, RECOVERY_SHARE))
             except Exception as err:
                 failures += 1
                 wait = min(self._recover_interval, self._retry_interval * 2**failures)

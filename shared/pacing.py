@@ -6,6 +6,11 @@ import time
 from collections.abc import Callable
 
 
+def rest_after(took: float, share: float) -> float:
+    """Seconds to rest after a run that took ``took`` so that runs take ``share`` of the time."""
+    return took / share - took
+
+
 class Paced:
     """A periodic job that takes at most ``share`` of the time: after a run that took t seconds,
     the calls within t / share - t seconds are skipped.
@@ -29,5 +34,6 @@ class Paced:
         try:
             self._job()
         finally:
-            self._next = started + (self._clock() - started) / self._share
+            took = self._clock() - started
+            self._next = started + took + rest_after(took, self._share)
         return True

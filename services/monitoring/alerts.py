@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.monitoring.domain import OpenOrder, ServiceHealth
 from services.monitoring.stats import window_count
@@ -81,6 +82,24 @@ class StuckOrders:
     def of(cls, stuck: Sequence[OpenOrder], limit: int) -> StuckOrders:
         """Summarise up to ``limit`` stuck orders, oldest first."""
         return cls(len(stuck), stuck[0] if stuck else None, len(stuck) >= limit)
+
+    def figures(self) -> dict[str, Any]:
+        """The form it is stored in among the monitoring figures."""
+        oldest = self.oldest
+        return {
+            "count": self.count,
+            "more": self.more,
+            "oldest_id": oldest.order_id if oldest else None,
+            "oldest_at": oldest.created_at if oldest else None,
+        }
+
+    @classmethod
+    def from_figures(cls, stored: Mapping[str, Any]) -> StuckOrders:
+        """Read back what ``figures`` stored (nothing stored: no stuck orders)."""
+        oldest = None
+        if stored.get("oldest_id") and stored.get("oldest_at"):
+            oldest = OpenOrder(stored["oldest_id"], stored["oldest_at"])
+        return cls(int(stored.get("count", 0)), oldest, bool(stored.get("more")))
 
 
 def stuck_sagas_alert(stuck: StuckOrders, threshold_s: float) -> Alert | None:

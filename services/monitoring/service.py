@@ -18,7 +18,6 @@ from services.monitoring.domain import (
     TERMINAL_EVENTS,
     InvalidOrderId,
     NotReplayable,
-    OpenOrder,
     ServiceHealth,
     Timeline,
     TimelineEvent,
@@ -206,17 +205,7 @@ class MonitoringService:
         self._timelines.track({}, ended)
         self._timelines.check_later(running, now + OPEN_ORDER_RECHECK)
         stuck = rules.StuckOrders.of(self._timelines.open_before(cutoff, OPEN_ORDERS_SCANNED), OPEN_ORDERS_SCANNED)
-        oldest = stuck.oldest
-        self._stats.set(
-            {
-                "stuck": {
-                    "count": stuck.count,
-                    "more": stuck.more,
-                    "oldest_id": oldest.order_id if oldest else None,
-                    "oldest_at": oldest.created_at if oldest else None,
-                }
-            }
-        )
+        self._stats.set({"stuck": stuck.figures()})
 
     # -- health ------------------------------------------------------------------------------
 
@@ -269,7 +258,7 @@ class MonitoringService:
             health=self.current_health(),
             minutes=self._minutes(now),
             p95_s=stats.quantile(totals.cumulative_buckets(), 0.95),
-            stuck=_stuck_orders(totals.stuck),
+            stuck=rules.StuckOrders.from_figures(totals.stuck),
             dlq_growth=totals.dlq_growth,
             thresholds=thresholds,
             now=now,
@@ -335,11 +324,3 @@ class MonitoringService:
 def _check(event: Envelope) -> None:
     if len(event.order_id) > MAX_ORDER_ID_LENGTH:
         raise InvalidOrderId(f"order id longer than {MAX_ORDER_ID_LENGTH} characters")
-
-
-def _stuck_orders(stored: dict[str, Any]) -> rules.StuckOrders:
-    """Housekeeping's last count of stuck orders, as it stored it in the figures."""
-    oldest = None
-    if stored.get("oldest_id") and stored.get("oldest_at"):
-        oldest = OpenOrder(stored["oldest_id"], stored["oldest_at"])
-    return rules.StuckOrders(int(stored.get("count", 0)), oldest, bool(stored.get("more")))
