@@ -84,7 +84,14 @@ class SagaSettings(_Section):
     timer_interval_s: float = Field(gt=0)
     # New orders wait in Kafka while this many sagas are in flight (0: no limit). Work in
     # flight costs every write of the stock it holds; see services/orchestrator/admission.py.
-    max_in_flight: int = Field(default=1000, ge=0)
+    max_in_flight: int = Field(default=200, ge=0)
+    # Within that ceiling, as many as keep sagas ending within this time (None: a quarter of the
+    # order deadline); see SagaWindow.
+    admission_target_s: float | None = Field(default=None, gt=0)
+
+    @property
+    def admission_target(self) -> float:
+        return self.admission_target_s or self.order_timeout_s / 4
 
 
 class InventorySettings(_Section):

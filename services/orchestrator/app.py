@@ -12,7 +12,7 @@ from services.orchestrator.locks import SAGA_LOCK, MongoSagaLocks
 from services.orchestrator.mongo import MongoSagaRepository
 from services.orchestrator.ports import SagaRepository
 from services.orchestrator.saga import Timeouts
-from services.orchestrator.service import Clock, SagaService
+from services.orchestrator.service import Clock, SagaEnded, SagaService
 from shared.config import Settings, load_settings
 from shared.events import utc_now
 from shared.mongo import is_transient
@@ -43,6 +43,7 @@ def bootstrap(
     clients: Clients | None = None,
     sagas: SagaRepository | None = None,
     clock: Clock | None = None,
+    saga_ended: SagaEnded | None = None,
 ) -> SagaService:
     """Build the saga service; without ``sagas`` it connects to Mongo and starts the outbox relay."""
     if sagas is None:
@@ -52,7 +53,7 @@ def bootstrap(
         payment=timedelta(seconds=settings.saga.payment_timeout_s),
         order=timedelta(seconds=settings.saga.order_timeout_s),
     )
-    return SagaService(sagas, timeouts, clock or utc_now, is_transient)
+    return SagaService(sagas, timeouts, clock or utc_now, is_transient, saga_ended)
 
 
 def create_app(settings: Settings | None = None, service: SagaService | None = None) -> Flask:

@@ -33,6 +33,8 @@ MAX_WRITE_ATTEMPTS = 10
 TIMER_BATCH = 100
 
 Clock = Callable[[], datetime]
+# Told the start and end of every saga that ends here (the admission's latency window listens).
+SagaEnded = Callable[[datetime, datetime], None]
 Decide = Callable[[SagaState | None, Context], Transition | None]
 
 
@@ -45,11 +47,13 @@ class SagaService:
         timeouts: saga.Timeouts,
         clock: Clock,
         is_transient: Callable[[BaseException], bool] = lambda _err: False,
+        saga_ended: SagaEnded | None = None,
     ) -> None:
         self._sagas = sagas
         self._timeouts = timeouts
         self._clock = clock
         self._is_transient = is_transient
+        self._saga_ended = saga_ended
 
     def start(self, event: Envelope) -> Transition | None:
         """Start the saga of a new order; for an existing saga OrderCreated is just a late event."""
@@ -157,6 +161,8 @@ class SagaService:
             if written:
                 self._sync_timer(outcome.saga, before=current)
                 _observe(current, outcome.saga)
+                if self._saga_ended and _ends(current, outcome.saga):
+                    self._saga_ended(outcome.saga.created_at, outcome.saga.updated_at)
                 return outcome
             logger.info("saga %s changed concurrently (attempt %d); applying again", order_id, attempt)
             # A random pause breaks the lockstep of two writers that keep reading the same version.
@@ -183,11 +189,15 @@ def _timeout(current: SagaState | None, ctx: Context) -> Transition | None:
     return saga.on_timeout(current, ctx) if current is not None else None
 
 
+def _ends(before: SagaState | None, after: SagaState) -> bool:
+    return after.state in (COMPLETED, FAILED) and (before is None or before.state != after.state)
+
+
 def _observe(before: SagaState | None, after: SagaState) -> None:
     if after.order is not None and (before is None or before.order is None):
         SAGAS_STARTED.inc()
     if before is None or before.state != after.state:
-        if after.state in (COMPLETED, FAILED):
+        if _ends(before, after):
             SAGA_DURATION.observe(max(0.0, (after.updated_at - after.created_at).total_seconds()))
         if after.state == COMPLETED:
             SAGAS_COMPLETED.inc()

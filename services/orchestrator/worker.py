@@ -6,10 +6,11 @@ import logging
 
 from pymongo.errors import PyMongoError
 
-from services.orchestrator.admission import SagaAdmission
+from services.orchestrator.admission import SagaAdmission, SagaWindow
 from services.orchestrator.app import SERVICE, bootstrap, mongo_sagas
 from services.orchestrator.handlers import HANDLERS
 from shared.config import Settings, load_settings
+from shared.events import utc_now
 from shared.kafka_utils import bind_handlers
 from shared.runtime import Background, connect, run_worker
 from shared.write_behind import Flusher, WriteBehind
@@ -33,20 +34,21 @@ def main(settings: Settings | None = None) -> None:
     # The consumer writes every saga it reads; the API (which only reads) keeps no copies.
     timer_writes = WriteBehind(clients.db["saga_timers"])
     sagas, relay = mongo_sagas(clients, cache_size=SAGA_CACHE_SIZE, timer_writes=timer_writes)
-    service = bootstrap(settings, clients=clients, sagas=sagas)
-    try:
-        service.reconcile_timers()
-    except PyMongoError:
-        logger.exception("could not check the saga timers at start; the periodic check will retry")
     background: list[Background] = [Flusher([timer_writes], TIMER_FLUSH_INTERVAL_S)]
     admission = None
     if settings.saga.max_in_flight:
-        admission = SagaAdmission(sagas.timed_count, settings.saga.max_in_flight, ADMISSION_COUNT_INTERVAL_S)
+        window = SagaWindow(settings.saga.max_in_flight, settings.saga.admission_target, since=utc_now())
+        admission = SagaAdmission(sagas.timed_count, settings.saga.max_in_flight, ADMISSION_COUNT_INTERVAL_S, window)
         try:
             admission.refresh()  # after a restart in a backlog, the sagas already in flight count
         except PyMongoError as err:
             logger.warning("could not count the sagas in flight at start; counting again shortly: %s", err)
         background.append(admission)
+    service = bootstrap(settings, clients=clients, sagas=sagas, saga_ended=admission.ended if admission else None)
+    try:
+        service.reconcile_timers()
+    except PyMongoError:
+        logger.exception("could not check the saga timers at start; the periodic check will retry")
     run_worker(
         clients,
         bind_handlers(HANDLERS, service),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -327,3 +328,24 @@ def test_compensations_are_counted_by_reason(service: SagaService) -> None:
     service.advance(reply("OrderCancelRequested", OID))
 
     assert metric("saga_compensations_total", reason="cancelled") == before + 1
+
+
+def test_the_service_tells_when_a_saga_ends_and_how_long_it_took(
+    settings: Settings, repo: InMemorySagaRepository, clock: FakeClock
+) -> None:
+    ended: list[tuple[datetime, datetime]] = []
+    service = bootstrap(settings, sagas=repo, clock=clock, saga_ended=lambda start, end: ended.append((start, end)))
+
+    service.start(order_created(OID))
+    service.advance(reply("InventoryReserved", OID))
+    clock.advance(5)
+    service.advance(reply("PaymentCompleted", OID))
+    service.advance(reply("PaymentCompleted", OID))  # a redelivery ends nothing
+
+    assert ended == [(T0, T0 + timedelta(seconds=5))]
+    service.start(order_created("o-2"))
+    clock.advance(300)
+    service.fire_due_timers()  # the order deadline: compensation, not the end yet
+    assert len(ended) == 1
+    service.advance(reply("InventoryReleased", "o-2"))
+    assert ended[1] == (T0 + timedelta(seconds=5), T0 + timedelta(seconds=305))
