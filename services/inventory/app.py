@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, service: InventoryService | Non
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
         if relay:
-            relay.start(rescan=False)  # the worker rescans periodically
+            relay.start(scan=False)  # the worker scans for leftovers
         checks = clients.health_checks()
     app = create_service_app(settings, "inventory", checks, import_name=__name__)
     app.extensions["inventory"] = service

@@ -48,7 +48,7 @@ def bootstrap(
     """Build the saga service; without ``sagas`` it connects to Mongo and starts the outbox relay."""
     if sagas is None:
         sagas, relay = mongo_sagas(clients or connect(settings))
-        relay.start(rescan=False)  # the worker rescans periodically
+        relay.start(scan=False)  # the worker scans for leftovers
     timeouts = Timeouts(
         payment=timedelta(seconds=settings.saga.payment_timeout_s),
         order=timedelta(seconds=settings.saga.order_timeout_s),

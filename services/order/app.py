@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, service: OrderService | None = 
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
         if relay is not None:
-            relay.start(rescan=False)  # the worker rescans periodically
+            relay.start(scan=False)  # the worker scans for leftovers
         checks = clients.health_checks()
     app = create_service_app(settings, "order", checks, import_name=__name__)
     app.extensions["order"] = service

@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, service: PaymentService | None 
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
         if relay:
-            relay.start(rescan=False)  # REST refunds queue PaymentRefunded; the worker rescans
+            relay.start(scan=False)  # REST refunds queue PaymentRefunded; the worker scans
         checks = clients.health_checks()
     app = create_service_app(settings, "payment", checks, import_name=__name__)
     app.extensions["payment"] = service

@@ -18,8 +18,9 @@ class ThingsCollection:
 
     full_name = "shop.things"
 
-    def __init__(self, scan_failures: int = 0) -> None:
+    def __init__(self, scan_failures: int = 0, leftovers: list[dict] | None = None) -> None:
         self.scan_failures = scan_failures
+        self.leftovers = leftovers or []
         self.scans = 0
         self.reads = 0
         self.cleared: list[Any] = []
@@ -28,7 +29,7 @@ class ThingsCollection:
         self.scans += 1
         if self.scans <= self.scan_failures:
             raise AutoReconnect("the scan timed out")
-        return []
+        return list(self.leftovers)
 
     def find_one(self, _filter: dict, _projection: dict) -> dict | None:
         self.reads += 1
@@ -81,18 +82,32 @@ def test_a_failing_recovery_scan_neither_holds_up_new_events_nor_stops_retrying(
     assert len(things.cleared) == 1
 
 
-def test_without_rescans_the_relay_scans_once_at_start():
-    things, publisher = ThingsCollection(scan_failures=1), AcceptingPublisher()
+def test_an_api_relay_never_scans_and_leaves_leftovers_to_the_worker():
+    things, publisher = ThingsCollection(), AcceptingPublisher()
     relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, recover_interval_s=0.01)  # type: ignore[list-item]
-    relay.start(rescan=False)
+    relay.start(scan=False)
     try:
         relay.notify(things, "doc-1", [Envelope("NotificationSent", "order-1", "test")])  # type: ignore[arg-type]
         assert wait_until(lambda: len(publisher.published) == 1)
-        assert wait_until(lambda: things.scans == 2)  # a failed start-up scan is still retried
         time.sleep(0.1)
     finally:
         relay.stop(timeout=1)
-    assert things.scans == 2  # and once it succeeded, no more
+    assert things.scans == 0
+
+
+def test_recovery_publishes_the_events_it_scanned_without_reading_each_document_again(monkeypatch):
+    monkeypatch.setattr("shared.outbox.RECOVERY_QUEUE_LIMIT", 2)  # the scan must wait for the relay
+    events = [Envelope("NotificationSent", f"order-{n}", "test") for n in range(7)]
+    leftovers = [{"_id": f"doc-{n}", "outbox": {e.event_id: e.to_dict()}} for n, e in enumerate(events)]
+    things, publisher = ThingsCollection(leftovers=leftovers), AcceptingPublisher()
+    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01)  # type: ignore[list-item]
+    relay.start()
+    try:
+        assert wait_until(lambda: len(publisher.published) == 7)
+    finally:
+        relay.stop(timeout=1)
+    assert sorted(publisher.published) == sorted(e.event_id for e in events)
+    assert things.reads == 0
 
 
 def test_a_slow_rescan_waits_until_it_has_used_only_its_share_of_the_time(monkeypatch):
@@ -115,5 +130,5 @@ def test_a_slow_rescan_waits_until_it_has_used_only_its_share_of_the_time(monkey
     relay = OutboxRelay(AcceptingPublisher(), [SlowThings()], recover_interval_s=300)  # type: ignore[list-item]
     stop = StopAfterFirstWait()
     relay._stop = stop
-    relay._scan_periodically(rescan=True)
+    relay._scan_periodically()
     assert stop.waits == [pytest.approx(10.0 / 0.02 - 10.0)]  # 490 s rather than 300
