@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pymongo
+from prometheus_client import Gauge
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
@@ -46,6 +47,15 @@ RECOVERY_SHARE = 0.02
 # A recovery scan waits while this many documents are queued: it reads their events with it, and
 # tens of thousands of leftovers must not all sit in memory at once.
 RECOVERY_QUEUE_LIMIT = 2000
+
+
+# A relay that falls behind shows here first: its documents keep their entries, and a recovery
+# scan meanwhile would publish them a second time.
+OUTBOX_BACKLOG = Gauge(
+    "outbox_backlog",
+    "Documents queued for the relay plus events published and not yet cleared from their documents",
+    multiprocess_mode="livesum",
+)
 
 
 def outbox_document(events: Iterable[Envelope]) -> dict[str, dict[str, Any]]:
@@ -174,6 +184,7 @@ class OutboxRelay:
                     self._pending.put((n, d, tuple(e) if e is not None else None))
                 raise
         self._publisher.poll(0)
+        OUTBOX_BACKLOG.set(self._pending.qsize() + len(self._in_flight))
         # Publishing happens at once; clearing waits to gather acknowledgements, so that one bulk
         # write clears many documents (at most every CLEAR_INTERVAL_S, or CLEAR_BATCH of them).
         now = time.monotonic()
