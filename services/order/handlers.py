@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.order.domain import Transition, is_failure_reason, now
 from services.order.service import OrderService
@@ -10,42 +10,39 @@ from shared.events import Envelope
 from shared.kafka_utils import PermanentError
 
 
-def order_validated(service: OrderService, event: Envelope) -> None:
-    """Mark the order validated."""
-    service.apply(event.order_id, Transition("validated", now()))
+def validated(event: Envelope) -> Transition:
+    """The order is validated."""
+    return Transition("validated", now())
 
 
-def inventory_reserved(service: OrderService, event: Envelope) -> None:
-    """Mark the order's stock reserved and remember the reservation."""
-    reservation_id = _text(event, "reservation_id")
-    service.apply(event.order_id, Transition("inventory_reserved", now(), reservation_id=reservation_id))
+def inventory_reserved(event: Envelope) -> Transition:
+    """The order's stock is reserved: remember the reservation."""
+    return Transition("inventory_reserved", now(), reservation_id=_text(event, "reservation_id"))
 
 
-def payment_requested(service: OrderService, event: Envelope) -> None:
-    """Mark the order as being paid and remember the payment."""
-    payment_id = _text(event, "payment_id")
-    service.apply(event.order_id, Transition("payment_processing", now(), payment_id=payment_id))
+def payment_requested(event: Envelope) -> Transition:
+    """The order is being paid: remember the payment."""
+    return Transition("payment_processing", now(), payment_id=_text(event, "payment_id"))
 
 
-def order_completed(service: OrderService, event: Envelope) -> None:
-    """Mark the order completed with its payment and reservation."""
-    transition = Transition(
+def completed(event: Envelope) -> Transition:
+    """The order completed with its payment and reservation."""
+    return Transition(
         "completed",
         now(),
         payment_id=_text(event, "payment_id", required=False),
         reservation_id=_text(event, "reservation_id", required=False),
     )
-    service.apply(event.order_id, transition)
 
 
-def order_failed(service: OrderService, event: Envelope) -> None:
-    """Mark the order failed with the saga's reason and detail."""
+def failed(event: Envelope) -> Transition:
+    """The order failed with the saga's reason and detail."""
     reason = event.data.get("reason")
     if not is_failure_reason(reason):
         raise PermanentError(f"OrderFailed has an unknown reason {reason!r}")
     detail = event.data.get("detail")
     detail = str(detail)[:1000] if detail is not None else None
-    service.apply(event.order_id, Transition("failed", now(), failure_reason=reason, failure_detail=detail))
+    return Transition("failed", now(), failure_reason=reason, failure_detail=detail)
 
 
 def _text(event: Envelope, name: str, *, required: bool = True) -> str | None:
@@ -57,10 +54,31 @@ def _text(event: Envelope, name: str, *, required: bool = True) -> str | None:
     return value
 
 
-HANDLERS: dict[str, Callable[[OrderService, Envelope], None]] = {
-    "OrderValidated": order_validated,
+TRANSITIONS: dict[str, Callable[[Envelope], Transition]] = {
+    "OrderValidated": validated,
     "InventoryReserved": inventory_reserved,
     "PaymentRequested": payment_requested,
-    "OrderCompleted": order_completed,
-    "OrderFailed": order_failed,
+    "OrderCompleted": completed,
+    "OrderFailed": failed,
 }
+
+
+def apply_event(service: OrderService, event: Envelope) -> None:
+    """Apply one report (the runner's way to find the culprit in a batch that failed)."""
+    service.apply(event.order_id, TRANSITIONS[event.event_type](event))
+
+
+def apply_batch(service: OrderService, events: Sequence[Envelope]) -> dict[str, PermanentError]:
+    """Apply every fetched report in a read and a bulk write; return the unusable ones by event id."""
+    refused: dict[str, PermanentError] = {}
+    moves = []
+    for event in events:
+        try:
+            moves.append((event.order_id, TRANSITIONS[event.event_type](event)))
+        except PermanentError as err:
+            refused[event.event_id] = err
+    service.apply_many(moves)
+    return refused
+
+
+HANDLERS: dict[str, Callable[[OrderService, Envelope], None]] = dict.fromkeys(TRANSITIONS, apply_event)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from services.order.domain import Cursor, Item, Order, OrderExists, StatusChange, Transition, predecessors
+from services.order.domain import (
+    Cursor,
+    Item,
+    Order,
+    OrderExists,
+    StatusChange,
+    StatusMoves,
+    Transition,
+    predecessors,
+)
 from services.order.ports import IdempotencyRecord
 from shared.events import TERMINAL_STATUSES, Envelope
-from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
 
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 # The outbox may still hold an OrderCreated event with the card number: never read it back.
@@ -70,6 +80,27 @@ class MongoOrderRepository:
         )
         return result.modified_count == 1
 
+    def statuses(self, order_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(set(order_ids))
+        return {doc["_id"]: doc["status"] for doc in self._orders.find({"_id": {"$in": ids}}, {"status": 1})}
+
+    def advance_many(self, moves: Sequence[StatusMoves]) -> set[str]:
+        written: set[str] = set()
+        for start in range(0, len(moves), BULK_CHUNK):
+            chunk = moves[start : start + BULK_CHUNK]
+            requests = [UpdateOne({"_id": m.order_id, "status": m.start}, _moves_update(m)) for m in chunk]
+            result = self._orders.bulk_write(requests, ordered=False)
+            if result.modified_count == len(chunk):
+                written.update(m.order_id for m in chunk)
+                continue
+            # Someone else moved some of them meanwhile: a bulk write does not say which, the
+            # orders do (their status and time are then exactly what these moves wrote).
+            found = self._orders.find({"_id": {"$in": [m.order_id for m in chunk]}}, {"status": 1, "updated_at": 1})
+            now_at = {doc["_id"]: (doc["status"], _utc(doc["updated_at"])) for doc in found}
+            last = {m.order_id: (m.transitions[-1].status, m.transitions[-1].at) for m in chunk}
+            written.update(oid for oid, state in now_at.items() if last[oid] == state)
+        return written
+
     def request_cancel(self, order_id: str, at: datetime, events: list[Envelope]) -> bool:
         result = self._orders.update_one(
             {
@@ -105,6 +136,19 @@ class MongoOrderRepository:
 
     def purge_keys(self, older_than: datetime) -> int:
         return self._keys.delete_many({"created_at": {"$lt": older_than}}).deleted_count
+
+
+def _moves_update(moves: StatusMoves) -> dict[str, Any]:
+    """The one update that makes all of an order's moves, as advance() would one by one."""
+    fields: dict[str, Any] = {}
+    for transition in moves.transitions:
+        fields.update(transition.fields())
+    last = moves.transitions[-1]
+    history = [{"status": t.status, "at": t.at} for t in moves.transitions]
+    return {
+        "$set": {"status": last.status, "updated_at": last.at, **fields},
+        "$push": {"status_history": {"$each": history}},
+    }
 
 
 def to_document(order: Order) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from services.order.domain import (
     Transition,
     iso,
     now,
+    plan_moves,
 )
 from services.order.ports import IdempotencyRecord, OrderRepository
 from shared.events import Envelope, new_id
@@ -29,6 +31,8 @@ SOURCE = "order"
 
 ORDERS_CREATED = Counter("orders_created_total", "Orders placed")
 STATUS_TRANSITIONS = Counter("order_status_transitions_total", "Order status changes", ["status"])
+# A batch whose orders keep changing under it is applied one move at a time after this many reads.
+BATCH_ATTEMPTS = 3
 ORDERS_FAILED = Counter("orders_failed_total", "Orders that failed, by reason", ["reason"])
 
 
@@ -114,17 +118,33 @@ class OrderService:
     def apply(self, order_id: str, transition: Transition) -> bool:
         """Move the order's status forward as the saga reports; ignore stale or foreign reports."""
         if self._orders.advance(order_id, transition):
-            STATUS_TRANSITIONS.labels(transition.status).inc()
-            if transition.status == "failed":
-                ORDERS_FAILED.labels(transition.failure_reason or "unknown").inc()
-            logger.info("order %s is now %s", order_id, transition.status)
+            _moved(order_id, transition)
             return True
         order = self._orders.get(order_id)
-        if order is None:
-            logger.info("ignoring %s for unknown order %s", transition.status, order_id)
-        else:
-            logger.debug("ignoring %s for order %s, which is %s", transition.status, order_id, order.status)
+        _ignored(order_id, transition, order.status if order else None)
         return False
+
+    def apply_many(self, moves: Sequence[tuple[str, Transition]]) -> int:
+        """Apply many status moves in two round trips, with the outcome of ``apply`` on each in
+        turn; return how many moved an order."""
+        moved = 0
+        pending = list(moves)
+        for _attempt in range(BATCH_ATTEMPTS):
+            plans, stale = plan_moves(self._orders.statuses(oid for oid, _t in pending), pending)
+            for order_id, transition, status in stale:
+                _ignored(order_id, transition, status)
+            written = self._orders.advance_many(plans) if plans else set()
+            for plan in plans:
+                if plan.order_id in written:
+                    moved += len(plan.transitions)
+                    for transition in plan.transitions:
+                        _moved(plan.order_id, transition)
+            # An order another writer moved meanwhile is planned again on its new status.
+            retry = {plan.order_id for plan in plans} - written
+            pending = [(oid, t) for oid, t in pending if oid in retry]
+            if not pending:
+                return moved
+        return moved + sum(self.apply(order_id, transition) for order_id, transition in pending)
 
     def purge_idempotency_keys(self) -> int:
         """Forget idempotency keys older than their time to live."""
@@ -140,6 +160,20 @@ class OrderService:
         STATUS_TRANSITIONS.labels("pending").inc()
         logger.info("order %s placed by %s for %.2f", order_id, order.customer_id, order.total_amount)
         return order
+
+
+def _moved(order_id: str, transition: Transition) -> None:
+    STATUS_TRANSITIONS.labels(transition.status).inc()
+    if transition.status == "failed":
+        ORDERS_FAILED.labels(transition.failure_reason or "unknown").inc()
+    logger.info("order %s is now %s", order_id, transition.status)
+
+
+def _ignored(order_id: str, transition: Transition, status: str | None) -> None:
+    if status is None:
+        logger.info("ignoring %s for unknown order %s", transition.status, order_id)
+    else:
+        logger.debug("ignoring %s for order %s, which is %s", transition.status, order_id, status)
 
 
 def created_event(order: Order, request: NewOrder) -> Envelope:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.order.app import bootstrap
-from services.order.handlers import HANDLERS
+from services.order.handlers import HANDLERS, apply_batch
 from shared.config import Settings, load_settings
 from shared.kafka_utils import bind_handlers
 from shared.runtime import connect, run_worker
@@ -22,4 +22,6 @@ def main(settings: Settings | None = None) -> None:
         bind_handlers(HANDLERS, service),
         relay=relay,
         periodic=[(KEY_PURGE_INTERVAL_S, service.purge_idempotency_keys)],
+        # Every fetched report at once: a read of their orders' statuses and one bulk write.
+        batch_handler=lambda events: apply_batch(service, events),
     )

@@ -1,4 +1,4 @@
-"""The order worker applies the saga's events from the real Kafka to an order in the real Mongo."""
+"""The order worker applies the saga's events from the real Kafka to an order in the real Mongo, in batches."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from services.order.app import bootstrap
 from services.order.domain import Order
-from services.order.handlers import HANDLERS
+from services.order.handlers import HANDLERS, apply_batch
 from services.order.mongo import MongoOrderRepository
 from services.order.service import OrderService
 from shared.config import Settings
@@ -58,6 +58,7 @@ def test_worker_moves_an_order_to_completed_from_kafka_events(
         group_id=group,
         retry=settings.consumer,
         is_transient=is_transient,
+        batch_handler=lambda events: apply_batch(service, events),  # as the worker runs it
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
     thread.start()

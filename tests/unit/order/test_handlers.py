@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from itertools import zip_longest
 from typing import Any
 
 import pytest
 
-from services.order.handlers import HANDLERS
+from services.order.app import bootstrap
+from services.order.domain import Order, Transition, now
+from services.order.handlers import HANDLERS, TRANSITIONS, apply_batch
 from services.order.service import OrderService
 from shared.events import Envelope
 from shared.kafka_utils import PermanentError
+from tests.unit.order.fakes import InMemoryOrderRepository
 from tests.unit.order.samples import new_order
 
 DATA: dict[str, dict[str, Any]] = {
@@ -104,3 +108,99 @@ def test_dead_letters_events_with_unusable_data(
     with pytest.raises(PermanentError):
         deliver(service, order_id, event_type, **data)
     assert service.get_order(order_id).status == "pending"
+
+
+# --- a batch at once ------------------------------------------------------------------------
+
+
+def report(order_id: str, event_type: str, **data: Any) -> Envelope:
+    return Envelope(event_type=event_type, order_id=order_id, source="orchestrator", data={**DATA[event_type], **data})
+
+
+def snapshot(service: OrderService, order_id: str) -> tuple:
+    order = service.get_order(order_id)
+    return (
+        order.status,
+        order.reservation_id,
+        order.payment_id,
+        order.failure_reason,
+        [c.status for c in order.status_history],
+    )
+
+
+HAPPY = ["OrderValidated", "InventoryReserved", "PaymentRequested", "OrderCompleted"]
+BATCHES = {
+    "in order": HAPPY,
+    "out of order": ["InventoryReserved", "OrderValidated", "OrderCompleted", "PaymentRequested"],
+    "redelivered": ["OrderValidated", "OrderValidated", "InventoryReserved", "InventoryReserved"],
+    "failed midway": ["OrderValidated", "OrderFailed", "InventoryReserved", "OrderCompleted"],
+    "terminal first": ["OrderCompleted", "OrderValidated"],
+}
+
+
+@pytest.mark.parametrize("name", BATCHES)
+def test_a_batch_has_the_outcome_of_its_events_one_by_one(make_settings, name: str) -> None:
+    one_by_one, batched = (bootstrap(make_settings("order"), orders=InMemoryOrderRepository())[0] for _ in range(2))
+    ids = [service.place_order(new_order())[0].order_id for service in (one_by_one, batched)]
+    # Interleave a second order's happy path, so a batch holds several orders.
+    others = [service.place_order(new_order())[0].order_id for service in (one_by_one, batched)]
+    for service, oid, other in zip((one_by_one, batched), ids, others, strict=True):
+        mine = [report(oid, t) for t in BATCHES[name]]
+        theirs = [report(other, t) for t in HAPPY]
+        batch = [e for pair in zip_longest(mine, theirs) for e in pair if e is not None]
+        if service is one_by_one:
+            for event in batch:
+                HANDLERS[event.event_type](service, event)
+        else:
+            assert apply_batch(service, batch) == {}
+    assert snapshot(batched, ids[1]) == snapshot(one_by_one, ids[0])
+    assert (
+        snapshot(batched, others[1])
+        == snapshot(one_by_one, others[0])
+        == (
+            "completed",
+            "res-1",
+            "pay-1",
+            None,
+            ["pending", "validated", "inventory_reserved", "payment_processing", "completed"],
+        )
+    )
+
+
+def test_a_batch_refuses_unusable_events_and_applies_the_rest(service: OrderService, order_id: str) -> None:
+    bad = report(order_id, "OrderFailed", reason="bored")
+    refused = apply_batch(service, [report(order_id, "OrderValidated"), bad, report("nobody", "OrderValidated")])
+    assert list(refused) == [bad.event_id]
+    assert isinstance(refused[bad.event_id], PermanentError)
+    assert service.get_order(order_id).status == "validated"
+
+
+class RacingRepository(InMemoryOrderRepository):
+    """Another writer moves ``order_id`` to ``status`` just before the first bulk write."""
+
+    def __init__(self, order_id: str, status: str) -> None:
+        super().__init__()
+        self.race = (order_id, status)
+        self.bulk_writes = 0
+
+    def advance_many(self, moves):  # type: ignore[no-untyped-def]
+        self.bulk_writes += 1
+        if self.bulk_writes == 1:
+            order_id, status = self.race
+            self.advance(order_id, Transition(status, now(), payment_id="pay-other"))
+        return super().advance_many(moves)
+
+
+def test_an_order_moved_by_another_writer_meanwhile_is_planned_again(make_settings) -> None:
+    repo = RacingRepository("o-1", "payment_processing")
+    service = bootstrap(make_settings("order"), orders=repo)[0]
+    repo.orders["o-1"] = Order.place("o-1", new_order(), now())
+    repo.orders["o-2"] = Order.place("o-2", new_order(), now())
+    batch = [
+        report(oid, t) for oid in ("o-1", "o-2") for t in ("OrderValidated", "InventoryReserved", "OrderCompleted")
+    ]
+    assert service.apply_many([(e.order_id, TRANSITIONS[e.event_type](e)) for e in batch]) == 4
+    assert repo.bulk_writes == 2
+    assert [c.status for c in repo.orders["o-1"].status_history] == ["pending", "payment_processing", "completed"]
+    assert repo.orders["o-1"].payment_id == "pay-1"  # the completion's payment id came last
+    assert repo.orders["o-2"].status == "completed"
