@@ -6,7 +6,6 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -140,37 +139,6 @@ class Order:
             status_history=(*self.status_history, StatusChange(transition.status, transition.at)),
             **transition.fields(),
         )
-
-
-@dataclass(frozen=True)
-class StatusMoves:
-    """The moves of one order that go in one write: from status ``start`` through ``transitions``."""
-
-    order_id: str
-    start: str
-    transitions: tuple[Transition, ...]
-
-
-def plan_moves(
-    statuses: Mapping[str, str], moves: Sequence[tuple[str, Transition]]
-) -> tuple[list[StatusMoves], list[tuple[str, Transition, str | None]]]:
-    """Fold each order's moves, in the order given, onto its current status.
-
-    Return the writes that move orders forward, and the moves that would not (with the status
-    they met, None for an unknown order): the outcome of applying the moves one at a time.
-    """
-    current: dict[str, str | None] = {}
-    forward: dict[str, list[Transition]] = {}
-    stale: list[tuple[str, Transition, str | None]] = []
-    for order_id, transition in moves:
-        status = current.setdefault(order_id, statuses.get(order_id))
-        if status is None or status not in predecessors(transition.status):
-            stale.append((order_id, transition, status))
-            continue
-        current[order_id] = transition.status
-        forward.setdefault(order_id, []).append(transition)
-    plans = [StatusMoves(oid, statuses[oid], tuple(transitions)) for oid, transitions in forward.items()]
-    return plans, stale
 
 
 def predecessors(status: str) -> tuple[str, ...]:

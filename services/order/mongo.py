@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +16,6 @@ from services.order.domain import (
     Order,
     OrderExists,
     StatusChange,
-    StatusMoves,
     Transition,
     predecessors,
 )
@@ -71,35 +70,28 @@ class MongoOrderRepository:
 
     def advance(self, order_id: str, transition: Transition) -> bool:
         # The status condition makes the move atomic: concurrent or late events cannot undo it.
-        result = self._orders.update_one(
-            {"_id": order_id, "status": {"$in": list(predecessors(transition.status))}},
-            {
-                "$set": {"status": transition.status, "updated_at": transition.at, **transition.fields()},
-                "$push": {"status_history": {"status": transition.status, "at": transition.at}},
-            },
-        )
+        result = self._orders.update_one(*_advance(order_id, transition))
         return result.modified_count == 1
 
-    def statuses(self, order_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(set(order_ids))
-        return {doc["_id"]: doc["status"] for doc in self._orders.find({"_id": {"$in": ids}}, {"status": 1})}
-
-    def advance_many(self, moves: Sequence[StatusMoves]) -> set[str]:
-        written: set[str] = set()
+    def advance_many(self, moves: Sequence[tuple[str, Transition]]) -> list[bool]:
+        # One ordered bulk write of advance()'s conditional updates: each statement sees the ones
+        # before it, so the outcome is that of one by one. (A read of the orders' statuses first
+        # would be a full scan on FerretDB, which does not use the _id index for $in.)
+        applied: list[bool] = []
         for start in range(0, len(moves), BULK_CHUNK):
             chunk = moves[start : start + BULK_CHUNK]
-            requests = [UpdateOne({"_id": m.order_id, "status": m.start}, _moves_update(m)) for m in chunk]
-            result = self._orders.bulk_write(requests, ordered=False)
+            result = self._orders.bulk_write([UpdateOne(*_advance(oid, t)) for oid, t in chunk], ordered=True)
             if result.modified_count == len(chunk):
-                written.update(m.order_id for m in chunk)
+                applied += [True] * len(chunk)
                 continue
-            # Someone else moved some of them meanwhile: a bulk write does not say which, the
-            # orders do (their status and time are then exactly what these moves wrote).
-            found = self._orders.find({"_id": {"$in": [m.order_id for m in chunk]}}, {"status": 1, "updated_at": 1})
-            now_at = {doc["_id"]: (doc["status"], _utc(doc["updated_at"])) for doc in found}
-            last = {m.order_id: (m.transitions[-1].status, m.transitions[-1].at) for m in chunk}
-            written.update(oid for oid, state in now_at.items() if last[oid] == state)
-        return written
+            # Some were stale: a bulk write does not say which, the orders' histories do.
+            histories = {oid: self._history(oid) for oid in {oid for oid, _t in chunk}}
+            applied += [(t.status, t.at) in histories[oid] for oid, t in chunk]
+        return applied
+
+    def _history(self, order_id: str) -> set[tuple[str, datetime]]:
+        doc = self._orders.find_one({"_id": order_id}, {"status_history": 1})
+        return {(c["status"], _utc(c["at"])) for c in (doc or {}).get("status_history", [])}
 
     def request_cancel(self, order_id: str, at: datetime, events: list[Envelope]) -> bool:
         result = self._orders.update_one(
@@ -138,17 +130,15 @@ class MongoOrderRepository:
         return self._keys.delete_many({"created_at": {"$lt": older_than}}).deleted_count
 
 
-def _moves_update(moves: StatusMoves) -> dict[str, Any]:
-    """The one update that makes all of an order's moves, as advance() would one by one."""
-    fields: dict[str, Any] = {}
-    for transition in moves.transitions:
-        fields.update(transition.fields())
-    last = moves.transitions[-1]
-    history = [{"status": t.status, "at": t.at} for t in moves.transitions]
-    return {
-        "$set": {"status": last.status, "updated_at": last.at, **fields},
-        "$push": {"status_history": {"$each": history}},
-    }
+def _advance(order_id: str, transition: Transition) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The filter and update of a status move; the status condition makes it atomic and forward-only."""
+    return (
+        {"_id": order_id, "status": {"$in": list(predecessors(transition.status))}},
+        {
+            "$set": {"status": transition.status, "updated_at": transition.at, **transition.fields()},
+            "$push": {"status_history": {"status": transition.status, "at": transition.at}},
+        },
+    )
 
 
 def to_document(order: Order) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.order.domain import Cursor, Order, StatusMoves, Transition
+from services.order.domain import Cursor, Order, Transition
 from shared.events import Envelope
 
 
@@ -34,11 +34,8 @@ class OrderRepository(Protocol):
     def advance(self, order_id: str, transition: Transition) -> bool:
         """Apply the transition if the order's status allows it; return whether it did."""
 
-    def statuses(self, order_ids: Iterable[str]) -> dict[str, str]:
-        """Return the status of each of the orders that exist."""
-
-    def advance_many(self, moves: Sequence[StatusMoves]) -> set[str]:
-        """Write each order's moves if its status is still their start; return the ids written."""
+    def advance_many(self, moves: Sequence[tuple[str, Transition]]) -> list[bool]:
+        """Apply the transitions in turn, as ``advance`` would one by one; return whether each did."""
 
     def request_cancel(self, order_id: str, at: datetime, events: list[Envelope]) -> bool:
         """Mark a live order as cancel-requested with its events, once; return whether it did."""

@@ -20,7 +20,6 @@ from services.order.domain import (
     Transition,
     iso,
     now,
-    plan_moves,
 )
 from services.order.ports import IdempotencyRecord, OrderRepository
 from shared.events import Envelope, new_id
@@ -31,8 +30,6 @@ SOURCE = "order"
 
 ORDERS_CREATED = Counter("orders_created_total", "Orders placed")
 STATUS_TRANSITIONS = Counter("order_status_transitions_total", "Order status changes", ["status"])
-# A batch whose orders keep changing under it is applied one move at a time after this many reads.
-BATCH_ATTEMPTS = 3
 ORDERS_FAILED = Counter("orders_failed_total", "Orders that failed, by reason", ["reason"])
 
 
@@ -125,26 +122,15 @@ class OrderService:
         return False
 
     def apply_many(self, moves: Sequence[tuple[str, Transition]]) -> int:
-        """Apply many status moves in two round trips, with the outcome of ``apply`` on each in
+        """Apply many status moves in one round trip, with the outcome of ``apply`` on each in
         turn; return how many moved an order."""
-        moved = 0
-        pending = list(moves)
-        for _attempt in range(BATCH_ATTEMPTS):
-            plans, stale = plan_moves(self._orders.statuses(oid for oid, _t in pending), pending)
-            for order_id, transition, status in stale:
-                _ignored(order_id, transition, status)
-            written = self._orders.advance_many(plans) if plans else set()
-            for plan in plans:
-                if plan.order_id in written:
-                    moved += len(plan.transitions)
-                    for transition in plan.transitions:
-                        _moved(plan.order_id, transition)
-            # An order another writer moved meanwhile is planned again on its new status.
-            retry = {plan.order_id for plan in plans} - written
-            pending = [(oid, t) for oid, t in pending if oid in retry]
-            if not pending:
-                return moved
-        return moved + sum(self.apply(order_id, transition) for order_id, transition in pending)
+        applied = self._orders.advance_many(moves)
+        for (order_id, transition), moved in zip(moves, applied, strict=True):
+            if moved:
+                _moved(order_id, transition)
+            else:
+                logger.debug("ignoring %s for order %s: stale, or an unknown order", transition.status, order_id)
+        return sum(applied)
 
     def purge_idempotency_keys(self) -> int:
         """Forget idempotency keys older than their time to live."""

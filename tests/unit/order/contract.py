@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.order.domain import Cursor, Item, NewOrder, Order, OrderExists, StatusMoves, Transition
+from services.order.domain import Cursor, Item, NewOrder, Order, OrderExists, Transition
 from services.order.ports import IdempotencyRecord, OrderRepository
 from shared.events import Envelope
 
@@ -118,33 +118,23 @@ class OrderRepositoryContract(ABC):
     def test_does_not_advance_an_unknown_order(self, repo: OrderRepository) -> None:
         assert not repo.advance("missing", Transition("validated", T0))
 
-    def test_reads_the_statuses_of_the_orders_that_exist(self, repo: OrderRepository) -> None:
-        first, second = make_order(), make_order()
-        repo.add(first, [])
-        repo.add(second, [])
-        repo.advance(second.order_id, Transition("validated", T0))
-        statuses = repo.statuses([first.order_id, second.order_id, "missing", first.order_id])
-        assert statuses == {first.order_id: "pending", second.order_id: "validated"}
-
-    def test_writes_many_orders_moves_at_once_like_one_by_one(self, repo: OrderRepository) -> None:
-        orders = [make_order() for _ in range(3)]
+    def test_applies_many_moves_in_turn_like_one_by_one(self, repo: OrderRepository) -> None:
+        orders = [make_order() for _ in range(2)]
         for order in orders:
             repo.add(order, [])
         t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
-        chain = (
-            Transition("validated", t1),
-            Transition("inventory_reserved", t1, reservation_id="res-1"),
-            Transition("payment_processing", t2, payment_id="pay-1"),
-        )
+        first, second = orders[0].order_id, orders[1].order_id
         moves = [
-            StatusMoves(orders[0].order_id, "pending", chain),
-            StatusMoves(orders[1].order_id, "validated", (Transition("failed", t2, failure_reason="out_of_stock"),)),
-            StatusMoves(orders[2].order_id, "pending", (Transition("validated", t1),)),
-            StatusMoves("missing", "pending", (Transition("validated", t1),)),
+            (first, Transition("inventory_reserved", t1, reservation_id="res-1")),
+            (second, Transition("validated", t1)),
+            (first, Transition("validated", t1)),  # late: stale after inventory_reserved
+            (first, Transition("payment_processing", t2, payment_id="pay-1")),
+            (second, Transition("failed", t2, failure_reason="out_of_stock")),
+            (second, Transition("completed", t2)),  # after failed: never
+            ("missing", Transition("validated", t1)),
         ]
-        # The second order is not validated: someone else's move came first, so its write is skipped.
-        assert repo.advance_many(moves) == {orders[0].order_id, orders[2].order_id}
-        stored = repo.get(orders[0].order_id)
+        assert repo.advance_many(moves) == [True, True, False, True, True, False, False]
+        stored = repo.get(first)
         assert (stored.status, stored.reservation_id, stored.payment_id, stored.updated_at) == (
             "payment_processing",
             "res-1",
@@ -153,12 +143,18 @@ class OrderRepositoryContract(ABC):
         )
         assert [(c.status, c.at) for c in stored.status_history] == [
             ("pending", T0),
-            ("validated", t1),
             ("inventory_reserved", t1),
             ("payment_processing", t2),
         ]
-        assert repo.get(orders[1].order_id) == orders[1]
-        assert repo.get(orders[2].order_id).status == "validated"
+        assert [c.status for c in repo.get(second).status_history] == ["pending", "validated", "failed"]
+
+    def test_applies_many_moves_that_all_apply(self, repo: OrderRepository) -> None:
+        order = make_order()
+        repo.add(order, [])
+        t1 = T0 + timedelta(seconds=1)
+        moves = [(order.order_id, Transition("validated", t1)), (order.order_id, Transition("completed", t1))]
+        assert repo.advance_many(moves) == [True, True]
+        assert repo.get(order.order_id).status == "completed"
 
     def test_requests_cancellation_once_with_its_event(self, repo: OrderRepository) -> None:
         order = make_order()

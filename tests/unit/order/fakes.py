@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from services.order.domain import Cursor, Order, OrderExists, StatusMoves, Transition
+from services.order.domain import Cursor, Order, OrderExists, Transition
 from services.order.ports import IdempotencyRecord
 from shared.events import Envelope
 
@@ -47,22 +47,8 @@ class InMemoryOrderRepository:
         self.orders[order_id] = moved
         return True
 
-    def statuses(self, order_ids: Iterable[str]) -> dict[str, str]:
-        return {oid: self.orders[oid].status for oid in order_ids if oid in self.orders}
-
-    def advance_many(self, moves: Sequence[StatusMoves]) -> set[str]:
-        written = set()
-        for plan in moves:
-            order = self.orders.get(plan.order_id)
-            if order is None or order.status != plan.start:
-                continue
-            for transition in plan.transitions:
-                moved = order.advance(transition)
-                assert moved is not None, "a plan that does not move the order forward"
-                order = moved
-            self.orders[plan.order_id] = order
-            written.add(plan.order_id)
-        return written
+    def advance_many(self, moves: Sequence[tuple[str, Transition]]) -> list[bool]:
+        return [self.advance(order_id, transition) for order_id, transition in moves]
 
     def request_cancel(self, order_id: str, at: datetime, events: list[Envelope]) -> bool:
         order = self.orders.get(order_id)

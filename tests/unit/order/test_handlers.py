@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from services.order.app import bootstrap
-from services.order.domain import Order, Transition, now
-from services.order.handlers import HANDLERS, TRANSITIONS, apply_batch
+from services.order.handlers import HANDLERS, apply_batch
 from services.order.service import OrderService
 from shared.events import Envelope
 from shared.kafka_utils import PermanentError
@@ -173,34 +172,3 @@ def test_a_batch_refuses_unusable_events_and_applies_the_rest(service: OrderServ
     assert list(refused) == [bad.event_id]
     assert isinstance(refused[bad.event_id], PermanentError)
     assert service.get_order(order_id).status == "validated"
-
-
-class RacingRepository(InMemoryOrderRepository):
-    """Another writer moves ``order_id`` to ``status`` just before the first bulk write."""
-
-    def __init__(self, order_id: str, status: str) -> None:
-        super().__init__()
-        self.race = (order_id, status)
-        self.bulk_writes = 0
-
-    def advance_many(self, moves):  # type: ignore[no-untyped-def]
-        self.bulk_writes += 1
-        if self.bulk_writes == 1:
-            order_id, status = self.race
-            self.advance(order_id, Transition(status, now(), payment_id="pay-other"))
-        return super().advance_many(moves)
-
-
-def test_an_order_moved_by_another_writer_meanwhile_is_planned_again(make_settings) -> None:
-    repo = RacingRepository("o-1", "payment_processing")
-    service = bootstrap(make_settings("order"), orders=repo)[0]
-    repo.orders["o-1"] = Order.place("o-1", new_order(), now())
-    repo.orders["o-2"] = Order.place("o-2", new_order(), now())
-    batch = [
-        report(oid, t) for oid in ("o-1", "o-2") for t in ("OrderValidated", "InventoryReserved", "OrderCompleted")
-    ]
-    assert service.apply_many([(e.order_id, TRANSITIONS[e.event_type](e)) for e in batch]) == 4
-    assert repo.bulk_writes == 2
-    assert [c.status for c in repo.orders["o-1"].status_history] == ["pending", "payment_processing", "completed"]
-    assert repo.orders["o-1"].payment_id == "pay-1"  # the completion's payment id came last
-    assert repo.orders["o-2"].status == "completed"
