@@ -69,7 +69,7 @@ def apply_event(service: OrderService, event: Envelope) -> None:
 
 
 def apply_batch(service: OrderService, events: Sequence[Envelope]) -> dict[str, PermanentError]:
-    """Apply every fetched report in a read and a bulk write; return the unusable ones by event id."""
+    """Apply every fetched report in one bulk write; return the unusable ones by event id."""
     refused: dict[str, PermanentError] = {}
     moves = []
     for event in events:
