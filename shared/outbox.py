@@ -29,7 +29,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from shared.events import Envelope
+from shared.events import Envelope, InvalidEvent
 from shared.locks import LockingCollection
 from shared.pacing import rest_after
 from shared.ports import EventPublisher
@@ -289,5 +289,5 @@ def _events_of(doc: dict[str, Any]) -> tuple[Envelope, ...] | None:
     """The document's outbox as events; None (read it again when publishing) if one is unreadable."""
     try:
         return tuple(Envelope.from_dict(raw) for raw in (doc.get("outbox") or {}).values())
-    except Exception:
+    except InvalidEvent:
         return None
