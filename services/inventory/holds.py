@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from services.inventory.domain import (
@@ -14,7 +14,7 @@ from services.inventory.domain import (
     find_invalid_line,
     price_matches,
 )
-from services.inventory.ports import StockRepository
+from services.inventory.ports import Hold, HoldEnd, StockRepository
 
 
 def take_holds(
@@ -60,3 +60,39 @@ def settle_holds(stock: StockRepository, reservation: Reservation, now: datetime
     apply = stock.commit_hold if reservation.status == COMMITTED else stock.release_hold
     for line in reservation.items:
         apply(line.product_id, reservation.reservation_id, line.quantity, now)
+
+
+def take_holds_together(
+    stock: StockRepository, drafts: Sequence[Reservation], prices: Sequence[Mapping[str, float | None]], now: datetime
+) -> set[str]:
+    """Take the reservations' holds with one write per product, each product's all or none; return
+    the ids of the reservations that missed one (they take theirs one at a time, in order, so the
+    outcome is that of one by one: a product whose write went through had units for all of them)."""
+    by_product: dict[str, list[Hold]] = {}
+    for draft, price in zip(drafts, prices, strict=True):
+        for line in draft.items:
+            hold = Hold(draft.reservation_id, line.quantity, price.get(line.product_id))
+            by_product.setdefault(line.product_id, []).append(hold)
+    missed: set[str] = set()
+    for product_id in sorted(by_product):
+        holds = by_product[product_id]
+        if not stock.hold_all(product_id, holds, now):
+            missed.update(hold.reservation_id for hold in holds)
+    return missed
+
+
+def settle_holds_together(stock: StockRepository, reservations: Sequence[Reservation], now: datetime) -> None:
+    """``settle_holds`` for many reservations with one write per product; a product with a hold
+    settled before (a redelivered command) has its holds settled one at a time instead."""
+    by_product: dict[str, list[HoldEnd]] = {}
+    for reservation in reservations:
+        committed = reservation.status == COMMITTED
+        for line in reservation.items:
+            end = HoldEnd(reservation.reservation_id, line.quantity, committed)
+            by_product.setdefault(line.product_id, []).append(end)
+    for product_id in sorted(by_product):
+        ends = by_product[product_id]
+        if not stock.end_all(product_id, ends, now):
+            for end in ends:
+                apply = stock.commit_hold if end.committed else stock.release_hold
+                apply(product_id, end.reservation_id, end.quantity, now)

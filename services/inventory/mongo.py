@@ -13,11 +13,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DeleteOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.inventory.domain import Line, Reservation, Shortage, StockItem, price_bounds
+from services.inventory.ports import Hold, HoldEnd
 from shared.events import Envelope
 from shared.locks import Locks
 from shared.outbox import OutboxRelay, outbox_document, outbox_fields
@@ -112,6 +113,46 @@ class MongoStockRepository:
             )
         return result.modified_count == 1
 
+    def hold_all(self, product_id: str, holds: Sequence[Hold], now: datetime) -> bool:
+        if not holds:
+            return True
+        total = sum(hold.quantity for hold in holds)
+        condition: dict[str, Any] = {"_id": product_id, "available": {"$gte": total}}
+        condition.update({f"holds.{hold.reservation_id}": {"$exists": False} for hold in holds})
+        bounds = [price_bounds(hold.price) for hold in holds if hold.price is not None]
+        if bounds:
+            low, high = max(low for low, _ in bounds), min(high for _, high in bounds)
+            if low > high:
+                return False  # two holds name different prices: at most one of them can match
+            condition["price"] = {"$gte": low, "$lte": high}
+        if self._locks.costly and not self._matches(condition):
+            return False
+        fields = {f"holds.{hold.reservation_id}": hold.quantity for hold in holds}
+        with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
+            result = self._stock.update_one(
+                condition,
+                {"$inc": {"available": -total, "reserved": total}, "$set": {**fields, "updated_at": now}},
+            )
+        return result.modified_count == 1
+
+    def end_all(self, product_id: str, ends: Sequence[HoldEnd], now: datetime) -> bool:
+        if not ends:
+            return True
+        sold = sum(end.quantity for end in ends if end.committed)
+        returned = sum(end.quantity for end in ends if not end.committed)
+        condition: dict[str, Any] = {"_id": product_id}
+        condition.update({f"holds.{end.reservation_id}": {"$exists": True} for end in ends})
+        if self._locks.costly and not self._matches(condition):
+            return False
+        update = {
+            "$inc": {"available": returned, "reserved": -(sold + returned), "sold": sold},
+            "$unset": {f"holds.{end.reservation_id}": "" for end in ends},
+            "$set": {"updated_at": now},
+        }
+        with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
+            result = self._stock.update_one(condition, update)
+        return result.modified_count == 1
+
     def _matches(self, condition: dict[str, Any]) -> bool:
         return self._stock.find_one(condition, {"_id": 1}) is not None
 
@@ -197,6 +238,31 @@ class MongoReservationRepository:
     def remove_timer(self, reservation_id: str) -> None:
         self._timers.delete_one({"_id": reservation_id})
 
+    def add_all(self, reservations: Sequence[Reservation]) -> list[bool]:
+        if not reservations:
+            return []
+        docs = [{**_to_doc(reservation), "outbox": {}, "replied": {}} for reservation in reservations]
+        added = [True] * len(docs)
+        try:
+            self._docs.insert_many(docs, ordered=False)
+        except BulkWriteError as err:
+            for index in _duplicates(err):
+                added[index] = False
+        return added
+
+    def add_timers(self, timers: Sequence[tuple[str, datetime]]) -> None:
+        if timers:
+            upserts = [UpdateOne({"_id": rid}, {"$set": {"expires_at": at}}, upsert=True) for rid, at in timers]
+            try:
+                self._timers.bulk_write(upserts, ordered=False)
+            except BulkWriteError as err:
+                _duplicates(err)  # a concurrent attempt created the same timer first, as in add_timer
+
+    def remove_timers(self, reservation_ids: Sequence[str]) -> None:
+        # One delete per id: FerretDB reads the whole collection for an $in on _id.
+        if reservation_ids:
+            self._timers.bulk_write([DeleteOne({"_id": rid}) for rid in reservation_ids], ordered=False)
+
     def due_timers(self, now: datetime, limit: int) -> list[str]:
         cursor = self._timers.find({"expires_at": {"$lte": now}}, {"_id": 1}).sort("expires_at", ASCENDING)
         return [doc["_id"] for doc in cursor.limit(limit)]
@@ -204,6 +270,14 @@ class MongoReservationRepository:
     def _notify(self, reservation_id: str, events: list[Envelope]) -> None:
         if events and self._relay is not None:
             self._relay.notify(self._docs, reservation_id, events)
+
+
+def _duplicates(err: BulkWriteError) -> list[int]:
+    """Return the indexes of the statements that met an existing key; re-raise any other failure."""
+    errors = err.details.get("writeErrors", [])
+    if err.details.get("writeConcernErrors") or any(error.get("code") != 11000 for error in errors):
+        raise err
+    return [error["index"] for error in errors]
 
 
 def _event_fields(events: list[Envelope]) -> dict[str, Any]:

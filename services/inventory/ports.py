@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from services.inventory.domain import Reservation, Shortage, StockItem
 from shared.events import Envelope
+
+
+class Hold(NamedTuple):
+    """Units of one product held for a reservation, at the price the order gave (None: any)."""
+
+    reservation_id: str
+    quantity: int
+    price: float | None = None
+
+
+class HoldEnd(NamedTuple):
+    """A reservation's hold of one product, to be sold (committed) or given back to available."""
+
+    reservation_id: str
+    quantity: int
+    committed: bool
 
 
 class StockRepository(Protocol):
@@ -43,6 +59,15 @@ class StockRepository(Protocol):
     def commit_hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
         """Turn the reservation's held units into sold ones; return whether there was a hold."""
 
+    def hold_all(self, product_id: str, holds: Sequence[Hold], now: datetime) -> bool:
+        """Take every hold on the product in one write, or none: only if enough units are available
+        for all of them, none of their reservations holds the product yet and its price matches
+        every hold's price; return whether they were taken."""
+
+    def end_all(self, product_id: str, ends: Sequence[HoldEnd], now: datetime) -> bool:
+        """Settle every one of the product's holds in one write (sold when ``committed``, back to
+        available otherwise), or none when any of them is not there; return whether they were."""
+
 
 class ReservationRepository(Protocol):
     """Reservations with their outbox of replies, and the timers of the active ones."""
@@ -77,6 +102,15 @@ class ReservationRepository(Protocol):
 
     def remove_timer(self, reservation_id: str) -> None:
         """Forget the reservation's timer (idempotent)."""
+
+    def add_all(self, reservations: Sequence[Reservation]) -> list[bool]:
+        """Insert the reservations (no events) in one round trip; return whether each was new."""
+
+    def add_timers(self, timers: Sequence[tuple[str, datetime]]) -> None:
+        """Remember when each reservation expires, in one round trip (idempotent)."""
+
+    def remove_timers(self, reservation_ids: Sequence[str]) -> None:
+        """Forget the reservations' timers, in one round trip (idempotent)."""
 
     def due_timers(self, now: datetime, limit: int) -> list[str]:
         """Return ids of reservations whose timer expired at or before ``now``, earliest first."""

@@ -12,10 +12,10 @@ it moved, and a saga's commit or release starts with its transition instead of a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import Counter
 
@@ -42,7 +42,13 @@ from services.inventory.domain import (
     merge_lines,
     ordered_prices,
 )
-from services.inventory.holds import explain_refusal, settle_holds, take_holds
+from services.inventory.holds import (
+    explain_refusal,
+    settle_holds,
+    settle_holds_together,
+    take_holds,
+    take_holds_together,
+)
 from services.inventory.ports import ReservationRepository, StockRepository
 from services.inventory.replies import expiry_event, outcome_replies, replies, tombstone
 from shared.events import Envelope, new_id, utc_now
@@ -53,6 +59,22 @@ RESERVATIONS = Counter("inventory_reservations_total", "Reservation attempts by 
 RELEASES = Counter("inventory_releases_total", "Reservations whose stock went back to available")
 COMMITS = Counter("inventory_commits_total", "Reservations whose stock was sold")
 EXPIRATIONS = Counter("inventory_expirations_total", "Reservations released because they expired")
+
+
+class ReserveRequest(NamedTuple):
+    """A saga's ReserveInventory: hold ``lines`` under ``reservation_id`` for the command's order."""
+
+    reservation_id: str
+    command: Envelope
+    lines: list[Line]
+
+
+class SettleRequest(NamedTuple):
+    """A saga's CommitInventory (no reason) or ReleaseInventory (with the reason it gave)."""
+
+    reservation_id: str
+    command: Envelope
+    reason: str | None = None
 
 
 class InventoryService:
@@ -134,13 +156,7 @@ class InventoryService:
         self, reservation_id: str, order_id: str, lines: list[Line], *, command: Envelope | None = None
     ) -> Reservation:
         """Hold every line's units for the order, or none of them; answer ``command`` through the outbox."""
-        now = self._clock()
-        draft = Reservation(
-            reservation_id, order_id, merge_lines(lines), RESERVING, now, now + self._ttl, now,
-            origin="saga" if command else "api",
-            correlation_id=command.correlation_id if command else None,
-            customer_id=command.customer_id if command else None,
-        )  # fmt: skip
+        draft = self._draft(reservation_id, order_id, lines, command)
         if not self._reservations.add(draft):
             existing = self.get_reservation(reservation_id)
             if existing.status != RESERVING:
@@ -167,9 +183,7 @@ class InventoryService:
         data = {"reservation_id": reservation_id, "released": True}
         released = None
         if command is not None:
-            # Usually the saga releases its own order's reservation: one write does it, with no read.
-            events = replies(command, command.order_id, "InventoryReleased", data)
-            released = self._move(reservation_id, ACTIVE, RELEASED, events, order_id=command.order_id, reason=reason)
+            released = self._saga_release(reservation_id, command, reason)
         if released is None:
             reservation = self._existing(reservation_id, command, "InventoryReleased", {**data, "released": False})
             if command is None and reservation.origin == "saga" and reservation.status in ACTIVE:
@@ -190,9 +204,7 @@ class InventoryService:
         data = {"reservation_id": reservation_id, "committed": True}
         committed = None
         if command is not None:
-            # Usually the saga commits its own order's reservation: one write does it, with no read.
-            events = replies(command, command.order_id, "InventoryCommitted", data)
-            committed = self._move(reservation_id, (RESERVED,), COMMITTED, events, order_id=command.order_id)
+            committed = self._saga_commit(reservation_id, command)
         if committed is None:
             reservation = self._existing(reservation_id, command, "InventoryCommitted", {**data, "committed": False})
             events = replies(command, reservation.order_id, "InventoryCommitted", data)
@@ -208,6 +220,68 @@ class InventoryService:
         COMMITS.inc()
         logger.info("committed reservation %s", reservation_id)
         return self._settled(committed), True
+
+    # --- batches of saga commands ------------------------------------------------------------
+
+    def reserve_many(self, requests: Sequence[ReserveRequest]) -> None:
+        """``reserve`` for saga commands of distinct reservations, ending as one after another
+        would, in fewer round trips: the drafts in one insert, their timers in one write, their
+        holds in one write per product; each decision is still one write. A reservation that
+        exists already (a redelivery) or whose lines disagree on a price goes the one-by-one way."""
+        batch: list[tuple[ReserveRequest, Reservation, dict[str, float | None]]] = []
+        alone: list[ReserveRequest] = []
+        for request in requests:
+            prices = ordered_prices(request.lines)
+            if prices is None:
+                alone.append(request)
+            else:
+                draft = self._draft(request.reservation_id, request.command.order_id, request.lines, request.command)
+                batch.append((request, draft, prices))
+        added = self._reservations.add_all([draft for _request, draft, _prices in batch]) if batch else []
+        fresh = [entry for entry, new in zip(batch, added, strict=True) if new]
+        alone += [request for (request, _draft, _prices), new in zip(batch, added, strict=True) if not new]
+        if fresh:
+            self._reservations.add_timers([(draft.reservation_id, draft.expires_at) for _r, draft, _p in fresh])
+        drafts, prices = [draft for _r, draft, _p in fresh], [price for _r, _d, price in fresh]
+        missed = take_holds_together(self._stock, drafts, prices, self._clock())
+        for request, draft, price in fresh:
+            refused = take_holds(self._stock, draft, price, self._clock()) if draft.reservation_id in missed else None
+            if refused is None:
+                self._finish(draft, RESERVED, request.command)
+            else:
+                reason, detail, shortages = explain_refusal(self._stock, request.lines, draft.items, refused)
+                self._finish(draft, FAILED, request.command, reason, detail, shortages)
+        for request in alone:
+            self.reserve(request.reservation_id, request.command.order_id, request.lines, command=request.command)
+
+    def settle_many(self, requests: Sequence[SettleRequest]) -> None:
+        """``commit`` or ``release`` (when the request has a reason) for saga commands of distinct
+        reservations, as one after another would, in fewer round trips: each transition is one
+        write, then the holds take one write per product and the timers one write. A reservation
+        that does not move at once (a redelivery, a command about another order's reservation, an
+        unknown one) goes the one-by-one way."""
+        moved: list[Reservation] = []
+        alone: list[SettleRequest] = []
+        for request in requests:
+            rid, command = request.reservation_id, request.command
+            if request.reason is None:
+                reservation = self._saga_commit(rid, command)
+            else:
+                reservation = self._saga_release(rid, command, request.reason)
+            if reservation is None:
+                alone.append(request)
+                continue
+            moved.append(reservation)
+            (COMMITS if request.reason is None else RELEASES).inc()
+            logger.info("%s reservation %s", "committed" if request.reason is None else "released", rid)
+        if moved:
+            settle_holds_together(self._stock, moved, self._clock())
+            self._reservations.remove_timers([reservation.reservation_id for reservation in moved])
+        for request in alone:
+            if request.reason is None:
+                self.commit(request.reservation_id, command=request.command)
+            else:
+                self.release(request.reservation_id, command=request.command, reason=request.reason)
 
     def expire_due(self, limit: int = 100) -> int:
         """Release the active reservations whose time ran out; return how many expired now."""
@@ -233,6 +307,25 @@ class InventoryService:
         return expired
 
     # --- steps -----------------------------------------------------------------------------
+
+    def _draft(self, reservation_id: str, order_id: str, lines: list[Line], command: Envelope | None) -> Reservation:
+        now = self._clock()
+        return Reservation(
+            reservation_id, order_id, merge_lines(lines), RESERVING, now, now + self._ttl, now,
+            origin="saga" if command else "api",
+            correlation_id=command.correlation_id if command else None,
+            customer_id=command.customer_id if command else None,
+        )  # fmt: skip
+
+    def _saga_commit(self, rid: str, command: Envelope) -> Reservation | None:
+        """Usually the saga commits its own order's reservation: one write does it, with no read."""
+        events = replies(command, command.order_id, "InventoryCommitted", {"reservation_id": rid, "committed": True})
+        return self._move(rid, (RESERVED,), COMMITTED, events, order_id=command.order_id)
+
+    def _saga_release(self, rid: str, command: Envelope, reason: str) -> Reservation | None:
+        """Usually the saga releases its own order's reservation: one write does it, with no read."""
+        events = replies(command, command.order_id, "InventoryReleased", {"reservation_id": rid, "released": True})
+        return self._move(rid, ACTIVE, RELEASED, events, order_id=command.order_id, reason=reason)
 
     def _catalogue_of(self, lines: list[Line]) -> dict[str, StockItem | None]:
         return {pid: self._stock.get(pid) for pid in {line.product_id for line in lines}}

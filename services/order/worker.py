@@ -22,6 +22,6 @@ def main(settings: Settings | None = None) -> None:
         bind_handlers(HANDLERS, service),
         relay=relay,
         periodic=[(KEY_PURGE_INTERVAL_S, service.purge_idempotency_keys)],
-        # Every fetched report at once: a read of their orders' statuses and one bulk write.
+        # Every fetched report at once, in one bulk write.
         batch_handler=lambda events: apply_batch(service, events),
     )

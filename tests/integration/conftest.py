@@ -19,7 +19,7 @@ from pymongo.database import Database
 
 from shared.config import Settings, load_settings
 from shared.events import Envelope, InvalidEvent
-from shared.kafka_utils import ConsumerRunner, Handler, client_config, ensure_topics, make_consumer
+from shared.kafka_utils import BatchHandler, ConsumerRunner, Handler, client_config, ensure_topics, make_consumer
 from shared.mongo import is_transient, make_mongo_client, ping
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients
@@ -98,7 +98,13 @@ def next_event_of(consumer: Consumer, order_id: str) -> Envelope | None:
 
 @contextlib.contextmanager
 def running_worker(
-    clients: Clients, handlers: Mapping[str, Handler], *, service: str, group: str, relay: OutboxRelay | None = None
+    clients: Clients,
+    handlers: Mapping[str, Handler],
+    *,
+    service: str,
+    group: str,
+    relay: OutboxRelay | None = None,
+    batch_handler: BatchHandler | None = None,
 ) -> Iterator[ConsumerRunner]:
     """Run a service's handlers in a thread as a fresh consumer group, with its relay and no inbox (as deployed)."""
     runner = ConsumerRunner(
@@ -109,6 +115,7 @@ def running_worker(
         group_id=group,
         retry=clients.settings.consumer,
         is_transient=is_transient,
+        batch_handler=batch_handler,
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
     if relay:

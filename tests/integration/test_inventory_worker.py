@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pymongo.database import Database
 
 from services.inventory.app import bootstrap
 from services.inventory.domain import StockItem
-from services.inventory.handlers import HANDLERS
+from services.inventory.handlers import HANDLERS, handle_batch
 from services.inventory.mongo import MongoStockRepository
 from shared.config import Settings
 from shared.events import Envelope
@@ -97,4 +97,67 @@ def test_a_reserve_command_is_answered_with_inventory_reserved(
             wait_for(lambda: not mongo_db["reservations"].find_one({"_id": f"res_{order_id}"}).get("outbox"))
         finally:
             replies.close()
+            clients.mongo.close()
+
+
+def test_a_batch_of_commands_holds_and_settles_stock_as_one_by_one_would(
+    service_settings: Callable[..., Settings], mongo_db: Database, unique: Callable[[str], str]
+) -> None:
+    """The worker's batch mode on the real Kafka and store: 12 orders of a product with 10 units
+    and a plentiful one, published before the worker starts so that it fetches them together."""
+    settings = service_settings("inventory")
+    ensure_topics(settings.kafka)
+    clients = connect(settings)
+    service, relay = bootstrap(settings, clients=clients)
+    stock = MongoStockRepository(mongo_db["stock"], NoLocks())
+    scarce, plenty = unique("itest-scarce"), unique("itest-plenty")
+    stock.add(StockItem(scarce, "Scarce", 3.0, available=10))
+    stock.add(StockItem(plenty, "Plenty", 1.5, available=100))
+    orders = [str(uuid.uuid4()) for _ in range(12)]
+    items = [{"product_id": plenty, "quantity": 1, "price": 1.5}, {"product_id": scarce, "quantity": 1, "price": 3.0}]
+    for order_id in orders:
+        data = {"reservation_id": f"res_{order_id}", "items": items}
+        clients.publisher.publish(Envelope("ReserveInventory", order_id, "orchestrator", data))
+    clients.publisher.flush(10)
+
+    ours = set(orders)
+    batches: list[int] = []
+
+    def mine(events: Sequence[Envelope]) -> Mapping[str, BaseException]:
+        events = [event for event in events if event.order_id in ours]
+        batches.append(len(events))
+        return handle_batch(service, events)
+
+    handlers = only_orders(ours, bind_handlers(HANDLERS, service))
+    group = unique("inventory-itest")
+    with running_worker(clients, handlers, service="inventory", group=group, relay=relay, batch_handler=mine):
+        try:
+            reservations = mongo_db["reservations"]
+
+            def decided() -> list[str] | None:
+                found = [reservations.find_one({"_id": f"res_{order_id}"}) for order_id in orders]
+                statuses = [doc["status"] for doc in found if doc]
+                return statuses if len(statuses) == 12 and "reserving" not in statuses else None
+
+            statuses = wait_for(decided)
+            assert statuses.count("reserved") == 10 and statuses.count("failed") == 2
+            assert max(batches) > 1, f"the commands never came in one batch: {batches}"
+            for order_id, status in zip(orders, statuses, strict=True):
+                if status == "reserved":
+                    kind = "CommitInventory" if len(order_id) % 2 else "ReleaseInventory"
+                    data = {"reservation_id": f"res_{order_id}", "reason": "payment_declined"}
+                    clients.publisher.publish(Envelope(kind, order_id, "orchestrator", data))
+            clients.publisher.flush(10)
+
+            def settled() -> bool:
+                return all(reservations.find_one({"_id": f"res_{o}"})["status"] != "reserved" for o in orders)
+
+            wait_for(settled)
+            scarce_item, plenty_item = service.get_product(scarce), service.get_product(plenty)
+            assert scarce_item.holds == {} and plenty_item.holds == {}
+            sold = sum(1 for o in orders if reservations.find_one({"_id": f"res_{o}"})["status"] == "committed")
+            assert (scarce_item.available, scarce_item.reserved, scarce_item.sold) == (10 - sold, 0, sold)
+            assert (plenty_item.available, plenty_item.reserved, plenty_item.sold) == (100 - sold, 0, sold)
+            wait_for(lambda: all(not reservations.find_one({"_id": f"res_{o}"}).get("outbox") for o in orders))
+        finally:
             clients.mongo.close()

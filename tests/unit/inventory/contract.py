@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.inventory.domain import RESERVED, RESERVING, Line, Reservation, Shortage, StockItem, price_bounds
-from services.inventory.ports import ReservationRepository, StockRepository
+from services.inventory.ports import Hold, HoldEnd, ReservationRepository, StockRepository
 from shared.events import Envelope
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -120,6 +120,36 @@ class StockRepositoryContract(ABC):
         item = repo.get("widget")
         assert (item.available, item.reserved, item.sold, item.holds) == (6, 0, 4, {})
 
+    def test_hold_all_takes_every_hold_in_one_write_or_none(self) -> None:
+        repo = self.make_repo()
+        repo.add(product(available=10))
+        assert repo.hold_all("widget", [Hold("r1", 3), Hold("r2", 4, 5.5)], NOW)
+        item = repo.get("widget")
+        assert (item.available, item.reserved, item.holds) == (3, 7, {"r1": 3, "r2": 4})
+        assert not repo.hold_all("widget", [Hold("r3", 2), Hold("r4", 2)], NOW)  # 4 > 3 available
+        assert not repo.hold_all("widget", [Hold("r3", 1), Hold("r1", 1)], NOW)  # r1 holds it already
+        assert not repo.hold_all("widget", [Hold("r3", 1, 5.5), Hold("r4", 1, 5.49)], NOW)  # one price is wrong
+        assert not repo.hold_all("nope", [Hold("r3", 1)], NOW)
+        assert repo.get("widget") == item
+        assert repo.hold_all("widget", [], NOW)
+        assert repo.hold_all("widget", [Hold("r3", 1, 5.5), Hold("r4", 2, 5.504)], NOW)
+        assert repo.get("widget").available == 0
+
+    def test_end_all_settles_every_hold_in_one_write_or_none(self) -> None:
+        repo = self.make_repo()
+        repo.add(product(available=10))
+        repo.hold_all("widget", [Hold("r1", 1), Hold("r2", 2), Hold("r3", 3)], NOW)
+        assert repo.end_all("widget", [HoldEnd("r1", 1, committed=True), HoldEnd("r2", 2, committed=False)], NOW)
+        item = repo.get("widget")
+        assert (item.available, item.reserved, item.sold, item.holds) == (6, 3, 1, {"r3": 3})
+        assert not repo.end_all("widget", [HoldEnd("r3", 3, committed=True), HoldEnd("r1", 1, committed=True)], NOW)
+        assert not repo.end_all("nope", [HoldEnd("r3", 3, committed=True)], NOW)
+        assert repo.get("widget") == item
+        assert repo.end_all("widget", [], NOW)
+        assert repo.end_all("widget", [HoldEnd("r3", 3, committed=True)], NOW)
+        item = repo.get("widget")
+        assert (item.available, item.reserved, item.sold, item.holds) == (6, 0, 4, {})
+
     def test_concurrent_holds_never_oversell(self) -> None:
         repo = self.make_repo()
         repo.add(product(available=5))
@@ -217,6 +247,32 @@ class ReservationRepositoryContract(ABC):
         assert not repo.add_reply("res-1", event("InventoryReleased", event_id="e2"))
         assert self.outbox_of(repo, "res-1")["e1"]["event_type"] == "InventoryReserved"
         assert set(self.outbox_of(repo, "res-1")) == {"e1", "e2"}
+
+    def test_add_all_inserts_the_new_ones_and_leaves_existing_ones_alone(self) -> None:
+        repo = self.make_repo()
+        repo.add(reservation("res-2"), [event()])
+        batch = [reservation("res-1"), reservation("res-2", status=RESERVED), reservation("res-3")]
+        assert repo.add_all(batch) == [True, False, True]
+        assert [repo.get(rid).status for rid in ("res-1", "res-2", "res-3")] == [RESERVING] * 3
+        assert repo.get("res-3") == reservation("res-3")
+        assert set(self.outbox_of(repo, "res-2")) == {"evt-1"}
+        assert self.outbox_of(repo, "res-1") == {}
+        assert repo.add_all([]) == []
+        # An added one takes replies and transitions like any other.
+        assert repo.add_reply("res-1", event(event_id="e9"))
+        assert repo.transition("res-1", [RESERVING], RESERVED, now=NOW, events=[event(event_id="e9")])
+        assert set(self.outbox_of(repo, "res-1")) == {"e9"}
+
+    def test_timers_are_added_and_removed_together(self) -> None:
+        repo = self.make_repo()
+        repo.add_timer("kept", NOW - timedelta(seconds=5))
+        repo.add_timers([("a", NOW - timedelta(seconds=3)), ("b", NOW - timedelta(seconds=1)), ("kept", NOW)])
+        repo.add_timers([("a", NOW - timedelta(seconds=2))])  # again: it moves, nothing doubles
+        assert repo.due_timers(NOW, 10) == ["a", "b", "kept"]
+        repo.remove_timers(["a", "b", "never-existed"])
+        repo.remove_timers([])
+        repo.add_timers([])
+        assert repo.due_timers(NOW, 10) == ["kept"]
 
     def test_due_timers_come_earliest_first_and_removed_timers_never(self) -> None:
         repo = self.make_repo()

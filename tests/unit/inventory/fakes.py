@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.inventory.domain import Reservation, Shortage, StockItem, price_bounds
+from services.inventory.ports import Hold, HoldEnd
 from shared.events import Envelope
 
 
@@ -85,6 +86,40 @@ class InMemoryStockRepository:
 
     def commit_hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
         return self._end_hold(product_id, reservation_id, quantity, "sold", now)
+
+    def hold_all(self, product_id: str, holds: Sequence[Hold], now: datetime) -> bool:
+        with self._lock:
+            item = self._items.get(product_id)
+            if item is None or item.available < sum(hold.quantity for hold in holds):
+                return False
+            for hold in holds:
+                if hold.reservation_id in item.holds:
+                    return False
+                if hold.price is not None:
+                    low, high = price_bounds(hold.price)
+                    if not low <= item.price <= high:
+                        return False
+            for hold in holds:
+                item.available -= hold.quantity
+                item.reserved += hold.quantity
+                item.holds[hold.reservation_id] = hold.quantity
+            item.updated_at = now if holds else item.updated_at
+            return True
+
+    def end_all(self, product_id: str, ends: Sequence[HoldEnd], now: datetime) -> bool:
+        with self._lock:
+            item = self._items.get(product_id)
+            if ends and (item is None or any(end.reservation_id not in item.holds for end in ends)):
+                return False
+            for end in ends:
+                del item.holds[end.reservation_id]
+                item.reserved -= end.quantity
+                if end.committed:
+                    item.sold += end.quantity
+                else:
+                    item.available += end.quantity
+                item.updated_at = now
+            return True
 
     def _end_hold(self, product_id: str, reservation_id: str, quantity: int, to: str, now: datetime) -> bool:
         with self._lock:
@@ -166,6 +201,17 @@ class InMemoryReservationRepository:
     def remove_timer(self, reservation_id: str) -> None:
         with self._lock:
             self.timers.pop(reservation_id, None)
+
+    def add_all(self, reservations: Sequence[Reservation]) -> list[bool]:
+        return [self.add(reservation) for reservation in reservations]
+
+    def add_timers(self, timers: Sequence[tuple[str, datetime]]) -> None:
+        for reservation_id, expires_at in timers:
+            self.add_timer(reservation_id, expires_at)
+
+    def remove_timers(self, reservation_ids: Sequence[str]) -> None:
+        for reservation_id in reservation_ids:
+            self.remove_timer(reservation_id)
 
     def due_timers(self, now: datetime, limit: int) -> list[str]:
         with self._lock:
