@@ -64,21 +64,25 @@ def settle_holds(stock: StockRepository, reservation: Reservation, now: datetime
 
 def take_holds_together(
     stock: StockRepository, drafts: Sequence[Reservation], prices: Sequence[Mapping[str, float | None]], now: datetime
-) -> set[str]:
-    """Take the reservations' holds with one write per product, each product's all or none; return
-    the ids of the reservations that missed one (they take theirs one at a time, in order, so the
-    outcome is that of one by one: a product whose write went through had units for all of them)."""
+) -> bool:
+    """Take the reservations' holds with one write per product, each product's all or none, and
+    return True; when a product has not enough for all of them (or a price is wrong), give back
+    what this call took and return False, so that the caller can hold one reservation at a time
+    and end exactly as one after another would (including how a refusal is explained)."""
     by_product: dict[str, list[Hold]] = {}
     for draft, price in zip(drafts, prices, strict=True):
         for line in draft.items:
             hold = Hold(draft.reservation_id, line.quantity, price.get(line.product_id))
             by_product.setdefault(line.product_id, []).append(hold)
-    missed: set[str] = set()
+    taken: list[str] = []
     for product_id in sorted(by_product):
-        holds = by_product[product_id]
-        if not stock.hold_all(product_id, holds, now):
-            missed.update(hold.reservation_id for hold in holds)
-    return missed
+        if not stock.hold_all(product_id, by_product[product_id], now):
+            for undone in taken:
+                ends = [HoldEnd(hold.reservation_id, hold.quantity, committed=False) for hold in by_product[undone]]
+                _end_all(stock, undone, ends, now)
+            return False
+        taken.append(product_id)
+    return True
 
 
 def settle_holds_together(stock: StockRepository, reservations: Sequence[Reservation], now: datetime) -> None:
@@ -91,8 +95,12 @@ def settle_holds_together(stock: StockRepository, reservations: Sequence[Reserva
             end = HoldEnd(reservation.reservation_id, line.quantity, committed)
             by_product.setdefault(line.product_id, []).append(end)
     for product_id in sorted(by_product):
-        ends = by_product[product_id]
-        if not stock.end_all(product_id, ends, now):
-            for end in ends:
-                apply = stock.commit_hold if end.committed else stock.release_hold
-                apply(product_id, end.reservation_id, end.quantity, now)
+        _end_all(stock, product_id, by_product[product_id], now)
+
+
+def _end_all(stock: StockRepository, product_id: str, ends: Sequence[HoldEnd], now: datetime) -> None:
+    """Settle the holds in one write; if one of them is gone (settled by a concurrent step), the rest one by one."""
+    if not stock.end_all(product_id, ends, now):
+        for end in ends:
+            apply = stock.commit_hold if end.committed else stock.release_hold
+            apply(product_id, end.reservation_id, end.quantity, now)

@@ -224,34 +224,27 @@ class InventoryService:
     # --- batches of saga commands ------------------------------------------------------------
 
     def reserve_many(self, requests: Sequence[ReserveRequest]) -> None:
-        """``reserve`` for saga commands of distinct reservations, ending as one after another
-        would, in fewer round trips: the drafts in one insert, their timers in one write, their
-        holds in one write per product; each decision is still one write. A reservation that
-        exists already (a redelivery) or whose lines disagree on a price goes the one-by-one way."""
-        batch: list[tuple[ReserveRequest, Reservation, dict[str, float | None]]] = []
-        alone: list[ReserveRequest] = []
+        """``reserve`` for saga commands of distinct reservations in fewer round trips: the drafts in
+        one insert, their timers in one write, their holds in one write per product; each decision
+        is still one write. Anything unusual (a product short for the batch, lines that disagree on
+        a price, a reservation that exists already after a crash) sends the whole batch one by one,
+        in order, so it always ends exactly as one command after another would."""
+        prices = [ordered_prices(request.lines) for request in requests]
+        if any(price is None for price in prices):
+            return self._reserve_each(requests)
+        drafts = [self._draft(r.reservation_id, r.command.order_id, r.lines, r.command) for r in requests]
+        if not all(self._reservations.add_all(drafts)):
+            return self._reserve_each(requests)  # its drafts are in: each resumes as after a crash
+        self._reservations.add_timers([(draft.reservation_id, draft.expires_at) for draft in drafts])
+        known_prices = [price for price in prices if price is not None]
+        if not take_holds_together(self._stock, drafts, known_prices, self._clock()):
+            return self._reserve_each(requests)
+        for request, draft in zip(requests, drafts, strict=True):
+            self._finish(draft, RESERVED, request.command)
+        return None
+
+    def _reserve_each(self, requests: Sequence[ReserveRequest]) -> None:
         for request in requests:
-            prices = ordered_prices(request.lines)
-            if prices is None:
-                alone.append(request)
-            else:
-                draft = self._draft(request.reservation_id, request.command.order_id, request.lines, request.command)
-                batch.append((request, draft, prices))
-        added = self._reservations.add_all([draft for _request, draft, _prices in batch]) if batch else []
-        fresh = [entry for entry, new in zip(batch, added, strict=True) if new]
-        alone += [request for (request, _draft, _prices), new in zip(batch, added, strict=True) if not new]
-        if fresh:
-            self._reservations.add_timers([(draft.reservation_id, draft.expires_at) for _r, draft, _p in fresh])
-        drafts, prices = [draft for _r, draft, _p in fresh], [price for _r, _d, price in fresh]
-        missed = take_holds_together(self._stock, drafts, prices, self._clock())
-        for request, draft, price in fresh:
-            refused = take_holds(self._stock, draft, price, self._clock()) if draft.reservation_id in missed else None
-            if refused is None:
-                self._finish(draft, RESERVED, request.command)
-            else:
-                reason, detail, shortages = explain_refusal(self._stock, request.lines, draft.items, refused)
-                self._finish(draft, FAILED, request.command, reason, detail, shortages)
-        for request in alone:
             self.reserve(request.reservation_id, request.command.order_id, request.lines, command=request.command)
 
     def settle_many(self, requests: Sequence[SettleRequest]) -> None:

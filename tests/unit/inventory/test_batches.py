@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.inventory.domain import StockItem
+from services.inventory.domain import Line, StockItem
 from services.inventory.handlers import HANDLERS, handle_batch
 from services.inventory.holds import settle_holds_together
 from services.inventory.service import InventoryService
@@ -91,6 +91,18 @@ SCENARIOS: dict[str, tuple[list[Envelope], list[Envelope]]] = {
             reserve("o4", ("widget", 1, 4.0)),
         ],
     ),
+    "a refusal explained with the stock as one by one sees it": (
+        [],
+        [
+            reserve("o1", ("gadget", 200, 10.0), ("widget", 3, 4.0)),
+            reserve("o2", ("gizmo", 1, 2.5), ("widget", 3, 4.0)),
+            reserve("o3", ("gadget", 1, 10.0), ("widget", 3, 4.0), ("gizmo", 500, 2.5)),
+        ],
+    ),
+    "prices that disagree, before an order for the same product": (
+        [],
+        [reserve("o1", ("widget", 1, 4.0), ("widget", 1, 4.1)), reserve("o2", ("widget", 5, 4.0))],
+    ),
     "a wrong price, an unknown product, prices that disagree": (
         [],
         [
@@ -151,6 +163,18 @@ def test_a_batch_ends_exactly_as_the_same_commands_one_by_one(name: str) -> None
     assert state(batched) == state(sequential)
 
 
+def test_a_reservation_interrupted_before_its_holds_keeps_its_place_in_the_batch() -> None:
+    # A crash after the drafts were inserted: on redelivery o1 must still come before o2.
+    events = [reserve("o1", ("widget", 5, 4.0)), reserve("o2", ("widget", 5, 4.0))]
+    batched, sequential = world(), world()
+    for w in (batched, sequential):
+        assert w.reservations.add_all([w.service._draft("res_o1", "o1", [Line("widget", 5)], events[0])]) == [True]
+    handle_batch(batched.service, events)
+    one_by_one(sequential.service, events)
+    assert state(batched) == state(sequential)
+    assert [batched.reservations.get(f"res_o{n}").status for n in (1, 2)] == ["reserved", "failed"]
+
+
 def test_a_batch_of_reservations_shares_its_writes() -> None:
     w = world()
     events = [reserve(f"o{n}", ("gadget", 2, 10.0), ("gizmo", 1, 2.5)) for n in range(10)]
@@ -180,16 +204,18 @@ def test_a_batch_of_commits_and_releases_shares_its_settles() -> None:
     assert (gadget.available, gadget.reserved, gadget.sold, gadget.holds) == (100 - 12, 0, 12, {})
 
 
-def test_a_product_short_for_the_batch_is_held_one_reservation_at_a_time() -> None:
+def test_a_product_short_for_the_batch_gives_back_what_the_batch_took_and_goes_one_by_one() -> None:
     w = world()
     events = [reserve(f"o{n}", ("gizmo", 1, 2.5), ("widget", 2, 4.0)) for n in range(3)]
     handle_batch(w.service, events)
     outcomes = [w.reservations.get(f"res_o{n}").status for n in range(3)]
     assert outcomes == ["reserved", "reserved", "failed"]
-    assert w.calls[:4] == ["reservations.add_all", "reservations.add_timers", "stock.hold_all", "stock.hold_all"]
+    shared = ["reservations.add_all", "reservations.add_timers", "stock.hold_all", "stock.hold_all", "stock.end_all"]
+    assert w.calls[:5] == shared  # gizmo held for all three, widget refused, gizmo given back
+    assert w.calls[5:7] == ["reservations.add", "reservations.get"]  # then o0 resumes its draft, and so on
     widget = w.stock.get("widget")
     assert (widget.available, widget.reserved, sorted(widget.holds)) == (1, 4, ["res_o0", "res_o1"])
-    assert w.stock.get("gizmo").holds == {"res_o0": 1, "res_o1": 1}  # the failed one's hold was given back
+    assert w.stock.get("gizmo").holds == {"res_o0": 1, "res_o1": 1}
 
 
 def test_settling_together_settles_the_rest_one_by_one_when_a_hold_is_gone() -> None:
