@@ -49,6 +49,11 @@ class Shopper(HttpUser):
         if random.random() < self.environment.parsed_options.declined_share:
             body["card_details"] = {"number": DECLINED_CARD}
         with self.client.post("/orders", json=body, name="POST /orders", catch_response=True) as response:
+            if response.status_code == 503 and response.headers.get("Retry-After"):
+                # Shed while the order service's outbox relay catches up: a real client waits and retries.
+                response.failure("503 overloaded (shed, will retry)")
+                time.sleep(float(response.headers["Retry-After"]))
+                return
             if response.status_code != 201:
                 response.failure(f"status {response.status_code}: {response.text[:200]}")
                 return

@@ -76,6 +76,10 @@ class ConsumerSettings(_Section):
 
 class OutboxSettings(_Section):
     retry_interval_s: float = Field(gt=0)
+    # An API process holds at most this many outbox documents to publish or clear; a write that
+    # would queue more waits up to api_backlog_wait_s for the relay, then gets 503 and Retry-After.
+    api_backlog_limit: int = Field(default=5000, ge=10)
+    api_backlog_wait_s: float = Field(default=5.0, ge=0, le=60)
 
 
 class SagaSettings(_Section):

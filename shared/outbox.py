@@ -47,6 +47,7 @@ RECOVERY_SHARE = 0.02
 # A recovery scan waits while this many documents are queued: it reads their events with it, and
 # tens of thousands of leftovers must not all sit in memory at once.
 RECOVERY_QUEUE_LIMIT = 2000
+ROOM_POLL_S = 0.02  # how often a write waiting for room in the backlog looks again
 
 
 # A relay that falls behind shows here first: its documents keep their entries, and a recovery
@@ -103,6 +104,22 @@ class OutboxRelay:
         them back), else whatever its outbox holds."""
         self._pending.put((collection.full_name, doc_id, tuple(events) if events is not None else None))
         self._wakeup.set()
+
+    def backlog(self) -> int:
+        """Documents queued to publish plus events published and not yet cleared from their documents."""
+        return self._pending.qsize() + len(self._in_flight)
+
+    def wait_for_room(self, limit: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the backlog to fall under ``limit``; return whether it did.
+        An API calls this before a write that queues events: in a flood of writes the store clears
+        published entries slower than they come, and without a bound the queue (and the process's
+        memory) would grow with the length of the flood."""
+        deadline = time.monotonic() + timeout
+        while self.backlog() >= limit:
+            if time.monotonic() >= deadline:
+                return False
+            self._stop.wait(ROOM_POLL_S)
+        return True
 
     def start(self, scan: bool = True) -> None:
         """Start publishing; with ``scan`` (a service's worker) look for leftovers of a crashed

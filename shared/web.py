@@ -22,9 +22,10 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from shared.config import Settings
+from shared.config import OutboxSettings, Settings
 from shared.kafka_utils import PublishError
 from shared.mongo import DatabaseUnavailable
+from shared.outbox import OutboxRelay
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,31 @@ def create_service_app(
     app.add_url_rule("/metrics", "metrics", _metrics)
     app.add_url_rule("/metrics/custom", "metrics_custom", _metrics_custom)
     return app
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SHED = Counter("http_shed_total", "Writes refused with 503 while the outbox relay was behind", ["endpoint"])
+
+
+def hold_writes_for_relay(app: Flask, relay: OutboxRelay, outbox: OutboxSettings) -> None:
+    """Make every write wait while the process's outbox relay is ``outbox.api_backlog_limit``
+    documents behind, and refuse it with 503 after ``outbox.api_backlog_wait_s``: a flood then
+    slows to the pace the store clears published events, and memory stays bounded. Nothing is
+    written before the check, so a refused request changes nothing and can simply be retried."""
+    retry_after = str(max(1, round(outbox.api_backlog_wait_s)))
+
+    @app.before_request
+    def wait_for_relay() -> tuple[Response, int] | None:
+        if request.method not in WRITE_METHODS or relay.wait_for_room(
+            outbox.api_backlog_limit, outbox.api_backlog_wait_s
+        ):
+            return None
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        SHED.labels(endpoint).inc()
+        logger.warning("refusing %s %s: the outbox relay is %d behind", request.method, request.path, relay.backlog())
+        response, status = error_body(503, "overloaded", "too many writes waiting to be published; retry later")
+        response.headers["Retry-After"] = retry_after
+        return response, status
 
 
 def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, dict[str, Any]]:

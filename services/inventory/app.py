@@ -16,7 +16,7 @@ from shared.config import Settings, load_settings
 from shared.events import utc_now
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients, connect
-from shared.web import HealthCheck, create_service_app
+from shared.web import HealthCheck, create_service_app, hold_writes_for_relay
 
 
 def bootstrap(
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, service: InventoryService | Non
     """Create the inventory API; without a ``service``, connect to Mongo and Kafka and build one."""
     settings = settings or load_settings("inventory")
     checks: dict[str, HealthCheck] = {}
+    relay = None
     if service is None:
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None, service: InventoryService | Non
             relay.start(scan=False)  # the worker scans for leftovers
         checks = clients.health_checks()
     app = create_service_app(settings, "inventory", checks, import_name=__name__)
+    if relay is not None:
+        hold_writes_for_relay(app, relay, settings.outbox)
     app.extensions["inventory"] = service
     app.register_blueprint(api.bp)
     app.register_error_handler(InventoryError, api.error_response)

@@ -11,7 +11,7 @@ from services.order.service import OrderService
 from shared.config import Settings, load_settings
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients, connect
-from shared.web import create_service_app
+from shared.web import create_service_app, hold_writes_for_relay
 
 
 def bootstrap(
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, service: OrderService | None = 
     """Create the order API; without a service, connect to Kafka and MongoDB and start the relay."""
     settings = settings or load_settings("order")
     checks = {}
+    relay = None
     if service is None:
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None, service: OrderService | None = 
             relay.start(scan=False)  # the worker scans for leftovers
         checks = clients.health_checks()
     app = create_service_app(settings, "order", checks, import_name=__name__)
+    if relay is not None:
+        hold_writes_for_relay(app, relay, settings.outbox)
     app.extensions["order"] = service
     app.register_blueprint(api.bp)
     return app

@@ -13,7 +13,7 @@ from services.payment.service import PaymentService
 from shared.config import Settings, load_settings
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients, connect
-from shared.web import create_service_app
+from shared.web import create_service_app, hold_writes_for_relay
 
 
 def bootstrap(
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, service: PaymentService | None 
     """Create the payment API; without ``service`` it connects to Kafka and MongoDB."""
     settings = settings or load_settings("payment")
     checks = {}
+    relay = None
     if service is None:
         clients = connect(settings)
         service, relay = bootstrap(settings, clients=clients)
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None, service: PaymentService | None 
             relay.start(scan=False)  # REST refunds queue PaymentRefunded; the worker scans
         checks = clients.health_checks()
     app = create_service_app(settings, "payment", checks, import_name=__name__)
+    if relay is not None:
+        hold_writes_for_relay(app, relay, settings.outbox)
     app.extensions["payment"] = service
     app.register_blueprint(api.bp)
     app.register_error_handler(PaymentError, api.error_response)

@@ -132,3 +132,21 @@ def test_a_slow_rescan_waits_until_it_has_used_only_its_share_of_the_time(monkey
     relay._stop = stop
     relay._scan_periodically()
     assert stop.waits == [pytest.approx(10.0 / 0.02 - 10.0)]  # 490 s rather than 300
+
+
+def test_wait_for_room_waits_while_the_backlog_is_at_the_limit_and_gives_up_after_the_timeout():
+    things = ThingsCollection()
+    relay = OutboxRelay(AcceptingPublisher(), [things])  # type: ignore[list-item]  # not started
+    for n in range(3):
+        relay.notify(things, f"doc-{n}", [Envelope("NotificationSent", f"order-{n}", "test")])  # type: ignore[arg-type]
+    assert relay.backlog() == 3
+    assert relay.wait_for_room(limit=4, timeout=0)
+    started = time.monotonic()
+    assert not relay.wait_for_room(limit=3, timeout=0.1)
+    assert time.monotonic() - started >= 0.1
+    relay.start(scan=False)  # it publishes and clears: room again
+    try:
+        assert relay.wait_for_room(limit=1, timeout=5)
+        assert relay.backlog() == 0
+    finally:
+        relay.stop()

@@ -6,11 +6,11 @@ import base64
 import json
 
 import pytest
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from pydantic import BaseModel
 
 from services.order.domain import Cursor, InvalidCursor
-from shared.web import create_service_app, parse_body
+from shared.web import create_service_app, hold_writes_for_relay, parse_body
 
 
 class Thing(BaseModel):
@@ -63,3 +63,48 @@ def test_a_forged_cursor_is_refused_not_crashed_on(payload):
     token = base64.urlsafe_b64encode(payload.encode("utf-8", "surrogatepass")).decode()
     with pytest.raises(InvalidCursor):
         Cursor.decode(token)
+
+
+class BehindRelay:
+    """The relay's side of the write guard: how far behind it is, and waiting for room."""
+
+    def __init__(self, backlog: int) -> None:
+        self.behind = backlog
+        self.waits: list[tuple[int, float]] = []
+
+    def backlog(self) -> int:
+        return self.behind
+
+    def wait_for_room(self, limit: int, timeout: float) -> bool:
+        self.waits.append((limit, timeout))
+        return self.behind < limit
+
+
+@pytest.mark.parametrize(("backlog", "status"), [(99, 201), (100, 503)])
+def test_writes_wait_for_the_outbox_relay_and_are_refused_when_it_stays_behind(make_settings, backlog, status):
+    bp = Blueprint("things", __name__)
+    created: list[str] = []
+
+    @bp.route("/things", methods=["GET", "POST"])
+    def things():
+        if request.method == "POST":
+            created.append(parse_body(Thing).name)
+            return jsonify({"created": True}), 201
+        return jsonify(created)
+
+    settings = make_settings("order", outbox={"api_backlog_limit": 100, "api_backlog_wait_s": 2.5})
+    relay = BehindRelay(backlog)
+    app = create_service_app(settings, "test", {})
+    hold_writes_for_relay(app, relay, settings.outbox)  # type: ignore[arg-type]
+    app.register_blueprint(bp)
+    client = app.test_client()
+
+    response = client.post("/things", json={"name": "a"})
+    assert response.status_code == status
+    assert relay.waits == [(100, 2.5)]
+    if status == 503:
+        assert response.get_json()["error"]["code"] == "overloaded"
+        assert response.headers["Retry-After"] == "2"
+        assert created == []  # refused before anything was written: a retry is safe
+    assert client.get("/things").status_code == 200  # reads never wait
+    assert relay.waits == [(100, 2.5)]
