@@ -39,6 +39,7 @@ def handle_batch(service: InventoryService, events: Sequence[Envelope]) -> dict[
     reservations go to the service together, so their writes are shared."""
     refused: dict[str, PermanentError] = {}
     run: list[ReserveRequest | SettleRequest] = []
+    in_run: set[str] = set()  # the run's reservation ids
     for event in events:
         try:
             request = _request(event)
@@ -46,10 +47,11 @@ def handle_batch(service: InventoryService, events: Sequence[Envelope]) -> dict[
             refused[event.event_id] = err
             continue
         same_kind = bool(run) and isinstance(run[0], ReserveRequest) == isinstance(request, ReserveRequest)
-        if not same_kind or any(other.reservation_id == request.reservation_id for other in run):
+        if not same_kind or request.reservation_id in in_run:
             _handle_run(service, run)
-            run = []
+            run, in_run = [], set()
         run.append(request)
+        in_run.add(request.reservation_id)
     _handle_run(service, run)
     return refused
 

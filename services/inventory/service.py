@@ -229,19 +229,24 @@ class InventoryService:
         is still one write. Anything unusual (a product short for the batch, lines that disagree on
         a price, a reservation that exists already after a crash) sends the whole batch one by one,
         in order, so it always ends exactly as one command after another would."""
+        if not self._reserved_together(requests):
+            self._reserve_each(requests)
+
+    def _reserved_together(self, requests: Sequence[ReserveRequest]) -> bool:
+        """Reserve the batch with shared writes; False (holding nothing) when it must go one by one."""
         prices = [ordered_prices(request.lines) for request in requests]
-        if any(price is None for price in prices):
-            return self._reserve_each(requests)
+        known_prices = [price for price in prices if price is not None]
+        if len(known_prices) < len(prices):
+            return False
         drafts = [self._draft(r.reservation_id, r.command.order_id, r.lines, r.command) for r in requests]
         if not all(self._reservations.add_all(drafts)):
-            return self._reserve_each(requests)  # its drafts are in: each resumes as after a crash
+            return False  # its drafts are in: each resumes as after a crash
         self._reservations.add_timers([(draft.reservation_id, draft.expires_at) for draft in drafts])
-        known_prices = [price for price in prices if price is not None]
         if not take_holds_together(self._stock, drafts, known_prices, self._clock()):
-            return self._reserve_each(requests)
+            return False
         for request, draft in zip(requests, drafts, strict=True):
             self._finish(draft, RESERVED, request.command)
-        return None
+        return True
 
     def _reserve_each(self, requests: Sequence[ReserveRequest]) -> None:
         for request in requests:
