@@ -80,38 +80,13 @@ class MongoStockRepository:
     def hold(
         self, product_id: str, reservation_id: str, quantity: int, now: datetime, price: float | None = None
     ) -> bool:
-        hold = f"holds.{reservation_id}"
-        condition: dict[str, Any] = {"_id": product_id, "available": {"$gte": quantity}, hold: {"$exists": False}}
-        if price is not None:
-            low, high = price_bounds(price)
-            condition["price"] = {"$gte": low, "$lte": high}
-        if self._locks.costly and not self._matches(condition):
-            return False  # answered without the lock: a sold-out product stays cheap to ask for
-        with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
-            result = self._stock.update_one(
-                condition,
-                {"$inc": {"available": -quantity, "reserved": quantity}, "$set": {hold: quantity, "updated_at": now}},
-            )
-        return result.modified_count == 1
+        return self.hold_all(product_id, [Hold(reservation_id, quantity, price)], now)
 
     def release_hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
-        return self._end_hold(product_id, reservation_id, {"available": quantity, "reserved": -quantity}, now)
+        return self.end_all(product_id, [HoldEnd(reservation_id, quantity, committed=False)], now)
 
     def commit_hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
-        return self._end_hold(product_id, reservation_id, {"reserved": -quantity, "sold": quantity}, now)
-
-    def _end_hold(self, product_id: str, reservation_id: str, moves: dict[str, int], now: datetime) -> bool:
-        hold = f"holds.{reservation_id}"
-        condition = {"_id": product_id, hold: {"$exists": True}}
-        # Only this reservation's own steps create its hold, and each of them settles afterwards,
-        # so a hold found missing here needs no lock (settling a finished reservation again is cheap).
-        if self._locks.costly and not self._matches(condition):
-            return False
-        with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
-            result = self._stock.update_one(
-                condition, {"$inc": moves, "$unset": {hold: ""}, "$set": {"updated_at": now}}
-            )
-        return result.modified_count == 1
+        return self.end_all(product_id, [HoldEnd(reservation_id, quantity, committed=True)], now)
 
     def hold_all(self, product_id: str, holds: Sequence[Hold], now: datetime) -> bool:
         if not holds:
@@ -126,7 +101,7 @@ class MongoStockRepository:
                 return False  # two holds name different prices: at most one of them can match
             condition["price"] = {"$gte": low, "$lte": high}
         if self._locks.costly and not self._matches(condition):
-            return False
+            return False  # answered without the lock: a sold-out product stays cheap to ask for
         fields = {f"holds.{hold.reservation_id}": hold.quantity for hold in holds}
         with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
             result = self._stock.update_one(
@@ -142,6 +117,8 @@ class MongoStockRepository:
         returned = sum(end.quantity for end in ends if not end.committed)
         condition: dict[str, Any] = {"_id": product_id}
         condition.update({f"holds.{end.reservation_id}": {"$exists": True} for end in ends})
+        # Only a reservation's own steps create its hold, and each of them settles afterwards, so
+        # a hold found missing here needs no lock (settling a finished reservation again is cheap).
         if self._locks.costly and not self._matches(condition):
             return False
         update = {

@@ -67,25 +67,13 @@ class InMemoryStockRepository:
     def hold(
         self, product_id: str, reservation_id: str, quantity: int, now: datetime, price: float | None = None
     ) -> bool:
-        with self._lock:
-            item = self._items.get(product_id)
-            if item is None or item.available < quantity or reservation_id in item.holds:
-                return False
-            if price is not None:
-                low, high = price_bounds(price)  # the range the Mongo filter uses
-                if not low <= item.price <= high:
-                    return False
-            item.available -= quantity
-            item.reserved += quantity
-            item.holds[reservation_id] = quantity
-            item.updated_at = now
-            return True
+        return self.hold_all(product_id, [Hold(reservation_id, quantity, price)], now)
 
     def release_hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
-        return self._end_hold(product_id, reservation_id, quantity, "available", now)
+        return self.end_all(product_id, [HoldEnd(reservation_id, quantity, committed=False)], now)
 
     def commit_hold(self, product_id: str, reservation_id: str, quantity: int, now: datetime) -> bool:
-        return self._end_hold(product_id, reservation_id, quantity, "sold", now)
+        return self.end_all(product_id, [HoldEnd(reservation_id, quantity, committed=True)], now)
 
     def hold_all(self, product_id: str, holds: Sequence[Hold], now: datetime) -> bool:
         with self._lock:
@@ -119,17 +107,6 @@ class InMemoryStockRepository:
                 else:
                     item.available += end.quantity
                 item.updated_at = now
-            return True
-
-    def _end_hold(self, product_id: str, reservation_id: str, quantity: int, to: str, now: datetime) -> bool:
-        with self._lock:
-            item = self._items.get(product_id)
-            if item is None or reservation_id not in item.holds:
-                return False
-            del item.holds[reservation_id]
-            item.reserved -= quantity
-            setattr(item, to, getattr(item, to) + quantity)
-            item.updated_at = now
             return True
 
 
