@@ -10,7 +10,7 @@ from prometheus_client import Counter
 from pymongo import MongoClient, monitoring
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure
 
 from shared.config import MongoSettings, Settings
 
@@ -39,6 +39,14 @@ class DatabaseUnavailable(Exception):
 
 class MongoAuthError(Exception):
     """The database refused our credentials."""
+
+
+def duplicate_key_indexes(err: BulkWriteError) -> list[int]:
+    """Return the indexes of a bulk write's statements that met an existing key; re-raise any other failure."""
+    errors = err.details.get("writeErrors", [])
+    if err.details.get("writeConcernErrors") or any(error.get("code") != 11000 for error in errors):
+        raise err
+    return [error["index"] for error in errors]
 
 
 def make_mongo_client(mongo: MongoSettings, app_name: str = "kafka-ecommerce") -> MongoClient:

@@ -21,6 +21,7 @@ from services.inventory.domain import Line, Reservation, Shortage, StockItem, pr
 from services.inventory.ports import Hold, HoldEnd
 from shared.events import Envelope
 from shared.locks import Locks
+from shared.mongo import duplicate_key_indexes
 from shared.outbox import OutboxRelay, outbox_document, outbox_fields
 
 # Lock name prefixes; the outbox relay's collection must use RESERVATION_LOCK too (see app.py).
@@ -223,7 +224,7 @@ class MongoReservationRepository:
         try:
             self._docs.insert_many(docs, ordered=False)
         except BulkWriteError as err:
-            for index in _duplicates(err):
+            for index in duplicate_key_indexes(err):
                 added[index] = False
         return added
 
@@ -233,7 +234,7 @@ class MongoReservationRepository:
             try:
                 self._timers.bulk_write(upserts, ordered=False)
             except BulkWriteError as err:
-                _duplicates(err)  # a concurrent attempt created the same timer first, as in add_timer
+                duplicate_key_indexes(err)  # a concurrent attempt created the same timer first, as in add_timer
 
     def remove_timers(self, reservation_ids: Sequence[str]) -> None:
         # One delete per id: FerretDB reads the whole collection for an $in on _id.
@@ -247,14 +248,6 @@ class MongoReservationRepository:
     def _notify(self, reservation_id: str, events: list[Envelope]) -> None:
         if events and self._relay is not None:
             self._relay.notify(self._docs, reservation_id, events)
-
-
-def _duplicates(err: BulkWriteError) -> list[int]:
-    """Return the indexes of the statements that met an existing key; re-raise any other failure."""
-    errors = err.details.get("writeErrors", [])
-    if err.details.get("writeConcernErrors") or any(error.get("code") != 11000 for error in errors):
-        raise err
-    return [error["index"] for error in errors]
 
 
 def _event_fields(events: list[Envelope]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.orchestrator.domain import InvalidEventData
 from services.orchestrator.service import SagaService
 from shared.events import Envelope
@@ -23,6 +25,12 @@ def advance_saga(service: SagaService, event: Envelope) -> None:
     except InvalidEventData as err:
         # The data breaks the contract: dead-letter it at once; the saga's deadlines still apply.
         raise PermanentError(str(err)) from err
+
+
+def handle_batch(service: SagaService, events: Sequence[Envelope]) -> dict[str, PermanentError]:
+    """Apply every fetched event, writing the sagas together; return the unusable ones by event id."""
+    refused = service.apply_many(events)
+    return {event_id: PermanentError(str(err)) for event_id, err in refused.items()}
 
 
 HANDLERS = {

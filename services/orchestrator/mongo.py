@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.orchestrator.domain import LineItem, OrderSnapshot, Step
 from services.orchestrator.locks import MongoSagaLocks
-from services.orchestrator.ports import Timer
+from services.orchestrator.ports import SagaWrite, Timer
 from services.orchestrator.saga import SagaState
 from shared.events import Envelope
-from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+from shared.mongo import duplicate_key_indexes
+from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
 from shared.write_behind import WriteBehind
 
 NO_OUTBOX = {"outbox": 0}
@@ -70,31 +71,68 @@ class MongoSagaRepository:
 
     def create(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
         events = list(events)
-        doc = {**to_document(saga), "version": 1, "outbox": outbox_document(events)}
         try:
-            self._sagas.insert_one(doc)
+            self._sagas.insert_one(_new_document(saga, events))
         except DuplicateKeyError:
             return False
-        self._remember(replace(saga, version=1))
-        self._notify(saga.order_id, events)
+        self._landed(saga, events)
         return True
 
     def update(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
         events = list(events)
-        fields = to_document(saga)
-        for fixed in ("_id", "version", "created_at"):
-            fields.pop(fixed)
-        outbox = outbox_fields(events)
-        result = self._sagas.update_one(
-            {"_id": saga.order_id, "version": saga.version},
-            {"$set": {**fields, **outbox}, "$inc": {"version": 1}},
-        )
+        result = self._sagas.update_one(*_versioned_update(saga, events))
         if result.modified_count == 0:
             self._forget(saga.order_id)
             return False
+        self._landed(saga, events)
+        return True
+
+    def write_many(self, writes: Sequence[SagaWrite]) -> list[bool]:
+        # Each chunk's writes are handed on as soon as it lands, so an outage in a later chunk
+        # leaves only that chunk's sagas in doubt (their events wait for the recovery scan).
+        landed: list[bool] = []
+        for start in range(0, len(writes), BULK_CHUNK):
+            chunk = writes[start : start + BULK_CHUNK]
+            landed += self._write_chunk(chunk)
+        return landed
+
+    def _write_chunk(self, writes: Sequence[SagaWrite]) -> list[bool]:
+        landed = dict.fromkeys(range(len(writes)), True)
+        creates = [n for n, write in enumerate(writes) if write.new]
+        updates = [n for n, write in enumerate(writes) if not write.new]
+        if creates:
+            docs = [_new_document(writes[n].saga, writes[n].events) for n in creates]
+            try:
+                self._sagas.insert_many(docs, ordered=False)
+            except BulkWriteError as err:
+                for index in duplicate_key_indexes(err):
+                    landed[creates[index]] = False
+        if updates:
+            requests = [UpdateOne(*_versioned_update(writes[n].saga, writes[n].events)) for n in updates]
+            result = self._sagas.bulk_write(requests, ordered=False)
+            if result.modified_count < len(updates):
+                # Some were stale, and a bulk write does not say which. A write that landed left
+                # its events in the saga's outbox (only the relay, told below, clears them).
+                for n in updates:
+                    landed[n] = self._outbox_holds(writes[n])
+                    if not landed[n]:
+                        self._forget(writes[n].saga.order_id)
+        for n, write in enumerate(writes):
+            if landed[n]:
+                self._landed(write.saga, list(write.events))
+        return [landed[n] for n in range(len(writes))]
+
+    def _outbox_holds(self, write: SagaWrite) -> bool:
+        if not write.events:
+            return False  # nothing tells this write from another: the caller decides again
+        # One read per saga: FerretDB reads the whole collection for an $in on _id.
+        doc = self._sagas.find_one({"_id": write.saga.order_id}, {"outbox": 1})
+        outbox = (doc or {}).get("outbox") or {}
+        return all(event.event_id in outbox for event in write.events)
+
+    def _landed(self, saga: SagaState, events: list[Envelope]) -> None:
         self._remember(replace(saga, version=saga.version + 1))
         self._notify(saga.order_id, events)
-        return True
 
     def _remember(self, saga: SagaState) -> None:
         if not self._cache_size:
@@ -151,6 +189,21 @@ class MongoSagaRepository:
     def _notify(self, order_id: str, events: list[Envelope]) -> None:
         if self._relay and events:
             self._relay.notify(self._sagas, order_id, events)
+
+
+def _new_document(saga: SagaState, events: list[Envelope] | tuple[Envelope, ...]) -> dict[str, Any]:
+    return {**to_document(saga), "version": 1, "outbox": outbox_document(events)}
+
+
+def _versioned_update(saga: SagaState, events: Iterable[Envelope]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The filter and update that replace the saga if it is still at ``saga.version``."""
+    fields = to_document(saga)
+    for fixed in ("_id", "version", "created_at"):
+        fields.pop(fixed)
+    return (
+        {"_id": saga.order_id, "version": saga.version},
+        {"$set": {**fields, **outbox_fields(events)}, "$inc": {"version": 1}},
+    )
 
 
 def to_document(saga: SagaState) -> dict[str, Any]:

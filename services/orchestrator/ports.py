@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +17,15 @@ class Timer:
     order_id: str
     due_at: datetime
     kind: str
+
+
+@dataclass(frozen=True)
+class SagaWrite:
+    """A decided saga to store with the events it emits: a new saga, or one replacing ``saga.version``."""
+
+    saga: SagaState
+    events: tuple[Envelope, ...]
+    new: bool
 
 
 class SagaRepository(Protocol):
@@ -38,6 +47,14 @@ class SagaRepository(Protocol):
     def update(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
         """Replace the saga if its stored version is still ``saga.version``, adding ``events`` to its
         outbox and incrementing the version; return False when another writer got there first."""
+
+    def write_many(self, writes: Sequence[SagaWrite]) -> list[bool]:
+        """Store the sagas at once, each as ``create`` or ``update`` would; at most one write per saga.
+
+        Return, in order, whether each write landed. False means it did not (the saga exists after
+        all, or another writer changed it) or cannot be confirmed; its events were not handed on,
+        and the caller decides that saga again on a fresh read.
+        """
 
     def recent(self, state: str | None, limit: int) -> list[SagaState]:
         """Return up to ``limit`` sagas, newest first, optionally only those in ``state``."""

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
 
 from services.orchestrator import saga, transitions
-from services.orchestrator.domain import SagaConflict, SagaError, SagaNotFound
-from services.orchestrator.ports import SagaRepository, Timer
+from services.orchestrator.domain import InvalidEventData, SagaConflict, SagaError, SagaNotFound
+from services.orchestrator.ports import SagaRepository, SagaWrite, Timer
 from services.orchestrator.saga import ACTIVE_STATES, COMPENSATING, COMPLETED, FAILED, Context, SagaState, Transition
 from shared.events import Envelope
 
@@ -57,29 +59,89 @@ class SagaService:
 
     def start(self, event: Envelope) -> Transition | None:
         """Start the saga of a new order; for an existing saga OrderCreated is just a late event."""
-
-        def decide(current: SagaState | None, ctx: Context) -> Transition:
-            return saga.start(event, ctx) if current is None else transitions.apply(current, event, ctx)
-
         with self._sagas.locked(event.order_id):
             # A new order has no saga yet: try the insert without reading first. When there is
             # one after all (a redelivery, or a cancel that came first) the insert fails on the
             # duplicate _id and the next attempt reads it.
-            return self._write(event.order_id, decide, assume_new=True)
+            return self._write(event.order_id, _starting(event), assume_new=True)
 
     def advance(self, event: Envelope) -> Transition | None:
         """Apply a reply or a cancel to its saga; events for unknown orders are logged and dropped."""
-
-        def decide(current: SagaState | None, ctx: Context) -> Transition | None:
-            if current is not None:
-                return transitions.apply(current, event, ctx)
-            if event.event_type == "OrderCancelRequested":
-                return saga.cancel_before_start(event, ctx)
-            logger.warning("ignoring %s for order %s: there is no saga for it", event.event_type, event.order_id)
-            return None
-
         with self._sagas.locked(event.order_id):
-            return self._write(event.order_id, decide)
+            return self._write(event.order_id, _advancing(event))
+
+    def apply_many(self, events: Sequence[Envelope]) -> dict[str, InvalidEventData]:
+        """Apply fetched events as ``start`` and ``advance`` would one by one, writing all sagas at once.
+
+        Each saga is decided in memory on its events in order and written once, with the other
+        sagas in one bulk write. A saga whose write does not land (it existed after all, or
+        another writer changed it) is decided again, one event at a time, on a fresh read.
+        Return the events whose data breaks the contract, by event id; the others are applied.
+        """
+        refused: dict[str, InvalidEventData] = {}
+        by_order: dict[str, list[Envelope]] = {}
+        for event in events:
+            by_order.setdefault(event.order_id, []).append(event)
+        with ExitStack() as held:
+            # In one order, so two batches never wait on each other (other writers hold one lock).
+            for order_id in sorted(by_order):
+                held.enter_context(self._sagas.locked(order_id))
+            ctx = Context(self._now(), self._timeouts)
+            plans = [self._plan(order_id, its_events, ctx, refused) for order_id, its_events in by_order.items()]
+            writing = [(plan, plan.write) for plan in plans if plan.write is not None]
+            landed = self._sagas.write_many([write for _plan, write in writing])
+            for (plan, write), ok in zip(writing, landed, strict=True):
+                if ok:
+                    self._wrote(plan, write.saga)
+                else:
+                    self._decide_again(plan.events, refused)
+            for plan in plans:
+                if plan.write is None and plan.redelivered and plan.stored is not None:
+                    self._sync_timer(plan.stored, force=True)
+        return refused
+
+    def _plan(self, order_id: str, events: list[Envelope], ctx: Context, refused: dict[str, InvalidEventData]) -> _Plan:
+        """Decide one saga on its events in order, in memory."""
+        # As in start(): a saga whose first event is OrderCreated is assumed new, without a read.
+        stored = None if events[0].event_type == "OrderCreated" else self._sagas.get(order_id)
+        plan = _Plan(events, stored)
+        emitted: list[Envelope] = []
+        for event in events:
+            try:
+                outcome = _deciding(event)(plan.states[-1] if plan.states else stored, ctx)
+            except InvalidEventData as err:
+                refused[event.event_id] = err
+                continue
+            if outcome is None:
+                continue
+            if not outcome.changed:
+                plan.redelivered = True
+                continue
+            plan.states.append(outcome.saga)
+            emitted += outcome.events
+        if plan.states:
+            plan.write = SagaWrite(plan.states[-1], tuple(emitted), new=stored is None)
+        return plan
+
+    def _wrote(self, plan: _Plan, written: SagaState) -> None:
+        """What follows a landed write: the timer, the metrics, the admission's window."""
+        self._sync_timer(written, before=plan.stored, force=plan.redelivered)
+        before = plan.stored
+        for after in plan.states:
+            _observe(before, after)
+            if self._saga_ended and _ends(before, after):
+                self._saga_ended(after.created_at, after.updated_at)
+            before = after
+
+    def _decide_again(self, events: list[Envelope], refused: dict[str, InvalidEventData]) -> None:
+        """Apply a saga's events one by one, reading it first (the caller holds its lock)."""
+        for event in events:
+            if event.event_id in refused:
+                continue
+            try:
+                self._write(event.order_id, _deciding(event))
+            except InvalidEventData as err:
+                refused[event.event_id] = err
 
     def fire_due_timers(self) -> int:
         """Apply every deadline that has passed; return how many sagas it changed."""
@@ -183,6 +245,41 @@ class SagaService:
         # Millisecond precision: what Mongo stores, so a saga reads back exactly as written.
         now = self._clock()
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass
+class _Plan:
+    """A saga's events in a batch, the stored saga, the states the events lead it through and the write."""
+
+    events: list[Envelope]
+    stored: SagaState | None
+    states: list[SagaState] = field(default_factory=list)
+    write: SagaWrite | None = None
+    redelivered: bool = False  # some event was already handled: the timer is checked, as in _write
+
+
+def _deciding(event: Envelope) -> Decide:
+    """How ``event`` moves its saga: as ``start`` for OrderCreated, as ``advance`` otherwise."""
+    return _starting(event) if event.event_type == "OrderCreated" else _advancing(event)
+
+
+def _starting(event: Envelope) -> Decide:
+    def decide(current: SagaState | None, ctx: Context) -> Transition:
+        return saga.start(event, ctx) if current is None else transitions.apply(current, event, ctx)
+
+    return decide
+
+
+def _advancing(event: Envelope) -> Decide:
+    def decide(current: SagaState | None, ctx: Context) -> Transition | None:
+        if current is not None:
+            return transitions.apply(current, event, ctx)
+        if event.event_type == "OrderCancelRequested":
+            return saga.cancel_before_start(event, ctx)
+        logger.warning("ignoring %s for order %s: there is no saga for it", event.event_type, event.order_id)
+        return None
+
+    return decide
 
 
 def _timeout(current: SagaState | None, ctx: Context) -> Transition | None:

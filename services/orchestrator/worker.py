@@ -8,7 +8,7 @@ from pymongo.errors import PyMongoError
 
 from services.orchestrator.admission import SagaAdmission, SagaWindow
 from services.orchestrator.app import SERVICE, bootstrap, mongo_sagas
-from services.orchestrator.handlers import HANDLERS
+from services.orchestrator.handlers import HANDLERS, handle_batch
 from shared.config import Settings, load_settings
 from shared.events import utc_now
 from shared.kafka_utils import bind_handlers
@@ -59,4 +59,6 @@ def main(settings: Settings | None = None) -> None:
             (RECONCILE_INTERVAL_S, service.reconcile_timers),
         ],
         gate=admission,
+        # Every fetched event at once: the sagas they move are written in one bulk write.
+        batch_handler=lambda events: handle_batch(service, events),
     )

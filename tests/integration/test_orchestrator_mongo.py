@@ -17,6 +17,7 @@ from services.orchestrator.app import bootstrap
 from services.orchestrator.domain import SagaBusy
 from services.orchestrator.locks import SAGA_LOCK, MongoSagaLocks
 from services.orchestrator.mongo import MongoSagaRepository
+from services.orchestrator.ports import SagaWrite
 from services.orchestrator.saga import Context
 from shared.config import Settings
 from shared.locks import DocumentLocks, LockingCollection, NoLocks
@@ -118,6 +119,39 @@ def test_each_write_puts_its_events_in_the_saga_outbox_and_tells_the_relay(mongo
     assert relay.notified == ["o-1", "o-1"]
     assert {e.event_id for e in relay.events} == set(outbox)  # handed over as written: no read-back
     assert repo.get("o-1").version == 2
+
+
+def _saga_commands(command: str) -> float:
+    return REGISTRY.get_sample_value("mongo_commands_total", {"command": command, "collection": "sagas"}) or 0.0
+
+
+def test_write_many_writes_a_chunk_of_sagas_per_round_trip_and_hands_on_only_what_landed(mongo_db: Database) -> None:
+    """60 new sagas, then 60 updates of which one is stale: two inserts and two updates (chunks of 50);
+    the stale one's read-back tells it from the others, and only the landed events reach the relay."""
+    relay = RecordingRelay()
+    repo = make_repo(mongo_db, relay)
+    started = [new_saga(f"o-{n}") for n in range(60)]
+    inserts = _saga_commands("insert")
+
+    assert repo.write_many([SagaWrite(saga, tuple(events), new=True) for saga, events in started]) == [True] * 60
+    assert _saga_commands("insert") == inserts + 2
+
+    ctx = Context(T0, TIMEOUTS)
+    moves = [transitions.apply(repo.get(f"o-{n}"), reply("InventoryReserved", f"o-{n}"), ctx) for n in range(60)]
+    other = transitions.apply(repo.get("o-7"), reply("OrderCancelRequested", "o-7"), ctx)
+    assert repo.update(other.saga, other.events)  # another writer moves o-7 first
+    relay.events.clear()
+    updates, reads = _saga_commands("update"), _saga_reads()
+
+    landed = repo.write_many([SagaWrite(move.saga, move.events, new=False) for move in moves])
+
+    assert landed == [n != 7 for n in range(60)]
+    assert _saga_commands("update") == updates + 2
+    assert _saga_reads() == reads + 50  # the chunk with the stale write is read back, the other is not
+    assert repo.get("o-7").state == "compensating"
+    assert repo.get("o-8").state == "awaiting_payment" and repo.get("o-8").version == 2
+    handed_on = {event.event_id for event in relay.events}
+    assert handed_on == {event.event_id for n, move in enumerate(moves) if n != 7 for event in move.events}
 
 
 def test_two_concurrent_updaters_lose_no_update(service_settings: Callable[..., Settings], mongo_db: Database) -> None:

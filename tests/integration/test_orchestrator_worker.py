@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pymongo.database import Database
 
 from services.orchestrator import worker
 from services.orchestrator.app import bootstrap, mongo_sagas
-from services.orchestrator.handlers import HANDLERS
+from services.orchestrator.handlers import HANDLERS, handle_batch
 from shared.config import Settings
 from shared.events import Envelope
-from shared.kafka_utils import Handler, bind_handlers, make_consumer, topic_name
+from shared.kafka_utils import Handler, bind_handlers, ensure_topics, make_consumer, topic_name
 from shared.runtime import connect
 from tests.integration.conftest import running_worker
-from tests.unit.orchestrator.fakes import order_created
+from tests.unit.orchestrator.fakes import order_created, reply
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -109,3 +109,61 @@ def test_worker_main_wires_the_handlers_the_relay_and_the_deadline_jobs(
     assert all(job() == 0 for _interval, job in wired["periodic"])
     assert "created_at_-1" in mongo_db["sagas"].index_information()
     assert "due_at_1" in mongo_db["saga_timers"].index_information()
+
+
+def test_the_worker_in_batch_mode_runs_sagas_to_the_end_through_kafka(
+    service_settings: Callable[..., Settings], mongo_db: Database, unique: Callable[[str], str]
+) -> None:
+    """Ten orders published before the worker starts, so that it fetches them together; then their
+    replies, a kind at a time. Every saga completes and the relay publishes and clears its commands."""
+    settings = service_settings("orchestrator")
+    ensure_topics(settings.kafka)
+    clients = connect(settings)
+    sagas, relay = mongo_sagas(clients, cache_size=100)
+    service = bootstrap(settings, clients=clients, sagas=sagas)
+    orders = [unique("order") for _ in range(10)]
+    ours = set(orders)
+    batches: list[int] = []
+
+    def mine(events: Sequence[Envelope]) -> Mapping[str, BaseException]:
+        events = [event for event in events if event.order_id in ours]
+        batches.append(len(events))
+        return handle_batch(service, events)
+
+    def publish_and_wait(events: list[Envelope], state: str) -> None:
+        for event in events:
+            clients.publisher.publish(event)
+        clients.publisher.flush(10)
+        found = wait_for(lambda: mongo_db["sagas"].count_documents({"_id": {"$in": orders}, "state": state}) == 10)
+        assert found, f"the sagas did not all reach {state}"
+
+    for order_id in orders:
+        clients.publisher.publish(order_created(order_id))
+    clients.publisher.flush(10)
+    handlers = only_for(ours, bind_handlers(HANDLERS, service))
+    group = unique("orchestrator-itest")
+    with running_worker(clients, handlers, service="orchestrator", group=group, relay=relay, batch_handler=mine):
+        try:
+            found = wait_for(lambda: mongo_db["sagas"].count_documents({"_id": {"$in": orders}}) == 10)
+            assert found, "the sagas were not all started"
+            assert max(batches) > 1, f"the orders never came in one batch: {batches}"
+            publish_and_wait([reply("InventoryReserved", o) for o in orders], "awaiting_payment")
+            publish_and_wait([reply("PaymentCompleted", o) for o in orders], "completed")
+            cleared = wait_for(
+                lambda: all(not mongo_db["sagas"].find_one({"_id": o})["outbox"] for o in orders), timeout=10
+            )
+            assert cleared, "the relay did not publish and clear every saga's commands"
+        finally:
+            clients.mongo.close()
+
+    for order_id in orders:
+        saga = mongo_db["sagas"].find_one({"_id": order_id})
+        assert [step["step"] for step in saga["steps"]] == [
+            "validate_order",
+            "reserve_inventory",
+            "reserve_inventory",
+            "take_payment",
+            "take_payment",
+            "commit_inventory",
+            "notify_customer",
+        ], saga["steps"]

@@ -10,7 +10,7 @@ import pytest
 
 from services.orchestrator import saga, transitions
 from services.orchestrator.domain import SagaBusy
-from services.orchestrator.ports import SagaRepository, Timer
+from services.orchestrator.ports import SagaRepository, SagaWrite, Timer
 from services.orchestrator.saga import Context, SagaState, Timeouts
 from tests.unit.orchestrator.fakes import T0, order_created, reply
 
@@ -147,3 +147,46 @@ class SagaRepositoryContract:
         found = repo.untimed_active(saga.ACTIVE_STATES)
 
         assert [s.order_id for s in found] == ["untimed"]
+
+    def test_write_many_creates_and_updates_each_saga_at_the_next_version(self, repo: SagaRepository) -> None:
+        existing, events = new_saga("o-old")
+        repo.create(existing, events)
+        moved = transitions.apply(repo.get("o-old"), reply("InventoryReserved", "o-old"), Context(T0, TIMEOUTS))
+        fresh, fresh_events = new_saga("o-new")
+
+        landed = repo.write_many(
+            [SagaWrite(moved.saga, moved.events, new=False), SagaWrite(fresh, tuple(fresh_events), new=True)]
+        )
+
+        assert landed == [True, True]
+        assert repo.get("o-old") == replace(moved.saga, version=2)
+        assert repo.get("o-new") == replace(fresh, version=1)
+
+    def test_write_many_refuses_an_existing_new_saga_and_a_stale_update_and_writes_the_rest(
+        self, repo: SagaRepository
+    ) -> None:
+        for order_id in ("o-dup", "o-stale", "o-ok"):
+            created, events = new_saga(order_id)
+            repo.create(created, events)
+        stale = repo.get("o-stale")
+        first = transitions.apply(stale, reply("InventoryReserved", "o-stale"), Context(T0, TIMEOUTS))
+        repo.update(first.saga, first.events)
+        late = transitions.apply(stale, reply("OrderCancelRequested", "o-stale"), Context(T0, TIMEOUTS))
+        again, again_events = new_saga("o-dup", at_s=5)
+        ok = transitions.apply(repo.get("o-ok"), reply("InventoryReserved", "o-ok"), Context(T0, TIMEOUTS))
+
+        landed = repo.write_many(
+            [
+                SagaWrite(again, tuple(again_events), new=True),
+                SagaWrite(late.saga, late.events, new=False),
+                SagaWrite(ok.saga, ok.events, new=False),
+            ]
+        )
+
+        assert landed == [False, False, True]
+        assert repo.get("o-dup").created_at == T0
+        assert repo.get("o-stale") == replace(first.saga, version=2)
+        assert repo.get("o-ok") == replace(ok.saga, version=2)
+
+    def test_write_many_of_nothing_writes_nothing(self, repo: SagaRepository) -> None:
+        assert repo.write_many([]) == []

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.orchestrator.domain import SagaBusy
-from services.orchestrator.ports import Timer
+from services.orchestrator.ports import SagaWrite, Timer
 from services.orchestrator.saga import SagaState
 from shared.events import Envelope
 
@@ -24,6 +24,7 @@ class InMemorySagaRepository:
         self.written: list[Envelope] = []
         self.timers: dict[str, Timer] = {}
         self.held: set[str] = set()
+        self.bulk_writes = 0
 
     @contextlib.contextmanager
     def locked(self, order_id: str) -> Iterator[None]:
@@ -53,6 +54,13 @@ class InMemorySagaRepository:
         self.sagas[saga.order_id] = replace(saga, version=saga.version + 1)
         self.written.extend(events)
         return True
+
+    def write_many(self, writes: Sequence[SagaWrite]) -> list[bool]:
+        self.bulk_writes += 1
+        return [
+            self.create(write.saga, write.events) if write.new else self.update(write.saga, write.events)
+            for write in writes
+        ]
 
     def recent(self, state: str | None, limit: int) -> list[SagaState]:
         found = [s for s in self.sagas.values() if state is None or s.state == state]
