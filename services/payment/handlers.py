@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, TypeVar
 
@@ -36,8 +37,41 @@ class RefundRequestedData(BaseModel):
 
 def payment_requested(service: PaymentService, event: Envelope) -> None:
     """Charge for the order once and reply PaymentCompleted or PaymentFailed."""
+    try:
+        service.process_payment_request(_charge_request(event), event)
+    except InvalidPayment as err:
+        raise PermanentError(str(err)) from err
+
+
+def handle_batch(service: PaymentService, events: Sequence[Envelope]) -> dict[str, PermanentError]:
+    """Handle fetched commands in order, each run of PaymentRequested in a few bulk writes;
+    return the unusable ones by event id."""
+    refused: dict[str, PermanentError] = {}
+    run: list[tuple[ChargeRequest, Envelope]] = []
+
+    def charge_run() -> None:
+        if not run:
+            return
+        for event_id, err in service.process_payment_requests(run).items():
+            refused[event_id] = PermanentError(str(err))
+        run.clear()
+
+    for event in events:
+        try:
+            if event.event_type == "PaymentRequested":
+                run.append((_charge_request(event), event))
+                continue
+            charge_run()
+            HANDLERS[event.event_type](service, event)
+        except PermanentError as err:
+            refused[event.event_id] = err
+    charge_run()
+    return refused
+
+
+def _charge_request(event: Envelope) -> ChargeRequest:
     data = _parse(PaymentRequestedData, event)
-    request = ChargeRequest(
+    return ChargeRequest(
         order_id=event.order_id,
         amount=data.amount,
         payment_method=data.payment_method,
@@ -45,10 +79,6 @@ def payment_requested(service: PaymentService, event: Envelope) -> None:
         customer_id=data.customer_id or event.customer_id,
         payment_id=data.payment_id,
     )
-    try:
-        service.process_payment_request(request, event)
-    except InvalidPayment as err:
-        raise PermanentError(str(err)) from err
 
 
 def refund_requested(service: PaymentService, event: Envelope) -> None:

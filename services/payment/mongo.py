@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.payment.domain import DuplicatePayment, Payment, now_ms
+from services.payment.ports import PaymentUpdate
 from shared.events import Envelope
-from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+from shared.mongo import duplicate_key_indexes
+from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
 
 _FIELDS = tuple(Payment.__dataclass_fields__)
 
@@ -29,28 +31,49 @@ class MongoPaymentRepository:
         self._payments.create_index([("order_id", ASCENDING), ("created_at", DESCENDING)])
 
     def add(self, payment: Payment) -> None:
-        doc = _to_document(payment)
-        doc["outbox"] = outbox_document(())
         try:
-            self._payments.insert_one(doc)
+            self._payments.insert_one(_new_document(payment))
         except DuplicateKeyError as err:
             raise DuplicatePayment(f"payment {payment.payment_id} already exists") from err
+
+    def add_all(self, payments: Sequence[Payment]) -> list[bool]:
+        return _insert_all(self._payments, [_new_document(payment) for payment in payments])
 
     def get(self, payment_id: str) -> Payment | None:
         doc = self._payments.find_one({"_id": payment_id}, {"outbox": 0})
         return _from_document(doc) if doc else None
 
     def update(self, payment: Payment, *, expected_status: str, events: Iterable[Envelope] = ()) -> bool:
-        events = list(events)
-        fields = _to_document(payment)
-        del fields["_id"]
-        result = self._payments.update_one(
-            {"_id": payment.payment_id, "status": expected_status},
-            {"$set": {**fields, **outbox_fields(events)}},
-        )
-        if result.matched_count and events and self._relay:
-            self._relay.notify(self._payments, payment.payment_id, events)
+        update = PaymentUpdate(payment, expected_status, tuple(events))
+        result = self._payments.update_one(*_conditional_update(update))
+        if result.matched_count:
+            self._notify(update)
         return result.matched_count == 1
+
+    def update_all(self, updates: Sequence[PaymentUpdate]) -> list[bool]:
+        stored: list[bool] = []
+        for start in range(0, len(updates), BULK_CHUNK):
+            chunk = updates[start : start + BULK_CHUNK]
+            result = self._payments.bulk_write([UpdateOne(*_conditional_update(u)) for u in chunk], ordered=False)
+            # Some found their payment moved on, and a bulk write does not say which; an update
+            # that was stored left its events in the payment's outbox (only the relay clears them).
+            done = [True] * len(chunk) if result.matched_count == len(chunk) else [self._holds(u) for u in chunk]
+            for update, ok in zip(chunk, done, strict=True):
+                if ok:
+                    self._notify(update)
+            stored += done
+        return stored
+
+    def _holds(self, update: PaymentUpdate) -> bool:
+        if not update.events:
+            return False  # nothing tells this update from another's: not confirmed
+        doc = self._payments.find_one({"_id": update.payment.payment_id}, {"outbox": 1})
+        outbox = (doc or {}).get("outbox") or {}
+        return all(event.event_id in outbox for event in update.events)
+
+    def _notify(self, update: PaymentUpdate) -> None:
+        if update.events and self._relay:
+            self._relay.notify(self._payments, update.payment.payment_id, list(update.events))
 
     def list_by_order(self, order_id: str, limit: int) -> list[Payment]:
         cursor = (
@@ -72,12 +95,42 @@ class MongoPaymentRepository:
                 # Released between our insert and the read: try again.
         raise DuplicatePayment(f"the charge claim of order {order_id} keeps changing hands")
 
+    def claim_all(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        now = now_ms()
+        docs = [{"_id": order_id, "payment_id": payment_id, "claimed_at": now} for order_id, payment_id in claims]
+        return _insert_all(self._charges, docs)
+
     def order_holder(self, order_id: str) -> str | None:
         doc = self._charges.find_one({"_id": order_id})
         return doc["payment_id"] if doc else None
 
     def release_order(self, order_id: str, payment_id: str) -> None:
         self._charges.delete_one({"_id": order_id, "payment_id": payment_id})
+
+
+def _insert_all(collection: Collection, docs: list[dict[str, Any]]) -> list[bool]:
+    """Insert the documents in bulk; return, in order, whether each was inserted (False: its _id exists)."""
+    inserted = [True] * len(docs)
+    for start in range(0, len(docs), BULK_CHUNK):
+        try:
+            collection.insert_many(docs[start : start + BULK_CHUNK], ordered=False)
+        except BulkWriteError as err:
+            for index in duplicate_key_indexes(err):
+                inserted[start + index] = False
+    return inserted
+
+
+def _new_document(payment: Payment) -> dict[str, Any]:
+    return {**_to_document(payment), "outbox": outbox_document(())}
+
+
+def _conditional_update(update: PaymentUpdate) -> tuple[dict[str, Any], dict[str, Any]]:
+    fields = _to_document(update.payment)
+    del fields["_id"]
+    return (
+        {"_id": update.payment.payment_id, "status": update.expected_status},
+        {"$set": {**fields, **outbox_fields(update.events)}},
+    )
 
 
 def _to_document(payment: Payment) -> dict[str, Any]:

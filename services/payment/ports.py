@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from services.payment.domain import ChargeResult, Payment
 from shared.events import Envelope
+
+
+@dataclass(frozen=True)
+class PaymentUpdate:
+    """Store ``payment`` and queue ``events`` if it is still ``expected_status``."""
+
+    payment: Payment
+    expected_status: str
+    events: tuple[Envelope, ...] = ()
 
 
 class PaymentRepository(Protocol):
@@ -15,17 +25,28 @@ class PaymentRepository(Protocol):
     def add(self, payment: Payment) -> None:
         """Insert a new payment; raise ``DuplicatePayment`` when its id is taken."""
 
+    def add_all(self, payments: Sequence[Payment]) -> list[bool]:
+        """Insert the new payments at once; return, in order, whether each was added (False: its id is taken)."""
+
     def get(self, payment_id: str) -> Payment | None:
         """Return the payment or None."""
 
     def update(self, payment: Payment, *, expected_status: str, events: Iterable[Envelope] = ()) -> bool:
         """Store ``payment`` and queue ``events`` in one write if it is still ``expected_status``."""
 
+    def update_all(self, updates: Sequence[PaymentUpdate]) -> list[bool]:
+        """Apply each update as ``update`` would, at once (at most one per payment); return, in order,
+        whether each was stored. An update that cannot be confirmed counts as not stored."""
+
     def list_by_order(self, order_id: str, limit: int) -> list[Payment]:
         """Return an order's payments, newest first."""
 
     def claim_order(self, order_id: str, payment_id: str) -> str:
         """Record ``payment_id`` as the order's charge unless one is recorded; return the holder."""
+
+    def claim_all(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        """Record each (order id, payment id) claim unless the order has one; return, in order,
+        whether each was recorded now (False: ask ``claim_order`` who holds it)."""
 
     def order_holder(self, order_id: str) -> str | None:
         """Return the payment id recorded as the order's charge, if any."""

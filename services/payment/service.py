@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from prometheus_client import Counter
@@ -25,6 +25,7 @@ from services.payment.domain import (
     PROCESSING,
     AlreadyPaid,
     ChargeRequest,
+    ChargeResult,
     DuplicatePayment,
     IdempotencyConflict,
     InvalidPayment,
@@ -33,7 +34,7 @@ from services.payment.domain import (
     PaymentNotFound,
     now_ms,
 )
-from services.payment.ports import PaymentGateway, PaymentRepository
+from services.payment.ports import PaymentGateway, PaymentRepository, PaymentUpdate
 from shared.events import Envelope
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,38 @@ class PaymentService:
         if self._payments.update(payment, expected_status=PROCESSING, events=[self._reply(payment, cause)]):
             self._count(payment)
 
+    def process_payment_requests(self, requests: Sequence[tuple[ChargeRequest, Envelope]]) -> dict[str, InvalidPayment]:
+        """Charge for many saga commands as ``process_payment_request`` would one by one, in three
+        writes: the new payments, the claims of the approved ones, the settled payments with replies.
+
+        A payment id already stored (a redelivery, or twice in the batch) goes through the single
+        path after the rest, which then finds it settled or finishes it. Return the requests that
+        break the contract, by event id.
+        """
+        refused: dict[str, InvalidPayment] = {}
+        valid = []
+        for request, cause in requests:
+            if request.payment_id:
+                valid.append((request, cause))
+            else:
+                refused[cause.event_id] = InvalidPayment("a saga payment needs its payment_id")
+        now = self._clock()
+        payments = [Payment.start(request.payment_id or "", request, now) for request, _cause in valid]
+        added = self._payments.add_all(payments)
+        fresh = [(p, request, cause) for p, (request, cause), ok in zip(payments, valid, added, strict=True) if ok]
+        self._charge_all([(payment, request.card_number) for payment, request, _cause in fresh])
+        updates = [PaymentUpdate(payment, PROCESSING, (self._reply(payment, cause),)) for payment, _r, cause in fresh]
+        for update, stored in zip(updates, self._payments.update_all(updates), strict=True):
+            if stored:
+                self._count(update.payment)
+        for (request, cause), ok in zip(valid, added, strict=True):
+            if not ok:
+                try:
+                    self.process_payment_request(request, cause)
+                except InvalidPayment as err:
+                    refused[cause.event_id] = err
+        return refused
+
     def refund(self, payment_id: str, reason: str, cause: Envelope | None = None) -> Payment:
         """Refund a completed payment in full and queue PaymentRefunded."""
         payment = self.get(payment_id)
@@ -153,13 +186,28 @@ class PaymentService:
 
     def _charge(self, payment: Payment, card_number: str | None) -> str | None:
         """Call the gateway and settle ``payment`` in memory; return the winner if another charge won."""
-        result = self._gateway.charge(
+        payment.settle(self._gateway_charge(payment, card_number), self._clock())
+        if payment.status != COMPLETED:
+            return None
+        return self._give_back_if_lost(payment, self._claim(payment))
+
+    def _charge_all(self, charges: Sequence[tuple[Payment, str | None]]) -> None:
+        """``_charge`` for many payments, with the claims of the approved ones in one write."""
+        for payment, card_number in charges:
+            payment.settle(self._gateway_charge(payment, card_number), self._clock())
+        approved = [payment for payment, _card in charges if payment.status == COMPLETED]
+        claimed = self._payments.claim_all([(payment.order_id, payment.payment_id) for payment in approved])
+        for payment, recorded in zip(approved, claimed, strict=True):
+            self._give_back_if_lost(payment, None if recorded else self._claim(payment))
+
+    def _gateway_charge(self, payment: Payment, card_number: str | None) -> ChargeResult:
+        # The payment id is the idempotency key: a charge repeated after a crash moves no money.
+        return self._gateway.charge(
             payment.amount, payment.payment_method, card_number, idempotency_key=payment.payment_id
         )
-        payment.settle(result, self._clock())
-        if not result.approved:
-            return None
-        lost_to = self._claim(payment)
+
+    def _give_back_if_lost(self, payment: Payment, lost_to: str | None) -> str | None:
+        """Refund an approved charge whose order another payment had claimed; return that payment."""
         if lost_to:
             logger.warning(
                 "order %s was charged concurrently by %s; refunding %s", payment.order_id, lost_to, payment.payment_id

@@ -15,7 +15,7 @@ from services.payment.domain import (
     Payment,
     now_ms,
 )
-from services.payment.ports import PaymentRepository
+from services.payment.ports import PaymentRepository, PaymentUpdate
 from shared.events import Envelope
 
 
@@ -94,3 +94,48 @@ class PaymentRepositoryContract:
         repo.release_order("order-1", "pay_a")
         assert repo.order_holder("order-1") is None
         assert repo.claim_order("order-1", "pay_b") == "pay_b"
+
+    def test_add_all_adds_the_new_payments_and_reports_the_taken_ids(self) -> None:
+        repo = self.make_repo()
+        repo.add(a_payment("pay_taken"))
+
+        added = repo.add_all([a_payment("pay_a"), a_payment("pay_taken", order_id="order-9"), a_payment("pay_b")])
+
+        assert added == [True, False, True]
+        assert repo.get("pay_a").status == PROCESSING
+        assert repo.get("pay_taken").order_id == "order-1"
+        assert repo.get("pay_b") is not None
+        assert repo.add_all([]) == []
+
+    def test_update_all_stores_the_updates_whose_status_matches_and_reports_the_others(self) -> None:
+        repo = self.make_repo()
+        payments = [a_payment(f"pay_{n}", order_id=f"order-{n}") for n in range(3)]
+        repo.add_all(payments)
+        moved = repo.get("pay_1")
+        moved.settle(ChargeResult(False, reason="card_declined"), now_ms())
+        repo.update(moved, expected_status=PROCESSING)  # someone else settled pay_1 first
+        updates = []
+        for payment in payments:
+            payment.settle(ChargeResult(True, gateway_ref="ref"), now_ms())
+            data = {"payment_id": payment.payment_id, "amount": 25.5}
+            event = Envelope("PaymentCompleted", payment.order_id, "payment", data)
+            updates.append(PaymentUpdate(payment, PROCESSING, (event,)))
+
+        stored = repo.update_all(updates)
+
+        assert stored == [True, False, True]
+        assert [repo.get(f"pay_{n}").status for n in range(3)] == [COMPLETED, "failed", COMPLETED]
+        assert self.queued_event_types(repo, "pay_0") == ["PaymentCompleted"]
+        assert self.queued_event_types(repo, "pay_1") == []
+        assert repo.update_all([]) == []
+
+    def test_claim_all_records_the_unclaimed_orders_only(self) -> None:
+        repo = self.make_repo()
+        repo.claim_order("order-1", "pay_a")
+
+        recorded = repo.claim_all([("order-1", "pay_b"), ("order-2", "pay_c"), ("order-1", "pay_a")])
+
+        assert recorded == [False, True, False]
+        assert repo.order_holder("order-1") == "pay_a"
+        assert repo.order_holder("order-2") == "pay_c"
+        assert repo.claim_all([]) == []

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from services.payment.domain import ChargeResult, DuplicatePayment, Payment
+from services.payment.ports import PaymentUpdate
 from shared.events import Envelope
 
 
@@ -16,6 +17,7 @@ class InMemoryPaymentRepository:
         self.payments: dict[str, Payment] = {}
         self.outbox: dict[str, list[Envelope]] = {}
         self.claims: dict[str, str] = {}
+        self.bulk_writes = 0
 
     @property
     def events(self) -> list[Envelope]:
@@ -26,6 +28,17 @@ class InMemoryPaymentRepository:
             raise DuplicatePayment(f"payment {payment.payment_id} already exists")
         self.payments[payment.payment_id] = copy.deepcopy(payment)
         self.outbox[payment.payment_id] = []
+
+    def add_all(self, payments: Sequence[Payment]) -> list[bool]:
+        self.bulk_writes += 1
+        added = []
+        for payment in payments:
+            try:
+                self.add(payment)
+                added.append(True)
+            except DuplicatePayment:
+                added.append(False)
+        return added
 
     def get(self, payment_id: str) -> Payment | None:
         payment = self.payments.get(payment_id)
@@ -39,6 +52,10 @@ class InMemoryPaymentRepository:
         self.outbox[payment.payment_id].extend(events)
         return True
 
+    def update_all(self, updates: Sequence[PaymentUpdate]) -> list[bool]:
+        self.bulk_writes += 1
+        return [self.update(u.payment, expected_status=u.expected_status, events=u.events) for u in updates]
+
     def list_by_order(self, order_id: str, limit: int) -> list[Payment]:
         found = [p for p in self.payments.values() if p.order_id == order_id]
         found.sort(key=lambda p: (p.created_at, p.payment_id), reverse=True)
@@ -46,6 +63,14 @@ class InMemoryPaymentRepository:
 
     def claim_order(self, order_id: str, payment_id: str) -> str:
         return self.claims.setdefault(order_id, payment_id)
+
+    def claim_all(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        self.bulk_writes += 1
+        recorded = []
+        for order_id, payment_id in claims:
+            recorded.append(order_id not in self.claims)
+            self.claims.setdefault(order_id, payment_id)
+        return recorded
 
     def order_holder(self, order_id: str) -> str | None:
         return self.claims.get(order_id)
