@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter
 from pymongo import MongoClient, monitoring
@@ -47,6 +48,19 @@ def duplicate_key_indexes(err: BulkWriteError) -> list[int]:
     if err.details.get("writeConcernErrors") or any(error.get("code") != 11000 for error in errors):
         raise err
     return [error["index"] for error in errors]
+
+
+def insert_new(collection: Collection, docs: list[dict[str, Any]], chunk: int) -> list[bool]:
+    """Insert the documents ``chunk`` at a time; return, in order, whether each was inserted
+    (False: its ``_id`` exists)."""
+    inserted = [True] * len(docs)
+    for start in range(0, len(docs), chunk):
+        try:
+            collection.insert_many(docs[start : start + chunk], ordered=False)
+        except BulkWriteError as err:
+            for index in duplicate_key_indexes(err):
+                inserted[start + index] = False
+    return inserted
 
 
 def make_mongo_client(mongo: MongoSettings, app_name: str = "kafka-ecommerce") -> MongoClient:

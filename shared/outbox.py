@@ -69,6 +69,20 @@ def outbox_fields(events: Iterable[Envelope]) -> dict[str, dict[str, Any]]:
     return {f"outbox.{event.event_id}": event.to_dict() for event in events}
 
 
+def outbox_holds(collection: Collection, doc_id: Any, events: Iterable[Envelope]) -> bool:
+    """Whether the document's outbox still holds ``events``: how a conditional write in a bulk write,
+    which does not say which of its statements matched, is known to have landed. Only the relay,
+    told after the write, clears them; with no events there is nothing to tell, and the answer is no.
+    """
+    wanted = [event.event_id for event in events]
+    if not wanted:
+        return False
+    # One read per document: FerretDB reads the whole collection for an $in on _id.
+    doc = collection.find_one({"_id": doc_id}, {"outbox": 1})
+    outbox = (doc or {}).get("outbox") or {}
+    return all(event_id in outbox for event_id in wanted)
+
+
 class OutboxRelay:
     """Publish the events that state changes left in their documents' outboxes."""
 

@@ -21,8 +21,8 @@ from services.inventory.domain import Line, Reservation, Shortage, StockItem, pr
 from services.inventory.ports import Hold, HoldEnd
 from shared.events import Envelope
 from shared.locks import Locks
-from shared.mongo import duplicate_key_indexes
-from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+from shared.mongo import duplicate_key_indexes, insert_new
+from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
 
 # Lock name prefixes; the outbox relay's collection must use RESERVATION_LOCK too (see app.py).
 STOCK_LOCK = "stock"
@@ -220,13 +220,7 @@ class MongoReservationRepository:
         if not reservations:
             return []
         docs = [{**_to_doc(reservation), "outbox": {}, "replied": {}} for reservation in reservations]
-        added = [True] * len(docs)
-        try:
-            self._docs.insert_many(docs, ordered=False)
-        except BulkWriteError as err:
-            for index in duplicate_key_indexes(err):
-                added[index] = False
-        return added
+        return insert_new(self._docs, docs, BULK_CHUNK)
 
     def add_timers(self, timers: Sequence[tuple[str, datetime]]) -> None:
         if timers:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.notification.domain import SENT, DuplicateNotification, Notification
 from shared.events import Envelope
-from shared.outbox import OutboxRelay, outbox_document, outbox_fields
+from shared.mongo import insert_new
+from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields, outbox_holds
 
 _FIELDS = tuple(Notification.__dataclass_fields__)
 
@@ -28,28 +29,43 @@ class MongoNotificationRepository:
         self._notifications.create_index([("customer_id", ASCENDING), ("created_at", DESCENDING)])
 
     def add(self, notification: Notification) -> None:
-        doc = _to_document(notification)
-        doc["outbox"] = outbox_document(())
         try:
-            self._notifications.insert_one(doc)
+            self._notifications.insert_one(_new_document(notification))
         except DuplicateKeyError as err:
             raise DuplicateNotification(f"notification {notification.notification_id} already exists") from err
+
+    def add_all(self, notifications: Sequence[Notification]) -> list[bool]:
+        return insert_new(self._notifications, [_new_document(n) for n in notifications], BULK_CHUNK)
 
     def get(self, notification_id: str) -> Notification | None:
         doc = self._notifications.find_one({"_id": notification_id}, {"outbox": 0})
         return _from_document(doc) if doc else None
 
     def update(self, notification: Notification, *, events: Iterable[Envelope] = ()) -> bool:
-        events = list(events)
-        fields = _to_document(notification)
-        del fields["_id"]
-        result = self._notifications.update_one(
-            {"_id": notification.notification_id, "status": {"$ne": SENT}},
-            {"$set": {**fields, **outbox_fields(events)}},
-        )
-        if result.matched_count and events and self._relay:
-            self._relay.notify(self._notifications, notification.notification_id, events)
+        events = tuple(events)
+        result = self._notifications.update_one(*_unless_sent(notification, events))
+        if result.matched_count:
+            self._notify(notification, events)
         return result.matched_count == 1
+
+    def update_all(self, updates: Sequence[tuple[Notification, tuple[Envelope, ...]]]) -> list[bool]:
+        stored: list[bool] = []
+        for start in range(0, len(updates), BULK_CHUNK):
+            chunk = updates[start : start + BULK_CHUNK]
+            result = self._notifications.bulk_write([UpdateOne(*_unless_sent(n, e)) for n, e in chunk], ordered=False)
+            if result.matched_count == len(chunk):
+                done = [True] * len(chunk)
+            else:  # some were sent meanwhile, and a bulk write does not say which
+                done = [outbox_holds(self._notifications, n.notification_id, e) for n, e in chunk]
+            for (notification, events), ok in zip(chunk, done, strict=True):
+                if ok:
+                    self._notify(notification, events)
+            stored += done
+        return stored
+
+    def _notify(self, notification: Notification, events: tuple[Envelope, ...]) -> None:
+        if events and self._relay:
+            self._relay.notify(self._notifications, notification.notification_id, list(events))
 
     def list_by_customer(self, customer_id: str, limit: int) -> list[Notification]:
         cursor = (
@@ -58,6 +74,19 @@ class MongoNotificationRepository:
             .limit(limit)
         )
         return [_from_document(doc) for doc in cursor]
+
+
+def _new_document(notification: Notification) -> dict[str, Any]:
+    return {**_to_document(notification), "outbox": outbox_document(())}
+
+
+def _unless_sent(notification: Notification, events: tuple[Envelope, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    fields = _to_document(notification)
+    del fields["_id"]
+    return (
+        {"_id": notification.notification_id, "status": {"$ne": SENT}},
+        {"$set": {**fields, **outbox_fields(events)}},
+    )
 
 
 def _to_document(notification: Notification) -> dict[str, Any]:

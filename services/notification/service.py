@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,9 +76,7 @@ class NotificationService:
 
     def process_notification_request(self, request: NotificationRequest, cause: Envelope) -> None:
         """Send the saga's notification of an order once and queue NotificationSent."""
-        if request.order_id is None:
-            raise ValueError("a saga notification belongs to an order")
-        notification_id = saga_notification_id(request.order_id, request.type)
+        notification_id = self._saga_id(request)
         notification = self._new(notification_id, request)
         try:
             self._notifications.add(notification)
@@ -88,8 +86,39 @@ class NotificationService:
                 logger.info("notification %s was already sent", notification_id)
                 return
             logger.warning("notification %s is %s; sending it now", notification_id, notification.status)
-        data = {"notification_id": notification_id, "type": notification.type, "channel": notification.channel}
-        self._deliver(notification, events=[cause.follow("NotificationSent", SOURCE, data)])
+        self._deliver(notification, events=[self._sent_event(notification, cause)])
+
+    def process_notification_requests(self, requests: Sequence[tuple[NotificationRequest, Envelope]]) -> None:
+        """Deliver many saga notifications as ``process_notification_request`` would one by one, with
+        the new notifications in one write and the sent ones, with their replies, in another.
+
+        One already stored (a redelivery, or twice in the batch) goes the single path after the
+        rest. A failed send stores the ones sent before it and raises as the single path does; the
+        runner then takes the batch one event at a time, and each finds its notification sent or
+        still to send.
+        """
+        notifications = [self._new(self._saga_id(request), request) for request, _cause in requests]
+        added = self._notifications.add_all(notifications)
+        sent: list[tuple[Notification, tuple[Envelope, ...]]] = []
+        try:
+            for notification, (_request, cause), ok in zip(notifications, requests, added, strict=True):
+                if not ok:
+                    continue
+                notification.begin_attempt()
+                try:
+                    self._sender.send(notification)
+                except Exception as err:
+                    raise self._failed(notification, err) from err
+                notification.mark_sent(self._clock())
+                sent.append((notification, (self._sent_event(notification, cause),)))
+        finally:
+            stored = self._notifications.update_all(sent) if sent else []
+            for (notification, _events), ok in zip(sent, stored, strict=True):
+                if ok:
+                    _count_sent(notification)
+        for (request, cause), ok in zip(requests, added, strict=True):
+            if not ok:
+                self.process_notification_request(request, cause)
 
     def get(self, notification_id: str) -> Notification:
         """Return the notification or raise ``NotificationNotFound``."""
@@ -101,6 +130,21 @@ class NotificationService:
     def list_for_customer(self, customer_id: str, limit: int = 50) -> list[Notification]:
         """Return the customer's notifications, newest first."""
         return self._notifications.list_by_customer(customer_id, limit)
+
+    @staticmethod
+    def _saga_id(request: NotificationRequest) -> str:
+        if request.order_id is None:
+            raise ValueError("a saga notification belongs to an order")
+        return saga_notification_id(request.order_id, request.type)
+
+    @staticmethod
+    def _sent_event(notification: Notification, cause: Envelope) -> Envelope:
+        data = {
+            "notification_id": notification.notification_id,
+            "type": notification.type,
+            "channel": notification.channel,
+        }
+        return cause.follow("NotificationSent", SOURCE, data)
 
     def _new(self, notification_id: str, request: NotificationRequest) -> Notification:
         return Notification(
@@ -120,18 +164,26 @@ class NotificationService:
         try:
             self._sender.send(notification)
         except Exception as err:
-            notification.mark_failed(f"{type(err).__name__}: {err}")
-            self._notifications.update(notification)
-            FAILED_TOTAL.inc()
-            permanent = isinstance(err, Undeliverable)
-            raise DeliveryFailed(
-                notification.notification_id,
-                notification.error or "",
-                permanent=permanent,
-                # Connection trouble (refused, reset, timed out, server gone): the server is down.
-                transient=not permanent and isinstance(err, OSError),
-            ) from err
+            raise self._failed(notification, err) from err
         notification.mark_sent(self._clock())
         if self._notifications.update(notification, events=events):
-            kind = notification.type if notification.type in SAGA_TYPES else "other"
-            SENT_TOTAL.labels(kind, notification.channel).inc()
+            _count_sent(notification)
+
+    def _failed(self, notification: Notification, err: Exception) -> DeliveryFailed:
+        """Store the failed attempt and say how the runner should treat it."""
+        notification.mark_failed(f"{type(err).__name__}: {err}")
+        self._notifications.update(notification)
+        FAILED_TOTAL.inc()
+        permanent = isinstance(err, Undeliverable)
+        return DeliveryFailed(
+            notification.notification_id,
+            notification.error or "",
+            permanent=permanent,
+            # Connection trouble (refused, reset, timed out, server gone): the server is down.
+            transient=not permanent and isinstance(err, OSError),
+        )
+
+
+def _count_sent(notification: Notification) -> None:
+    kind = notification.type if notification.type in SAGA_TYPES else "other"
+    SENT_TOTAL.labels(kind, notification.channel).inc()

@@ -20,7 +20,7 @@ from services.orchestrator.ports import SagaWrite, Timer
 from services.orchestrator.saga import SagaState
 from shared.events import Envelope
 from shared.mongo import duplicate_key_indexes
-from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
+from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields, outbox_holds
 from shared.write_behind import WriteBehind
 
 NO_OUTBOX = {"outbox": 0}
@@ -114,21 +114,13 @@ class MongoSagaRepository:
                 # Some were stale, and a bulk write does not say which. A write that landed left
                 # its events in the saga's outbox (only the relay, told below, clears them).
                 for n in updates:
-                    landed[n] = self._outbox_holds(writes[n])
+                    landed[n] = outbox_holds(self._sagas, writes[n].saga.order_id, writes[n].events)
                     if not landed[n]:
                         self._forget(writes[n].saga.order_id)
         for n, write in enumerate(writes):
             if landed[n]:
                 self._landed(write.saga, list(write.events))
         return [landed[n] for n in range(len(writes))]
-
-    def _outbox_holds(self, write: SagaWrite) -> bool:
-        if not write.events:
-            return False  # nothing tells this write from another: the caller decides again
-        # One read per saga: FerretDB reads the whole collection for an $in on _id.
-        doc = self._sagas.find_one({"_id": write.saga.order_id}, {"outbox": 1})
-        outbox = (doc or {}).get("outbox") or {}
-        return all(event.event_id in outbox for event in write.events)
 
     def _landed(self, saga: SagaState, events: list[Envelope]) -> None:
         self._remember(replace(saga, version=saga.version + 1))

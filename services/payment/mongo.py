@@ -9,13 +9,13 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.payment.domain import DuplicatePayment, Payment, now_ms
 from services.payment.ports import PaymentUpdate
 from shared.events import Envelope
-from shared.mongo import duplicate_key_indexes
-from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
+from shared.mongo import insert_new
+from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields, outbox_holds
 
 _FIELDS = tuple(Payment.__dataclass_fields__)
 
@@ -37,7 +37,7 @@ class MongoPaymentRepository:
             raise DuplicatePayment(f"payment {payment.payment_id} already exists") from err
 
     def add_all(self, payments: Sequence[Payment]) -> list[bool]:
-        return _insert_all(self._payments, [_new_document(payment) for payment in payments])
+        return insert_new(self._payments, [_new_document(payment) for payment in payments], BULK_CHUNK)
 
     def get(self, payment_id: str) -> Payment | None:
         doc = self._payments.find_one({"_id": payment_id}, {"outbox": 0})
@@ -57,19 +57,16 @@ class MongoPaymentRepository:
             result = self._payments.bulk_write([UpdateOne(*_conditional_update(u)) for u in chunk], ordered=False)
             # Some found their payment moved on, and a bulk write does not say which; an update
             # that was stored left its events in the payment's outbox (only the relay clears them).
-            done = [True] * len(chunk) if result.matched_count == len(chunk) else [self._holds(u) for u in chunk]
+            done = (
+                [True] * len(chunk)
+                if result.matched_count == len(chunk)
+                else [outbox_holds(self._payments, u.payment.payment_id, u.events) for u in chunk]
+            )
             for update, ok in zip(chunk, done, strict=True):
                 if ok:
                     self._notify(update)
             stored += done
         return stored
-
-    def _holds(self, update: PaymentUpdate) -> bool:
-        if not update.events:
-            return False  # nothing tells this update from another's: not confirmed
-        doc = self._payments.find_one({"_id": update.payment.payment_id}, {"outbox": 1})
-        outbox = (doc or {}).get("outbox") or {}
-        return all(event.event_id in outbox for event in update.events)
 
     def _notify(self, update: PaymentUpdate) -> None:
         if update.events and self._relay:
@@ -98,7 +95,7 @@ class MongoPaymentRepository:
     def claim_all(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
         now = now_ms()
         docs = [{"_id": order_id, "payment_id": payment_id, "claimed_at": now} for order_id, payment_id in claims]
-        return _insert_all(self._charges, docs)
+        return insert_new(self._charges, docs, BULK_CHUNK)
 
     def order_holder(self, order_id: str) -> str | None:
         doc = self._charges.find_one({"_id": order_id})
@@ -106,18 +103,6 @@ class MongoPaymentRepository:
 
     def release_order(self, order_id: str, payment_id: str) -> None:
         self._charges.delete_one({"_id": order_id, "payment_id": payment_id})
-
-
-def _insert_all(collection: Collection, docs: list[dict[str, Any]]) -> list[bool]:
-    """Insert the documents in bulk; return, in order, whether each was inserted (False: its _id exists)."""
-    inserted = [True] * len(docs)
-    for start in range(0, len(docs), BULK_CHUNK):
-        try:
-            collection.insert_many(docs[start : start + BULK_CHUNK], ordered=False)
-        except BulkWriteError as err:
-            for index in duplicate_key_indexes(err):
-                inserted[start + index] = False
-    return inserted
 
 
 def _new_document(payment: Payment) -> dict[str, Any]:

@@ -92,3 +92,36 @@ class NotificationRepositoryContract:
         assert [n.notification_id for n in repo.list_by_customer("cust-1", 10)] == ["ntf_new", "ntf_mid", "ntf_old"]
         assert [n.notification_id for n in repo.list_by_customer("cust-1", 1)] == ["ntf_new"]
         assert repo.list_by_customer("cust-none", 10) == []
+
+    def test_add_all_adds_the_new_notifications_and_reports_the_taken_ids(self) -> None:
+        repo = self.make_repo()
+        repo.add(a_notification("ntf_taken"))
+
+        added = repo.add_all([a_notification("ntf_a"), a_notification("ntf_taken", "cust-9"), a_notification("ntf_b")])
+
+        assert added == [True, False, True]
+        assert repo.get("ntf_taken").customer_id == "cust-1"
+        assert repo.get("ntf_a") is not None and repo.get("ntf_b") is not None
+        assert repo.add_all([]) == []
+
+    def test_update_all_stores_all_but_the_notifications_already_sent(self) -> None:
+        repo = self.make_repo()
+        notifications = [a_notification(f"ntf_{n}") for n in range(3)]
+        repo.add_all(notifications)
+        done = repo.get("ntf_1")
+        done.begin_attempt()
+        done.mark_sent(now_ms())
+        repo.update(done)  # another worker sent ntf_1 first
+        for notification in notifications:
+            notification.begin_attempt()
+            notification.mark_sent(now_ms())
+
+        stored = repo.update_all([(n, (sent_event(),)) for n in notifications])
+
+        assert stored == [True, False, True]
+        assert [self.queued_event_types(repo, f"ntf_{n}") for n in range(3)] == [
+            ["NotificationSent"],
+            [],
+            ["NotificationSent"],
+        ]
+        assert repo.update_all([]) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from services.notification.domain import SENT, DuplicateNotification, Notification
 from shared.events import Envelope
@@ -15,6 +15,7 @@ class InMemoryNotificationRepository:
     def __init__(self) -> None:
         self.notifications: dict[str, Notification] = {}
         self.outbox: dict[str, list[Envelope]] = {}
+        self.bulk_writes = 0
 
     @property
     def events(self) -> list[Envelope]:
@@ -25,6 +26,21 @@ class InMemoryNotificationRepository:
             raise DuplicateNotification(f"notification {notification.notification_id} already exists")
         self.notifications[notification.notification_id] = copy.deepcopy(notification)
         self.outbox[notification.notification_id] = []
+
+    def add_all(self, notifications: Sequence[Notification]) -> list[bool]:
+        self.bulk_writes += 1
+        added = []
+        for notification in notifications:
+            try:
+                self.add(notification)
+                added.append(True)
+            except DuplicateNotification:
+                added.append(False)
+        return added
+
+    def update_all(self, updates: Sequence[tuple[Notification, tuple[Envelope, ...]]]) -> list[bool]:
+        self.bulk_writes += 1
+        return [self.update(notification, events=events) for notification, events in updates]
 
     def get(self, notification_id: str) -> Notification | None:
         found = self.notifications.get(notification_id)
