@@ -52,7 +52,16 @@ class MongoNotificationRepository:
         stored: list[bool] = []
         for start in range(0, len(updates), BULK_CHUNK):
             chunk = updates[start : start + BULK_CHUNK]
-            result = self._notifications.bulk_write([UpdateOne(*_unless_sent(n, e)) for n, e in chunk], ordered=False)
+            try:
+                result = self._notifications.bulk_write(
+                    [UpdateOne(*_unless_sent(n, e)) for n, e in chunk], ordered=False
+                )
+            except Exception:
+                # It may have written some: the relay reads their outboxes (the retry finds them sent).
+                if self._relay:
+                    for notification, _events in chunk:
+                        self._relay.notify(self._notifications, notification.notification_id)
+                raise
             if result.matched_count == len(chunk):
                 done = [True] * len(chunk)
             else:  # some were sent meanwhile, and a bulk write does not say which

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 SOURCE = "notification"
 SENT_TOTAL = Counter("notifications_sent_total", "Notifications delivered", ["type", "channel"])
 FAILED_TOTAL = Counter("notifications_failed_total", "Notification delivery attempts that failed")
+# A batch is sent this many at a time, each group stored as sent before the next is sent: a crash
+# or an outage mid-batch then repeats at most one group's sends (at-least-once, as one by one).
+SENDS_PER_WRITE = 50
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,19 @@ class NotificationService:
         self._deliver(notification, events=[self._sent_event(notification, cause)])
 
     def process_notification_requests(self, requests: Sequence[tuple[NotificationRequest, Envelope]]) -> None:
-        """Deliver many saga notifications as ``process_notification_request`` would one by one, with
-        the new notifications in one write and the sent ones, with their replies, in another.
+        """Deliver many saga notifications as ``process_notification_request`` would one by one,
+        ``SENDS_PER_WRITE`` at a time: the new notifications in one write, then the sent ones, with
+        their replies, in another.
 
         One already stored (a redelivery, or twice in the batch) goes the single path after the
         rest. A failed send stores the ones sent before it and raises as the single path does; the
         runner then takes the batch one event at a time, and each finds its notification sent or
         still to send.
         """
+        for start in range(0, len(requests), SENDS_PER_WRITE):
+            self._deliver_group(requests[start : start + SENDS_PER_WRITE])
+
+    def _deliver_group(self, requests: Sequence[tuple[NotificationRequest, Envelope]]) -> None:
         notifications = [self._new(self._saga_id(request), request) for request, _cause in requests]
         added = self._notifications.add_all(notifications)
         sent: list[tuple[Notification, tuple[Envelope, ...]]] = []

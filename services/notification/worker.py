@@ -22,5 +22,6 @@ def main(settings: Settings | None = None) -> None:
         group_id=GROUP_ID,
         relay=relay,
         # Every fetched request at once: the new notifications and the sent ones each in one write.
-        batch_handler=lambda events: handle_batch(service, events),
+        # Not with document locks: bulk writes do not take them, and a batch would hold hundreds.
+        batch_handler=None if settings.mongo.document_locks else lambda events: handle_batch(service, events),
     )

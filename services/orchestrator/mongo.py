@@ -88,12 +88,20 @@ class MongoSagaRepository:
         return True
 
     def write_many(self, writes: Sequence[SagaWrite]) -> list[bool]:
-        # Each chunk's writes are handed on as soon as it lands, so an outage in a later chunk
-        # leaves only that chunk's sagas in doubt (their events wait for the recovery scan).
+        # Each chunk's writes are handed on as soon as it lands. A chunk that fails midway (an
+        # outage) may have written some of its sagas: the relay is told to read their outboxes, so
+        # their events do not wait for the recovery scan while the retry finds them handled.
         landed: list[bool] = []
         for start in range(0, len(writes), BULK_CHUNK):
             chunk = writes[start : start + BULK_CHUNK]
-            landed += self._write_chunk(chunk)
+            try:
+                landed += self._write_chunk(chunk)
+            except Exception:
+                for write in chunk:
+                    self._forget(write.saga.order_id)
+                    if self._relay:
+                        self._relay.notify(self._sagas, write.saga.order_id)
+                raise
         return landed
 
     def _write_chunk(self, writes: Sequence[SagaWrite]) -> list[bool]:

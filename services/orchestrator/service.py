@@ -134,10 +134,13 @@ class SagaService:
             before = after
 
     def _decide_again(self, events: list[Envelope], refused: dict[str, InvalidEventData]) -> None:
-        """Apply a saga's events one by one, reading it first (the caller holds its lock)."""
+        """Apply a saga's events one by one, reading it first (the caller holds its lock).
+
+        Events refused on the assumed state are decided again too: on the stored saga they may be
+        late events that change nothing (an invalid reply to a saga that has moved on).
+        """
         for event in events:
-            if event.event_id in refused:
-                continue
+            refused.pop(event.event_id, None)
             try:
                 self._write(event.order_id, _deciding(event))
             except InvalidEventData as err:

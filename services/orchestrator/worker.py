@@ -60,5 +60,6 @@ def main(settings: Settings | None = None) -> None:
         ],
         gate=admission,
         # Every fetched event at once: the sagas they move are written in one bulk write.
-        batch_handler=lambda events: handle_batch(service, events),
+        # Not with document locks: bulk writes do not take them, and a batch would hold hundreds.
+        batch_handler=None if settings.mongo.document_locks else lambda events: handle_batch(service, events),
     )

@@ -54,7 +54,13 @@ class MongoPaymentRepository:
         stored: list[bool] = []
         for start in range(0, len(updates), BULK_CHUNK):
             chunk = updates[start : start + BULK_CHUNK]
-            result = self._payments.bulk_write([UpdateOne(*_conditional_update(u)) for u in chunk], ordered=False)
+            try:
+                result = self._payments.bulk_write([UpdateOne(*_conditional_update(u)) for u in chunk], ordered=False)
+            except Exception:
+                # It may have written some: the relay reads their outboxes (the retry finds them settled).
+                for update in chunk:
+                    self._notify_unread(update.payment.payment_id)
+                raise
             # Some found their payment moved on, and a bulk write does not say which; an update
             # that was stored left its events in the payment's outbox (only the relay clears them).
             done = (
@@ -67,6 +73,10 @@ class MongoPaymentRepository:
                     self._notify(update)
             stored += done
         return stored
+
+    def _notify_unread(self, payment_id: str) -> None:
+        if self._relay:
+            self._relay.notify(self._payments, payment_id)
 
     def _notify(self, update: PaymentUpdate) -> None:
         if update.events and self._relay:

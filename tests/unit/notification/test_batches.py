@@ -125,3 +125,22 @@ def test_the_sends_before_a_failure_are_stored_with_their_replies() -> None:
     assert raised.value.permanent and not raised.value.transient  # one by one, the runner dead-letters it
     assert [repo.get(f"ntf_o-{n}_order_confirmation").status for n in (1, 2, 3)] == ["sent", "failed", "pending"]
     assert [e.order_id for e in repo.events] == ["o-1"]
+
+
+def test_a_long_batch_is_sent_and_stored_a_group_at_a_time() -> None:
+    """Each group is stored as sent before the next is sent: a crash mid-batch resends one group at most."""
+    service, repo, sender = world()
+    stored_at_each_send: list[int] = []
+    send = sender.send
+
+    def send_noting_stored(notification: Notification) -> None:
+        stored_at_each_send.append(sum(n.status == "sent" for n in repo.notifications.values()))
+        send(notification)
+
+    sender.send = send_noting_stored  # type: ignore[method-assign]
+
+    handle_batch(service, [requested(f"o-{n}") for n in range(120)])
+
+    assert stored_at_each_send[49] == 0 and stored_at_each_send[50] == 50 and stored_at_each_send[100] == 100
+    assert repo.bulk_writes == 2 * 3
+    assert len(repo.events) == 120

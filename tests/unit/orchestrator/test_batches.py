@@ -85,6 +85,10 @@ SCENARIOS: dict[str, tuple[list[Envelope], list[Envelope]]] = {
         [CREATED["o-1"]],
         [order_created("o-1"), CREATED["o-2"]],
     ),
+    "an invalid reply to a failed saga, after its redelivered OrderCreated": (
+        [CREATED["o-1"], reply("InventoryReservationFailed", "o-1")],
+        [CREATED["o-1"], reply("InventoryReservationFailed", "o-1", reason="no-such-reason")],
+    ),
     "a cancel, then its order, in one batch": (
         [],
         [reply("OrderCancelRequested", "o-1"), CREATED["o-1"]],

@@ -147,3 +147,23 @@ def test_a_run_of_new_payments_takes_three_writes(settings: Settings) -> None:
 
 def _settled(outcome: str) -> float:
     return REGISTRY.get_sample_value("payments_total", {"outcome": outcome}) or 0.0
+
+
+def test_a_long_run_is_charged_and_written_a_group_at_a_time(settings: Settings) -> None:
+    """With a slow gateway, replies must not wait for every charge of a 120-command batch."""
+    w = world(settings)
+    events = [requested(f"o-{n}") for n in range(120)]
+    written_before: list[int] = []
+    charge = w.gateway.charge
+
+    def charge_noting_replies(*args: object, **kwargs: object) -> ChargeResult:
+        written_before.append(len(w.repo.events))
+        return charge(*args, **kwargs)  # type: ignore[arg-type]
+
+    w.gateway.charge = charge_noting_replies  # type: ignore[method-assign]
+
+    handle_batch(w.service, events)
+
+    assert w.repo.bulk_writes == 3 * 3  # groups of 50, 50 and 20
+    assert written_before[50] == 50 and written_before[100] == 100  # each group replied before the next
+    assert len(w.repo.events) == 120
