@@ -112,12 +112,7 @@ class NotificationService:
             for notification, (_request, cause), ok in zip(notifications, requests, added, strict=True):
                 if not ok:
                     continue
-                notification.begin_attempt()
-                try:
-                    self._sender.send(notification)
-                except Exception as err:
-                    raise self._failed(notification, err) from err
-                notification.mark_sent(self._clock())
+                self._send(notification)
                 sent.append((notification, (self._sent_event(notification, cause),)))
         finally:
             stored = self._notifications.update_all(sent) if sent else []
@@ -168,14 +163,18 @@ class NotificationService:
         )
 
     def _deliver(self, notification: Notification, events: Iterable[Envelope]) -> None:
+        self._send(notification)
+        if self._notifications.update(notification, events=events):
+            _count_sent(notification)
+
+    def _send(self, notification: Notification) -> None:
+        """Send and mark sent in memory; a failure is stored and raised as DeliveryFailed."""
         notification.begin_attempt()
         try:
             self._sender.send(notification)
         except Exception as err:
             raise self._failed(notification, err) from err
         notification.mark_sent(self._clock())
-        if self._notifications.update(notification, events=events):
-            _count_sent(notification)
 
     def _failed(self, notification: Notification, err: Exception) -> DeliveryFailed:
         """Store the failed attempt and say how the runner should treat it."""
