@@ -11,7 +11,7 @@ from services.inventory.handlers import HANDLERS, handle_batch
 from services.inventory.holds import settle_holds_together
 from services.inventory.service import InventoryService
 from shared.events import Envelope
-from shared.kafka_utils import PermanentError
+from tests.unit.batches import one_by_one
 from tests.unit.inventory.conftest import TTL_S
 from tests.unit.inventory.fakes import CallLog, FakeClock, InMemoryReservationRepository, InMemoryStockRepository
 from tests.unit.inventory.helpers import command, reserve_command
@@ -41,16 +41,6 @@ def world() -> World:
         CallLog("stock", stock, calls), CallLog("reservations", reservations, calls), ttl_s=TTL_S, clock=clock
     )
     return World(service, stock, reservations, calls)
-
-
-def one_by_one(service: InventoryService, events: list[Envelope]) -> dict[str, str]:
-    refused = {}
-    for event in events:
-        try:
-            HANDLERS[event.event_type](service, event)
-        except PermanentError as err:
-            refused[event.event_id] = str(err)
-    return refused
 
 
 def state(w: World) -> tuple[object, ...]:
@@ -157,9 +147,9 @@ def test_a_batch_ends_exactly_as_the_same_commands_one_by_one(name: str) -> None
     before, events = SCENARIOS[name]
     batched, sequential = world(), world()
     for w in (batched, sequential):
-        one_by_one(w.service, before)
+        one_by_one(HANDLERS, w.service, before)
     refused = handle_batch(batched.service, events)
-    assert {event_id: str(err) for event_id, err in refused.items()} == one_by_one(sequential.service, events)
+    assert {event_id: str(err) for event_id, err in refused.items()} == one_by_one(HANDLERS, sequential.service, events)
     assert state(batched) == state(sequential)
 
 
@@ -170,7 +160,7 @@ def test_a_reservation_interrupted_before_its_holds_keeps_its_place_in_the_batch
     for w in (batched, sequential):
         assert w.reservations.add_all([w.service._draft("res_o1", "o1", [Line("widget", 5)], events[0])]) == [True]
     handle_batch(batched.service, events)
-    one_by_one(sequential.service, events)
+    one_by_one(HANDLERS, sequential.service, events)
     assert state(batched) == state(sequential)
     assert [batched.reservations.get(f"res_o{n}").status for n in (1, 2)] == ["reserved", "failed"]
 

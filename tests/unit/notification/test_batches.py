@@ -12,7 +12,7 @@ from services.notification.domain import DeliveryFailed, Notification, Undeliver
 from services.notification.handlers import HANDLERS, handle_batch
 from services.notification.service import NotificationService
 from shared.events import Envelope
-from shared.kafka_utils import PermanentError
+from tests.unit.batches import one_by_one
 from tests.unit.notification.fakes import InMemoryNotificationRepository, RecordingSender
 from tests.unit.notification.test_service import requested
 
@@ -23,16 +23,6 @@ World = tuple[NotificationService, InMemoryNotificationRepository, RecordingSend
 def world(*failures: Exception) -> World:
     repo, sender = InMemoryNotificationRepository(), RecordingSender(*failures)
     return NotificationService(repo, sender, clock=lambda: T0), repo, sender
-
-
-def one_by_one(service: NotificationService, events: list[Envelope]) -> set[str]:
-    refused = set()
-    for event in events:
-        try:
-            HANDLERS[event.event_type](service, event)
-        except PermanentError:
-            refused.add(event.event_id)
-    return refused
 
 
 def outcome(w: World) -> tuple[object, ...]:
@@ -88,10 +78,10 @@ def test_a_batch_ends_as_the_same_requests_one_by_one(name: str) -> None:
     for w in (alone, batched):
         if before:
             before(w)
-        one_by_one(w[0], setup)
+        one_by_one(HANDLERS, w[0], setup)
     writes_before = batched[1].bulk_writes
 
-    refused_alone = one_by_one(alone[0], batch)
+    refused_alone = set(one_by_one(HANDLERS, alone[0], batch))
     refused_batched = set(handle_batch(batched[0], batch))
 
     assert outcome(batched) == outcome(alone)

@@ -10,10 +10,9 @@ import pytest
 
 from services.orchestrator.app import bootstrap
 from services.orchestrator.handlers import HANDLERS, handle_batch
-from services.orchestrator.service import SagaService
 from shared.config import Settings
 from shared.events import Envelope
-from shared.kafka_utils import PermanentError
+from tests.unit.batches import one_by_one
 from tests.unit.orchestrator.fakes import (
     ConflictingSagaRepository,
     FakeClock,
@@ -21,16 +20,6 @@ from tests.unit.orchestrator.fakes import (
     order_created,
     reply,
 )
-
-
-def one_by_one(service: SagaService, events: list[Envelope]) -> set[str]:
-    refused = set()
-    for event in events:
-        try:
-            HANDLERS[event.event_type](service, event)
-        except PermanentError:
-            refused.add(event.event_id)
-    return refused
 
 
 def outcome(repo: InMemorySagaRepository) -> tuple[object, ...]:
@@ -116,11 +105,11 @@ def test_a_batch_ends_as_the_same_events_one_by_one(settings: Settings, name: st
     alone_repo, batch_repo = InMemorySagaRepository(), InMemorySagaRepository()
     alone = bootstrap(settings, sagas=alone_repo, clock=FakeClock())
     batched = bootstrap(settings, sagas=batch_repo, clock=FakeClock())
-    one_by_one(alone, setup)
-    one_by_one(batched, setup)
+    one_by_one(HANDLERS, alone, setup)
+    one_by_one(HANDLERS, batched, setup)
     writes_before = batch_repo.bulk_writes
 
-    refused_alone = one_by_one(alone, batch)
+    refused_alone = set(one_by_one(HANDLERS, alone, batch))
     refused_batched = set(handle_batch(batched, batch))
 
     assert outcome(batch_repo) == outcome(alone_repo)
@@ -152,11 +141,11 @@ def test_a_saga_another_writer_changed_is_decided_again_on_a_fresh_read(settings
     alone = bootstrap(settings, sagas=alone_repo, clock=FakeClock())
     batched = bootstrap(settings, sagas=batch_repo, clock=FakeClock())
     setup = [CREATED["o-1"], CREATED["o-2"]]
-    one_by_one(alone, setup)
-    one_by_one(batched, setup)
+    one_by_one(HANDLERS, alone, setup)
+    one_by_one(HANDLERS, batched, setup)
     batch_repo.conflicts_left = 1  # the first update of the batch loses to a concurrent writer
 
-    one_by_one(alone, [RESERVED["o-1"], RESERVED["o-2"]])
+    one_by_one(HANDLERS, alone, [RESERVED["o-1"], RESERVED["o-2"]])
     handle_batch(batched, [RESERVED["o-1"], RESERVED["o-2"]])
 
     assert batch_repo.conflicts_seen == 1

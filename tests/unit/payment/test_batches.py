@@ -14,8 +14,7 @@ from services.payment.gateway import SimulatedGateway
 from services.payment.handlers import HANDLERS, handle_batch
 from services.payment.service import PaymentService
 from shared.config import Settings
-from shared.events import Envelope
-from shared.kafka_utils import PermanentError
+from tests.unit.batches import one_by_one
 from tests.unit.payment.fakes import InMemoryPaymentRepository
 from tests.unit.payment.support import DECLINED_CARD, GOOD_CARD, refund_requested, requested
 
@@ -52,16 +51,6 @@ def world(settings: Settings) -> World:
     repo = InMemoryPaymentRepository()
     gateway = LedgerGateway(settings)
     return World(PaymentService(repo, gateway, clock=lambda: T0), repo, gateway)
-
-
-def one_by_one(service: PaymentService, events: list[Envelope]) -> set[str]:
-    refused = set()
-    for event in events:
-        try:
-            HANDLERS[event.event_type](service, event)
-        except PermanentError:
-            refused.add(event.event_id)
-    return refused
 
 
 def outcome(w: World) -> tuple[object, ...]:
@@ -120,10 +109,10 @@ def test_a_batch_ends_as_the_same_commands_one_by_one(settings: Settings, name: 
     for w in (alone, batched):
         if before:
             before(w)
-        one_by_one(w.service, setup)
+        one_by_one(HANDLERS, w.service, setup)
     writes_before = batched.repo.bulk_writes
 
-    refused_alone = one_by_one(alone.service, batch)
+    refused_alone = set(one_by_one(HANDLERS, alone.service, batch))
     refused_batched = set(handle_batch(batched.service, batch))
 
     assert outcome(batched) == outcome(alone)
