@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, cast, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -22,7 +22,8 @@ LOCAL_DIR = ROOT / ".local"
 # environment defaults so `python main.py` works without exporting anything.
 LOCAL_ENV_FILE = LOCAL_DIR / "infra.env"
 
-SERVICE_NAMES = ("order", "payment", "inventory", "notification", "orchestrator", "monitoring")
+ServiceName = Literal["order", "payment", "inventory", "notification", "orchestrator", "monitoring"]
+SERVICE_NAMES: tuple[str, ...] = get_args(ServiceName)
 ENVIRONMENTS = ("development", "test", "production")
 ENV_PREFIX = "APP__"
 
@@ -72,6 +73,14 @@ class ConsumerSettings(_Section):
     backoff_max_s: float = Field(ge=0)
     inbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
     inbox_prune_interval_s: float = Field(default=3600, gt=0)
+    # How long a service's worker waits, once an event has come, for more to handle in the same
+    # batch (one bulk write for all); a service not named takes only what is already fetched.
+    # Only workers off the saga's path should wait: every wait on the path adds to each order.
+    batch_linger_ms: dict[ServiceName, Annotated[int, Field(ge=0, le=5000)]] = Field(default_factory=dict)
+
+    def linger_s(self, service: str | None) -> float:
+        """The batch linger of ``service``'s worker, in seconds."""
+        return self.batch_linger_ms.get(cast(ServiceName, service), 0) / 1000
 
 
 class OutboxSettings(_Section):
@@ -80,6 +89,10 @@ class OutboxSettings(_Section):
     # would queue more waits up to api_backlog_wait_s for the relay, then gets 503 and Retry-After.
     api_backlog_limit: int = Field(default=5000, ge=10)
     api_backlog_wait_s: float = Field(default=5.0, ge=0, le=60)
+    # How long the relay gathers acknowledgements before clearing them from their documents in one
+    # bulk write (sooner once it has 50). Clearing is off every order's path: a longer wait costs
+    # nothing but duplicates after a crash, which consumers drop anyway.
+    clear_interval_s: float = Field(default=0.05, gt=0, le=10)
 
 
 class SagaSettings(_Section):

@@ -263,8 +263,11 @@ class ConsumerRunner:
 
     With a ``batch_handler``, every message already fetched (up to ``max_batch``) is handled in
     one call, so a handler can write them in a few bulk round trips; the offsets are stored
-    only after the call returns. A batch that fails for a reason other than an outage is
-    handled again one event at a time by ``handlers``, which finds the event at fault.
+    only after the call returns. With ``linger_s``, the runner first waits that long after the
+    first message for more to come (as a producer's linger.ms does), so that batches hold many
+    events at a steady rate too, not only in a backlog. A batch that fails for a reason other
+    than an outage is handled again one event at a time by ``handlers``, which finds the event
+    at fault.
 
     With a ``gate``, the partitions of the gated event types' topics are paused while it is
     closed (librdkafka drops what it fetched of them and resumes from the next unconsumed
@@ -286,6 +289,7 @@ class ConsumerRunner:
         on_idle: Callable[[], None] | None = None,
         batch_handler: BatchHandler | None = None,
         max_batch: int = 500,
+        linger_s: float = 0.0,
         gate: Gate | None = None,
     ) -> None:
         unknown = set(handlers) - set(TOPIC_BY_EVENT)
@@ -307,6 +311,7 @@ class ConsumerRunner:
         self._on_idle = on_idle
         self._batch_handler = batch_handler
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._stop = threading.Event()
         self._prefix = publisher.topic_prefix
         self.topics = sorted({self._prefix + TOPIC_BY_EVENT[t] for t in handlers})
@@ -338,9 +343,7 @@ class ConsumerRunner:
                         self._on_idle()
                     continue
                 if self._batch_handler is not None:
-                    # Take what is already fetched without waiting for more: batches grow with
-                    # the backlog and a lone event is not held back.
-                    self._run_batch([msg, *self._consumer.consume(self._max_batch - 1, 0)])
+                    self._run_batch(self._gather(msg))
                     continue
                 if msg.error():
                     self._on_error(msg.error())
@@ -359,6 +362,17 @@ class ConsumerRunner:
             return event
         with log_context(order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type):
             return self._count(msg.topic(), self._apply(msg, event, self._handlers[event.event_type]))
+
+    def _gather(self, first: Message) -> list[Message]:
+        """``first`` and what is already fetched; then, for up to ``linger_s``, what comes next."""
+        batch = [first, *self._consumer.consume(self._max_batch - 1, 0)]
+        deadline = time.monotonic() + self._linger_s
+        while len(batch) < self._max_batch and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            batch.extend(self._consumer.consume(self._max_batch - len(batch), remaining))
+        return batch
 
     def _run_batch(self, msgs: list[Message]) -> None:
         """Handle fetched messages together; store their offsets unless a stop interrupted them."""

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # Statements per bulk write. A stock FerretDB 1.24 holds one connection per statement until the
 # command ends, and a database has 100: a bigger bulk write deadlocks it (our build is patched).
 BULK_CHUNK = 50
-CLEAR_INTERVAL_S = 0.05
+CLEAR_INTERVAL_S = 0.05  # the default; services take outbox.clear_interval_s
 CLEAR_BATCH = BULK_CHUNK
 PENDING_FILTER = {"outbox": {"$exists": True, "$ne": {}}}
 # The recovery rescans take at most this share of the time (see _scan_periodically).
@@ -92,12 +92,14 @@ class OutboxRelay:
         collections: Iterable[Collection],
         *,
         retry_interval_s: float = 1.0,
+        clear_interval_s: float = CLEAR_INTERVAL_S,
         recover_interval_s: float = 300.0,
         scan_timeout_s: float = 300.0,
     ) -> None:
         self._publisher = publisher
         self._collections = {c.full_name: c for c in collections}
         self._retry_interval = retry_interval_s
+        self._clear_interval = clear_interval_s
         self._recover_interval = recover_interval_s
         # A scan filters on the outbox field, which a FerretDB store answers by reading the whole
         # collection (~0.3 ms per document here): far longer than one round trip may take.
@@ -108,6 +110,7 @@ class OutboxRelay:
         self._in_flight: set[str] = set()
         self._retries: dict[tuple[str, Any], float] = {}  # document -> when to try it again
         self._stop = threading.Event()
+        self._draining = threading.Event()  # set by stop: clear what is acknowledged without waiting
         self._wakeup = threading.Event()  # set by notify: a new event goes out now, not after a nap
         self._last_clear = 0.0
         self._thread: threading.Thread | None = None
@@ -148,6 +151,7 @@ class OutboxRelay:
     def stop(self, timeout: float = 10.0) -> None:
         """Publish what is queued (for up to ``timeout``) and stop."""
         deadline = time.monotonic() + timeout
+        self._draining.set()
         while time.monotonic() < deadline and (not self._pending.empty() or self._in_flight):
             time.sleep(0.05)
         self._stop.set()
@@ -217,9 +221,10 @@ class OutboxRelay:
         self._publisher.poll(0)
         OUTBOX_BACKLOG.set(self._pending.qsize() + len(self._in_flight))
         # Publishing happens at once; clearing waits to gather acknowledgements, so that one bulk
-        # write clears many documents (at most every CLEAR_INTERVAL_S, or CLEAR_BATCH of them).
+        # write clears many documents (at most every clear_interval_s, or CLEAR_BATCH of them).
         now = time.monotonic()
-        if self._acked.qsize() >= CLEAR_BATCH or now - self._last_clear >= CLEAR_INTERVAL_S:
+        due = now - self._last_clear >= self._clear_interval or self._draining.is_set()
+        if due or self._acked.qsize() >= CLEAR_BATCH:
             self._last_clear = now
             self._clear_acknowledged()
         if self._pending.empty() and self._wakeup.wait(wait):

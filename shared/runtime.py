@@ -74,6 +74,7 @@ class Clients:
             self.publisher,
             [self.collection(name) for name in collection_names],
             retry_interval_s=self.settings.outbox.retry_interval_s,
+            clear_interval_s=self.settings.outbox.clear_interval_s,
         )
 
 
@@ -137,6 +138,7 @@ def run_worker(
         inbox=mongo_inbox,
         is_transient=is_transient,
         batch_handler=batch_handler,
+        linger_s=settings.consumer.linger_s(settings.service),
         gate=gate,
     )
     if mongo_inbox:

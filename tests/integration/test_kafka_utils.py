@@ -95,6 +95,7 @@ def start_runner(
     handler: Recorder,
     inbox=None,
     batch_handler: BatchRecorder | None = None,
+    linger_s: float = 0.0,
 ):
     runner = ConsumerRunner(
         make_consumer(settings.kafka, group, "test-consumer"),
@@ -105,6 +106,7 @@ def start_runner(
         retry=settings.consumer,
         inbox=inbox,
         batch_handler=batch_handler,
+        linger_s=linger_s,
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
     thread.start()
@@ -238,6 +240,29 @@ def test_a_batch_handler_gets_the_backlog_together_and_the_group_resumes_after_i
         runner.stop()
         thread.join(15)
     assert [e.order_id for e in after_restart.seen] == [later]
+
+
+@pytest.mark.parametrize(("linger_s", "batches"), [(2.0, [4]), (0.0, [1, 1, 1, 1])])
+def test_a_lingering_runner_gathers_events_that_come_one_by_one(live_settings, publisher, unique, linger_s, batches):
+    warm_up, spaced = unique("order"), [unique("order") for _ in range(4)]
+    handler = BatchRecorder({warm_up, *spaced})
+    runner, thread = start_runner(
+        live_settings, publisher, unique("group"), Recorder(set()), batch_handler=handler, linger_s=linger_s
+    )
+    try:
+        publisher.publish(event_for(warm_up))
+        publisher.flush(10)
+        wait_for(lambda: handler.seen, what="the warm-up event")  # assigned, caught up and idle
+        for order_id in spaced:
+            publisher.publish(event_for(order_id))
+            publisher.flush(10)
+            time.sleep(0.2)
+        wait_for(lambda: len(handler.seen) == 5, what="the spaced events")
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert [len(batch) for batch in handler.batches[1:]] == batches
+    assert [e.order_id for e in handler.seen[1:]] == spaced
 
 
 def test_an_event_a_batch_handler_refuses_is_dead_lettered_and_the_rest_handled(live_settings, publisher, unique):

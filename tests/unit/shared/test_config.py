@@ -108,3 +108,28 @@ def test_environment_overrides_mean_what_they_say(config_file, variable, value, 
 def test_a_malformed_json_override_names_the_variable(config_file):
     with pytest.raises(ConfigError, match="APP__PAYMENT__DECLINE_CARDS"):
         load_settings(env={"APP__PAYMENT__DECLINE_CARDS": "[oops"}, config_file=config_file)
+
+
+def test_a_batch_linger_is_set_per_service_and_defaults_to_none(config_file):
+    env = {"APP__CONSUMER__BATCH_LINGER_MS": '{"monitoring": 500, "order": 100}'}
+    consumer = load_settings("order", env=env, config_file=config_file).consumer
+    assert consumer.linger_s("monitoring") == 0.5
+    assert consumer.linger_s("order") == 0.1
+    assert consumer.linger_s("orchestrator") == 0.0  # on the saga's path: takes what is fetched
+    assert consumer.linger_s(None) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [('{"monitor": 500}', "monitor"), ('{"monitoring": -1}', "monitoring"), ('{"order": 60000}', "order")],
+)
+def test_a_batch_linger_for_an_unknown_service_or_out_of_range_is_refused(config_file, value, named):
+    with pytest.raises(ConfigError, match=rf"consumer\.batch_linger_ms\.{named}"):
+        load_settings(env={"APP__CONSUMER__BATCH_LINGER_MS": value}, config_file=config_file)
+
+
+def test_the_repository_config_lingers_only_off_the_saga_path():
+    consumer = load_settings("order", environment="development", env={}).consumer
+    on_the_path = ("orchestrator", "inventory", "payment")
+    assert all(consumer.linger_s(service) == 0 for service in on_the_path)
+    assert all(consumer.linger_s(service) > 0 for service in ("order", "notification", "monitoring"))

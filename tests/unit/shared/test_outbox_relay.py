@@ -150,3 +150,19 @@ def test_wait_for_room_waits_while_the_backlog_is_at_the_limit_and_gives_up_afte
         assert relay.backlog() == 0
     finally:
         relay.stop()
+
+
+def test_acknowledged_entries_wait_for_the_clear_interval_and_a_stop_clears_them_at_once():
+    things, publisher = ThingsCollection(), AcceptingPublisher()
+    relay = OutboxRelay(publisher, [things], clear_interval_s=30)  # type: ignore[list-item]
+    relay.start(scan=False)
+    try:
+        for n in range(3):
+            relay.notify(things, f"doc-{n}", [Envelope("NotificationSent", f"order-{n}", "test")])  # type: ignore[arg-type]
+        assert wait_until(lambda: len(publisher.published) == 3)
+        time.sleep(0.2)
+        assert things.cleared == []  # published at once, cleared together later
+    finally:
+        relay.stop(timeout=5)
+    assert len(things.cleared) == 3
+    assert relay.backlog() == 0
