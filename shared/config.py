@@ -102,13 +102,15 @@ class SagaSettings(_Section):
     # New orders wait in Kafka while this many sagas are in flight (0: no limit). Work in
     # flight costs every write of the stock it holds; see services/orchestrator/admission.py.
     max_in_flight: int = Field(default=200, ge=0)
-    # Within that ceiling, as many as keep sagas ending within this time (None: a quarter of the
-    # order deadline); see SagaWindow.
+    # Within that ceiling, as many as keep sagas ending within this time (None: half the payment
+    # deadline or a quarter of the order deadline, whichever is shorter); see SagaWindow.
     admission_target_s: float | None = Field(default=None, gt=0)
 
     @property
     def admission_target(self) -> float:
-        return self.admission_target_s or self.order_timeout_s / 4
+        # Under the payment deadline: a box slowed by other work must shrink the window while sagas
+        # still end in time, not after payment commands have begun to wait past their deadline.
+        return self.admission_target_s or min(self.payment_timeout_s / 2, self.order_timeout_s / 4)
 
 
 class InventorySettings(_Section):

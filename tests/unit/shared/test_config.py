@@ -133,3 +133,16 @@ def test_the_repository_config_lingers_only_off_the_saga_path():
     on_the_path = ("orchestrator", "inventory", "payment")
     assert all(consumer.linger_s(service) == 0 for service in on_the_path)
     assert all(consumer.linger_s(service) > 0 for service in ("order", "notification", "monitoring"))
+
+
+@pytest.mark.parametrize(
+    ("saga", "target"),
+    [
+        ({"payment_timeout_s": 60, "order_timeout_s": 300}, 30),  # half the payment deadline
+        ({"payment_timeout_s": 200, "order_timeout_s": 300}, 75),  # a quarter of the order deadline
+        ({"payment_timeout_s": 60, "order_timeout_s": 300, "admission_target_s": 90}, 90),  # as set
+    ],
+)
+def test_the_admission_target_ends_sagas_before_their_payment_deadline(config_file, saga, target):
+    settings = load_settings("orchestrator", overrides={"saga": saga}, env={}, config_file=config_file)
+    assert settings.saga.admission_target == target
