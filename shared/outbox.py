@@ -20,7 +20,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pymongo
@@ -81,6 +82,45 @@ def outbox_holds(collection: Collection, doc_id: Any, events: Iterable[Envelope]
     doc = collection.find_one({"_id": doc_id}, {"outbox": 1})
     outbox = (doc or {}).get("outbox") or {}
     return all(event_id in outbox for event_id in wanted)
+
+
+@dataclass(frozen=True)
+class ConditionalUpdate:
+    """Apply ``update`` to document ``doc_id`` if it still matches ``filter``, queuing ``events``."""
+
+    doc_id: Any
+    filter: dict[str, Any]
+    update: dict[str, Any]
+    events: tuple[Envelope, ...] = ()
+
+
+def bulk_update(collection: Collection, updates: Sequence[ConditionalUpdate], relay: OutboxRelay | None) -> list[bool]:
+    """Apply the updates, BULK_CHUNK per round trip, and hand the events of those that landed to
+    ``relay``; return, in order, whether each landed (one that cannot be confirmed did not)."""
+    landed: list[bool] = []
+    for start in range(0, len(updates), BULK_CHUNK):
+        chunk = updates[start : start + BULK_CHUNK]
+        try:
+            result = collection.bulk_write([UpdateOne(u.filter, u.update) for u in chunk], ordered=False)
+        except Exception:
+            # It may have written some: the relay reads their outboxes (a retry finds those no longer
+            # matching their filter, e.g. the payment settled or the notification sent).
+            if relay:
+                for update in chunk:
+                    relay.notify(collection, update.doc_id)
+            raise
+        if result.matched_count == len(chunk):
+            done = [True] * len(chunk)
+        else:
+            # Some found their document moved on, and a bulk write does not say which; an update
+            # that was stored left its events in the document's outbox (only the relay clears them).
+            done = [outbox_holds(collection, u.doc_id, u.events) for u in chunk]
+        if relay:
+            for update, ok in zip(chunk, done, strict=True):
+                if ok and update.events:
+                    relay.notify(collection, update.doc_id, list(update.events))
+        landed += done
+    return landed
 
 
 class OutboxRelay:

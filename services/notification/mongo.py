@@ -7,14 +7,14 @@ from dataclasses import asdict
 from datetime import UTC
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.notification.domain import SENT, DuplicateNotification, Notification
 from shared.events import Envelope
 from shared.mongo import insert_new
-from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields, outbox_holds
+from shared.outbox import BULK_CHUNK, ConditionalUpdate, OutboxRelay, bulk_update, outbox_document, outbox_fields
 
 _FIELDS = tuple(Notification.__dataclass_fields__)
 
@@ -49,28 +49,8 @@ class MongoNotificationRepository:
         return result.matched_count == 1
 
     def update_all(self, updates: Sequence[tuple[Notification, tuple[Envelope, ...]]]) -> list[bool]:
-        stored: list[bool] = []
-        for start in range(0, len(updates), BULK_CHUNK):
-            chunk = updates[start : start + BULK_CHUNK]
-            try:
-                result = self._notifications.bulk_write(
-                    [UpdateOne(*_unless_sent(n, e)) for n, e in chunk], ordered=False
-                )
-            except Exception:
-                # It may have written some: the relay reads their outboxes (the retry finds them sent).
-                if self._relay:
-                    for notification, _events in chunk:
-                        self._relay.notify(self._notifications, notification.notification_id)
-                raise
-            if result.matched_count == len(chunk):
-                done = [True] * len(chunk)
-            else:  # some were sent meanwhile, and a bulk write does not say which
-                done = [outbox_holds(self._notifications, n.notification_id, e) for n, e in chunk]
-            for (notification, events), ok in zip(chunk, done, strict=True):
-                if ok:
-                    self._notify(notification, events)
-            stored += done
-        return stored
+        writes = [ConditionalUpdate(n.notification_id, *_unless_sent(n, e), e) for n, e in updates]
+        return bulk_update(self._notifications, writes, self._relay)
 
     def _notify(self, notification: Notification, events: tuple[Envelope, ...]) -> None:
         if events and self._relay:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import UTC
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
@@ -15,7 +15,7 @@ from services.payment.domain import DuplicatePayment, Payment, now_ms
 from services.payment.ports import PaymentUpdate
 from shared.events import Envelope
 from shared.mongo import insert_new
-from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields, outbox_holds
+from shared.outbox import BULK_CHUNK, ConditionalUpdate, OutboxRelay, bulk_update, outbox_document, outbox_fields
 
 _FIELDS = tuple(Payment.__dataclass_fields__)
 
@@ -51,32 +51,8 @@ class MongoPaymentRepository:
         return result.matched_count == 1
 
     def update_all(self, updates: Sequence[PaymentUpdate]) -> list[bool]:
-        stored: list[bool] = []
-        for start in range(0, len(updates), BULK_CHUNK):
-            chunk = updates[start : start + BULK_CHUNK]
-            try:
-                result = self._payments.bulk_write([UpdateOne(*_conditional_update(u)) for u in chunk], ordered=False)
-            except Exception:
-                # It may have written some: the relay reads their outboxes (the retry finds them settled).
-                for update in chunk:
-                    self._notify_unread(update.payment.payment_id)
-                raise
-            # Some found their payment moved on, and a bulk write does not say which; an update
-            # that was stored left its events in the payment's outbox (only the relay clears them).
-            done = (
-                [True] * len(chunk)
-                if result.matched_count == len(chunk)
-                else [outbox_holds(self._payments, u.payment.payment_id, u.events) for u in chunk]
-            )
-            for update, ok in zip(chunk, done, strict=True):
-                if ok:
-                    self._notify(update)
-            stored += done
-        return stored
-
-    def _notify_unread(self, payment_id: str) -> None:
-        if self._relay:
-            self._relay.notify(self._payments, payment_id)
+        writes = [ConditionalUpdate(u.payment.payment_id, *_conditional_update(u), u.events) for u in updates]
+        return bulk_update(self._payments, writes, self._relay)
 
     def _notify(self, update: PaymentUpdate) -> None:
         if update.events and self._relay:
