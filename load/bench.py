@@ -30,7 +30,7 @@ from load.shop import CATALOGUE, DECLINED_CARD
 from shared import launcher
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import Envelope
-from shared.kafka_utils import topic_name
+from shared.kafka_utils import delete_topics, topic_name
 from shared.mongo import make_mongo_client
 
 REPORT_DIR = LOCAL_DIR / "bench"
@@ -96,9 +96,9 @@ class RssSampler(threading.Thread):
                 self.peak[name] = max(self.peak[name], rss / 2**20)
 
 
-def metric_total(settings: Settings, name: str) -> float:
-    """Sum a counter over every service's /metrics."""
-    total = 0.0
+def metric_by_service(settings: Settings, name: str) -> dict[str, float]:
+    """Sum a counter over each service's /metrics (a service that does not answer counts 0)."""
+    totals = dict.fromkeys(SERVICE_NAMES, 0.0)
     for service in SERVICE_NAMES:
         try:
             text = requests.get(settings.services[service].url + "/metrics", timeout=5).text
@@ -106,8 +106,13 @@ def metric_total(settings: Settings, name: str) -> float:
             continue
         for line in text.splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[-1])
-    return total
+                totals[service] += float(line.rsplit(" ", 1)[-1])
+    return totals
+
+
+def metric_total(settings: Settings, name: str) -> float:
+    """Sum a counter over every service's /metrics."""
+    return sum(metric_by_service(settings, name).values())
 
 
 def stock(settings: Settings) -> dict[str, dict[str, int]]:
@@ -208,7 +213,7 @@ def bench(settings: Settings, args: argparse.Namespace) -> dict:
     restock(settings, stock(settings), units=orders)
     stock_before = stock(settings)
     kafka_before = metric_total(settings, "events_published_total")
-    mongo_before = metric_total(settings, "mongo_commands_total")
+    mongo_before = metric_by_service(settings, "mongo_commands_total")
     cpu_before = cpu_seconds(processes)
     sampler = RssSampler(processes)
     sampler.start()
@@ -225,7 +230,8 @@ def bench(settings: Settings, args: argparse.Namespace) -> dict:
     sampler.stop.set()
     stop.set()
     kafka_messages = metric_total(settings, "events_published_total") - kafka_before
-    mongo_commands = metric_total(settings, "mongo_commands_total") - mongo_before
+    mongo_after = metric_by_service(settings, "mongo_commands_total")
+    mongo_by_service = {name: mongo_after[name] - mongo_before[name] for name in SERVICE_NAMES}
     stock_after = stock(settings)
 
     completed = [o for o, (status, _) in run.terminal.items() if status == "completed"]
@@ -249,7 +255,8 @@ def bench(settings: Settings, args: argparse.Namespace) -> dict:
         "cpu_ms_per_completed_order": round(cpu * 1000 / max(1, len(completed)), 2),
         "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak.items()},
         "kafka_messages_per_order": round(kafka_messages / accepted, 1),
-        "mongo_commands_per_order": round(mongo_commands / accepted, 1),
+        "mongo_commands_per_order": round(sum(mongo_by_service.values()) / accepted, 1),
+        "mongo_commands_per_order_by_service": {k: round(v / accepted, 1) for k, v in mongo_by_service.items()},
         "problems": problems,
     }
 
@@ -301,6 +308,10 @@ def print_table(results: dict[str, dict]) -> None:
         ("service CPU ms per completed order", lambda r: r["cpu_ms_per_completed_order"]),
         ("Kafka messages per order", lambda r: r["kafka_messages_per_order"]),
         ("Mongo round trips per order", lambda r: r["mongo_commands_per_order"]),
+        (
+            "  by service",
+            lambda r: ", ".join(f"{k} {v}" for k, v in r["mongo_commands_per_order_by_service"].items()),
+        ),
         ("peak RSS MB (max process)", lambda r: ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items())),
         ("problems", lambda r: "; ".join(r["problems"]) or "none"),
     ]
@@ -311,11 +322,17 @@ def print_table(results: dict[str, dict]) -> None:
 
 
 def compare_replicas(counts: list[int], args: argparse.Namespace) -> dict[str, dict]:
-    """Start a fresh stack per worker count on bench databases, benchmark it, stop it."""
-    env = {**{f"{name.upper()}_DATABASE": f"bench_{name}" for name in SERVICE_NAMES}, "LOG_LEVEL": "WARNING"}
-    settings = load_settings(env={**process_env(), **env})
+    """Start a fresh stack per worker count on bench databases and topics, benchmark it, stop it."""
     results = {}
     for count in counts:
+        # Topics (and so consumer groups) of its own: a backlog another stack left in the usual
+        # topics would otherwise be worked off during the measurement.
+        env = {
+            **{f"{name.upper()}_DATABASE": f"bench_{name}" for name in SERVICE_NAMES},
+            "LOG_LEVEL": "WARNING",
+            "APP__KAFKA__TOPIC_PREFIX": f"bench-{int(time.time())}-{count}.",
+        }
+        settings = load_settings(env={**process_env(), **env})
         client = make_mongo_client(settings.mongo)
         for name in SERVICE_NAMES:
             client.drop_database(settings.services[name].database)
@@ -326,6 +343,7 @@ def compare_replicas(counts: list[int], args: argparse.Namespace) -> dict[str, d
             results[f"{count} worker(s)"] = bench(settings, args)
         finally:
             launcher.stop(children)
+            delete_topics(settings.kafka)
     return results
 
 
