@@ -92,7 +92,7 @@ class OutboxSettings(_Section):
     # How long the relay gathers acknowledgements before clearing them from their documents in one
     # bulk write (sooner once it has 50). Clearing is off every order's path: a longer wait costs
     # nothing but duplicates after a crash, which consumers drop anyway.
-    clear_interval_s: float = Field(default=0.05, gt=0, le=10)
+    clear_interval_s: float = Field(default=0.5, gt=0, le=10)
 
 
 class SagaSettings(_Section):
