@@ -123,6 +123,9 @@ class PaymentSettings(_Section):
     amount_limit: float = Field(gt=0)
     latency_ms: int = Field(ge=0)
     failure_rate: float = Field(ge=0, le=1)
+    # The simulated gateway's own books (services/payment/ledger.py): every charge attempt and
+    # refund, shared by all payment processes and kept across restarts. Empty: in memory only.
+    ledger_path: str = ""
 
 
 class NotificationSettings(_Section):

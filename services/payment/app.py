@@ -7,6 +7,7 @@ from flask import Flask
 from services.payment import api
 from services.payment.domain import PaymentError
 from services.payment.gateway import SimulatedGateway
+from services.payment.ledger import GatewayLedger
 from services.payment.mongo import MongoPaymentRepository
 from services.payment.ports import PaymentGateway, PaymentRepository
 from services.payment.service import PaymentService
@@ -32,7 +33,8 @@ def bootstrap(
         mongo_payments.ensure_indexes()
         payments = mongo_payments
     if gateway is None:
-        gateway = SimulatedGateway(settings.payment)
+        ledger = GatewayLedger(settings.payment.ledger_path) if settings.payment.ledger_path else None
+        gateway = SimulatedGateway(settings.payment, ledger=ledger)
     return PaymentService(payments, gateway), relay
 
 

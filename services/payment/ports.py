@@ -64,9 +64,17 @@ class PaymentGateway(Protocol):
     """
 
     def charge(
-        self, amount: float, payment_method: str, card_number: str | None, *, idempotency_key: str
+        self,
+        amount: float,
+        payment_method: str,
+        card_number: str | None,
+        *,
+        idempotency_key: str,
+        order_id: str | None = None,
     ) -> ChargeResult:
-        """Charge ``amount``; a decline is a result, not an exception."""
+        """Charge ``amount`` for ``order_id`` (the provider's reference); a decline is a result, not an exception."""
 
-    def refund(self, amount: float, gateway_ref: str | None, *, idempotency_key: str) -> None:
+    def refund(
+        self, amount: float, gateway_ref: str | None, *, idempotency_key: str, order_id: str | None = None
+    ) -> None:
         """Give back ``amount`` of the charge ``gateway_ref``; raise when the provider refuses."""

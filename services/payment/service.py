@@ -160,7 +160,9 @@ class PaymentService:
         if payment.status != COMPLETED:
             raise NotRefundable(payment_id, payment.status)
         # The key makes a refund repeated after a crash (before the write below) harmless.
-        self._gateway.refund(payment.amount, payment.gateway_ref, idempotency_key=f"refund_{payment_id}")
+        self._gateway.refund(
+            payment.amount, payment.gateway_ref, idempotency_key=f"refund_{payment_id}", order_id=payment.order_id
+        )
         payment.refund(reason, self._clock())
         data = {"payment_id": payment_id, "amount": payment.amount}
         event = (
@@ -213,7 +215,11 @@ class PaymentService:
     def _gateway_charge(self, payment: Payment, card_number: str | None) -> ChargeResult:
         # The payment id is the idempotency key: a charge repeated after a crash moves no money.
         return self._gateway.charge(
-            payment.amount, payment.payment_method, card_number, idempotency_key=payment.payment_id
+            payment.amount,
+            payment.payment_method,
+            card_number,
+            idempotency_key=payment.payment_id,
+            order_id=payment.order_id,
         )
 
     def _give_back_if_lost(self, payment: Payment, lost_to: str | None) -> str | None:
@@ -222,7 +228,12 @@ class PaymentService:
             logger.warning(
                 "order %s was charged concurrently by %s; refunding %s", payment.order_id, lost_to, payment.payment_id
             )
-            self._gateway.refund(payment.amount, payment.gateway_ref, idempotency_key=f"refund_{payment.payment_id}")
+            self._gateway.refund(
+                payment.amount,
+                payment.gateway_ref,
+                idempotency_key=f"refund_{payment.payment_id}",
+                order_id=payment.order_id,
+            )
             payment.undo_duplicate(self._clock())
         return lost_to
 

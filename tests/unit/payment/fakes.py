@@ -90,7 +90,13 @@ class ScriptedGateway:
         self.calls = 0
 
     def charge(
-        self, amount: float, payment_method: str, card_number: str | None, *, idempotency_key: str
+        self,
+        amount: float,
+        payment_method: str,
+        card_number: str | None,
+        *,
+        idempotency_key: str,
+        order_id: str | None = None,
     ) -> ChargeResult:
         self.calls += 1
         result = self._answers.pop(0) if self._answers else ChargeResult(True, gateway_ref="ref")
@@ -100,5 +106,7 @@ class ScriptedGateway:
             self.charged[idempotency_key] = amount
         return result
 
-    def refund(self, amount: float, gateway_ref: str | None, *, idempotency_key: str) -> None:
+    def refund(
+        self, amount: float, gateway_ref: str | None, *, idempotency_key: str, order_id: str | None = None
+    ) -> None:
         self.refunded[idempotency_key] = amount

@@ -30,14 +30,22 @@ class LedgerGateway(SimulatedGateway):
         self.refunds: list[str] = []
 
     def charge(
-        self, amount: float, payment_method: str, card_number: str | None, *, idempotency_key: str
+        self,
+        amount: float,
+        payment_method: str,
+        card_number: str | None,
+        *,
+        idempotency_key: str,
+        order_id: str | None = None,
     ) -> ChargeResult:
         self.charges.append(idempotency_key)
-        return super().charge(amount, payment_method, card_number, idempotency_key=idempotency_key)
+        return super().charge(amount, payment_method, card_number, idempotency_key=idempotency_key, order_id=order_id)
 
-    def refund(self, amount: float, gateway_ref: str | None, *, idempotency_key: str) -> None:
+    def refund(
+        self, amount: float, gateway_ref: str | None, *, idempotency_key: str, order_id: str | None = None
+    ) -> None:
         self.refunds.append(idempotency_key)
-        super().refund(amount, gateway_ref, idempotency_key=idempotency_key)
+        super().refund(amount, gateway_ref, idempotency_key=idempotency_key, order_id=order_id)
 
 
 @dataclass
