@@ -1,4 +1,4 @@
-"""The order saga as a pure state machine: its steps, its state, creation, deadlines and the
+"""The order saga as a pure state machine: its state, creation, deadlines and the
 building blocks of every transition (the per-event rules live in ``transitions.py``).
 
 A transition is a pure function returning the new SagaState and the Envelopes to emit; the
@@ -13,15 +13,6 @@ from typing import Any
 
 from services.orchestrator.domain import OrderSnapshot, Step, parse_order
 from shared.events import Envelope
-
-# (action, compensation) in execution order; a failure compensates the completed actions backwards.
-STEPS: list[tuple[str, str | None]] = [
-    ("validate_order", None),
-    ("reserve_inventory", "release_inventory"),
-    ("take_payment", "refund_payment"),
-    ("commit_inventory", None),
-    ("notify_customer", None),
-]
 
 SOURCE = "orchestrator"
 CANCELLED_EARLY = "cancelled_early"  # a cancel overtook OrderCreated (they travel on different topics)
