@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from services.order.app import bootstrap
+from services.order.domain import OrderNotFound
 from services.order.handlers import HANDLERS, apply_batch
 from services.order.service import OrderService
 from shared.events import Envelope
@@ -85,9 +86,16 @@ def test_applies_a_redelivered_event_once(service: OrderService, order_id: str) 
     assert [c.status for c in service.get_order(order_id).status_history] == ["pending", "validated"]
 
 
-def test_ignores_events_of_unknown_orders(service: OrderService) -> None:
+def test_ignores_events_of_unknown_orders(service: OrderService, repo: InMemoryOrderRepository, order_id: str) -> None:
+    queued = list(repo.events)
     for event_type in DATA:
-        deliver(service, "foreign-order", event_type)
+        deliver(service, "foreign-order", event_type)  # no error: nothing to dead-letter
+    assert apply_batch(service, [report("foreign-order", event_type) for event_type in DATA]) == {}
+    with pytest.raises(OrderNotFound):
+        service.get_order("foreign-order")  # no order made up for the reports
+    assert list(repo.orders) == [order_id]
+    assert service.get_order(order_id).status == "pending"  # the known order is untouched
+    assert repo.events == queued  # nothing published about it
 
 
 @pytest.mark.parametrize(
