@@ -22,6 +22,9 @@ from shared.logs import configure_logging
 
 LOG_DIR = LOCAL_DIR / "logs"
 METRICS_DIR = LOCAL_DIR / "prometheus"
+# One file per child we start, holding its PID, so tools (load.bench) find exactly this stack's
+# processes: each child leads its own session, so its gunicorn workers are its descendants.
+PID_DIR = LOCAL_DIR / "run" / "services"
 ROLES = ("api", "worker")
 
 
@@ -32,11 +35,51 @@ class Child:
     replica: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    pid_dir: Path = PID_DIR
 
     @property
     def name(self) -> str:
         suffix = f"-{self.replica}" if self.replica else ""
         return f"{self.service}-{self.role}{suffix}"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.pid_dir / f"{self.name}.pid"
+
+
+@dataclass(frozen=True)
+class PidFile:
+    name: str  # the child's name, e.g. order-worker-1
+    pid: int
+    written_at: float  # the file's mtime: a process created after it only reuses the PID
+
+    @property
+    def service(self) -> str:
+        return self.name.split("-", 1)[0]
+
+
+def write_pid_file(child: Child) -> None:
+    """Record the child's PID in its PID file (replacing one a predecessor of the same name left)."""
+    child.pid_dir.mkdir(parents=True, exist_ok=True)
+    partial = child.pid_path.with_suffix(f".{child.process.pid}.tmp")
+    partial.write_text(f"{child.process.pid}\n")
+    partial.replace(child.pid_path)  # readers never see a half-written file
+
+
+def remove_pid_file(child: Child) -> None:
+    """Remove the child's PID file, unless a successor of the same name has written its own since."""
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        if int(child.pid_path.read_text().strip()) == child.process.pid:
+            child.pid_path.unlink()
+
+
+def read_pid_files(directory: Path = PID_DIR) -> list[PidFile]:
+    """Return the PID files the launcher has written and not yet removed (some may be stale)."""
+    found = []
+    for path in sorted(directory.glob("*.pid")):
+        with contextlib.suppress(FileNotFoundError, ValueError):  # removed or rewritten meanwhile
+            found.append(PidFile(path.stem, int(path.read_text().strip()), path.stat().st_mtime))
+    return found
 
 
 def run_role(service: str, role: str) -> None:
@@ -61,8 +104,9 @@ def start(
     replicas: int = 1,
     env: dict[str, str] | None = None,
     roles: Sequence[str] = ROLES,
+    pid_dir: Path = PID_DIR,
 ) -> list[Child]:
-    """Spawn an API and ``replicas`` workers per service, logging to .local/logs."""
+    """Spawn an API and ``replicas`` workers per service, logging to .local/logs, each with a PID file."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     children = []
     for service in services:
@@ -85,7 +129,9 @@ def start(
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
                     )
-                children.append(Child(service, role, replica, process, path))
+                child = Child(service, role, replica, process, path, pid_dir)
+                write_pid_file(child)
+                children.append(child)
     return children
 
 
@@ -120,6 +166,7 @@ def kill(children: list[Child]) -> None:
     for child in children:
         _signal_group(child, signal.SIGKILL)
         child.process.wait()
+        remove_pid_file(child)
 
 
 def _interrupt(*_args: object) -> None:
@@ -142,6 +189,7 @@ def stop(children: list[Child], timeout: float = 20) -> None:
             except subprocess.TimeoutExpired:
                 _signal_group(child, signal.SIGKILL)
                 child.process.wait()
+            remove_pid_file(child)
     finally:
         for signum, handler in zip(held, previous, strict=False):
             signal.signal(signum, handler)
