@@ -11,6 +11,10 @@ import pytest
 from shared.config import Settings, load_settings
 
 TESTS = Path(__file__).parent
+# Seconds per test for the tiers that need more than pyproject's 120: an e2e session starts the
+# six services during its first test, and a chaos run lasts minutes. A test's own
+# @pytest.mark.timeout wins.
+TIER_TIMEOUTS = {"e2e": 600, "chaos": 1800}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -20,6 +24,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif tier == "e2e":
             item.add_marker(pytest.mark.e2e)
+        if tier in TIER_TIMEOUTS and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS[tier]))
 
 
 @pytest.fixture
