@@ -5,11 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from prometheus_client import REGISTRY
-from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from shared.write_behind import Flusher, WriteBehind
 
@@ -33,17 +30,6 @@ def test_the_latest_state_of_each_document_is_written_in_one_round_trip(mongo_db
     docs = {d["_id"]: d["due"] for d in mongo_db["timers"].find()}
     assert docs == {"t0": 100, **{f"t{n}": n for n in range(2, 20)}}
     assert writes.flush() == 0
-
-
-def test_writes_that_fail_stay_waiting_unless_a_newer_one_replaced_them() -> None:
-    nobody = MongoClient("mongodb://127.0.0.1:9", serverSelectionTimeoutMS=200, connectTimeoutMS=200)
-    writes = WriteBehind(nobody["db"]["timers"])
-    writes.set("a", {"due": 1})
-    writes.set("b", {"due": 1})
-    with pytest.raises(PyMongoError):
-        writes.flush()
-    writes.set("b", {"due": 2})  # a newer state replaces the one that failed
-    assert writes.pending() == {"a": {"due": 1}, "b": {"due": 2}}
 
 
 def test_the_flusher_writes_on_its_interval(mongo_db: Database) -> None:
