@@ -47,6 +47,7 @@ def degraded_url(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture
 def slow_url(settings: Settings) -> Iterator[str]:
+    # The sleep is the slow dependency under test: its check outlasts the probe's timeout.
     yield from serve(create_service_app(settings, "order", {"mongo": lambda: time.sleep(2)}))
 
 

@@ -45,6 +45,7 @@ class ThingsCollection:
 class AcceptingPublisher:
     def __init__(self) -> None:
         self.published: list[str] = []
+        self.polls = 0  # the relay polls once per round, after publishing what it took
 
     def publish(self, event: Envelope, on_delivery=None) -> None:
         self.published.append(event.event_id)
@@ -52,7 +53,8 @@ class AcceptingPublisher:
             on_delivery(None)
 
     def poll(self, timeout: float) -> None:
-        time.sleep(min(timeout, 0.01))
+        self.polls += 1
+        time.sleep(min(timeout, 0.01))  # a producer's poll blocks for up to its timeout
 
     def flush(self, timeout: float) -> int:
         return 0
@@ -89,9 +91,9 @@ def test_an_api_relay_never_scans_and_leaves_leftovers_to_the_worker():
     try:
         relay.notify(things, "doc-1", [Envelope("NotificationSent", "order-1", "test")])  # type: ignore[arg-type]
         assert wait_until(lambda: len(publisher.published) == 1)
-        time.sleep(0.1)
     finally:
         relay.stop(timeout=1)
+    assert relay._scanner is None  # no scanning thread was started, so none can scan later
     assert things.scans == 0
 
 
@@ -160,7 +162,8 @@ def test_acknowledged_entries_wait_for_the_clear_interval_and_a_stop_clears_them
         for n in range(3):
             relay.notify(things, f"doc-{n}", [Envelope("NotificationSent", f"order-{n}", "test")])  # type: ignore[arg-type]
         assert wait_until(lambda: len(publisher.published) == 3)
-        time.sleep(0.2)
+        rounds = publisher.polls
+        assert wait_until(lambda: publisher.polls >= rounds + 2)  # a whole round after the acknowledgements
         assert things.cleared == []  # published at once, cleared together later
     finally:
         relay.stop(timeout=5)
