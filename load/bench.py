@@ -6,27 +6,41 @@
 
 It posts orders, follows each to its terminal event on Kafka, and prints a table and JSON:
 completed orders/s, POST latency, POST-to-terminal latency, service CPU seconds per order,
-peak RSS per service, Kafka messages and Mongo round trips per order. It fails (exit 1)
-unless every order ended and the stock adds up, so a fast wrong run cannot pass.
+peak RSS per service, Kafka messages and Mongo round trips per order.
+
+It fails (exit 1, the reasons under "problems") when no order was accepted, when any POST was
+finally refused (a 503 with Retry-After is retried, at most --shed-retries times), when any order
+ended other than it must (declined card: failed with payment_declined; else completed) or not
+within --timeout, when the stock does not add up, or when a service's /metrics does not answer.
+Each check prints how many things it checked, so a pass that checked nothing shows.
+
+CPU and RSS are those of the stack's own processes: the ones named by the launcher's PID files
+(.local/run/services, written by `make run`) or, with --compare-replicas, the ones it started,
+plus all their descendants, found again every 0.5 s so processes that restart mid-run count too.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 import psutil
 import requests
 from confluent_kafka import Consumer
 
-from load.shop import CATALOGUE, DECLINED_CARD
+from load.shop import CATALOGUE, DECLINED_CARD, expected_outcome, outcome, outcome_problem, retry_after_s
 from shared import launcher
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import Envelope
@@ -41,9 +55,11 @@ class Run:
     orders: int
     post_latency: list[float] = field(default_factory=list)
     posted_at: dict[str, float] = field(default_factory=dict)
-    terminal: dict[str, tuple[str, float]] = field(default_factory=dict)
+    expected: dict[str, str] = field(default_factory=dict)  # accepted order -> how it must end
     ordered: dict[str, dict[str, int]] = field(default_factory=dict)
-    rejected: int = 0
+    # Every terminal event seen while following (an order may end before its POST has returned).
+    terminal: dict[str, tuple[str, str | None, float]] = field(default_factory=dict)
+    rejected: Counter[str] = field(default_factory=Counter)  # why POSTs were finally refused
     shed: int = 0  # 503 "overloaded" answers, each retried after its Retry-After
 
 
@@ -54,65 +70,189 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def service_processes() -> dict[str, list[psutil.Process]]:
-    """Find every process of every service: `main.py <service> api|worker` and their children."""
-    found: dict[str, list[psutil.Process]] = {name: [] for name in SERVICE_NAMES}
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        for name in SERVICE_NAMES:
-            if any(part.endswith("main.py") for part in cmd) and name in cmd:
-                found[name] += [proc, *proc.children(recursive=True)]
+# -- the stack's processes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    started_at: float  # with the PID, names one process: PIDs get reused
+    cpu_s: float  # user + system
+    rss: int
+
+
+class ProcessTable(Protocol):
+    """The machine's processes, as far as the benchmark needs them."""
+
+    def parents(self) -> dict[int, int]:
+        """Return every process's parent: pid -> ppid."""
+        ...
+
+    def stat(self, pid: int) -> ProcStat | None:
+        """Return the process's start time, CPU seconds and RSS; None once it is gone."""
+        ...
+
+
+class PsutilProcessTable:
+    def parents(self) -> dict[int, int]:
+        return {proc.pid: proc.info["ppid"] for proc in psutil.process_iter(["ppid"])}
+
+    def stat(self, pid: int) -> ProcStat | None:
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                times = proc.cpu_times()
+                return ProcStat(proc.create_time(), times.user + times.system, proc.memory_info().rss)
+        except psutil.Error:
+            return None
+
+
+Roots = Callable[[], dict[str, list[int]]]  # service -> the PIDs of the processes the launcher started
+
+
+def pid_file_roots(table: ProcessTable, directory: Path = launcher.PID_DIR) -> dict[str, list[int]]:
+    """Return the live processes named by the launcher's PID files, by service. A file whose PID is
+    gone, or now belongs to a process started after the file was written, is stale and skipped."""
+    roots: dict[str, list[int]] = {}
+    for pid_file in launcher.read_pid_files(directory):
+        stat = table.stat(pid_file.pid)
+        if stat is None or stat.started_at > pid_file.written_at + PID_CLOCK_SLACK_S:
+            continue
+        roots.setdefault(pid_file.service, []).append(pid_file.pid)
+    return roots
+
+
+PID_CLOCK_SLACK_S = 2.0  # process start times are derived from the boot time, in whole seconds
+
+
+def children_roots(children: list[launcher.Child]) -> Roots:
+    """Return the roots of a stack this process started itself."""
+
+    def roots() -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for child in children:
+            found.setdefault(child.service, []).append(child.process.pid)
+        return found
+
+    return roots
+
+
+class StackUsage:
+    """CPU seconds and peak RSS of a stack: its root processes and all their descendants, found
+    again on every sample, so processes that restart or appear mid-run are counted. A process that
+    exits keeps the CPU time it had at its last sample (so up to one interval of it is missed)."""
+
+    def __init__(self, roots: Roots, table: ProcessTable) -> None:
+        self._roots = roots
+        self._table = table
+        self._lock = threading.Lock()
+        self._cpu: dict[tuple[int, float], float] = {}  # (pid, started_at) -> CPU seconds last seen
+        self._baseline: dict[tuple[int, float], float] = {}
+        self.peak_rss: dict[str, int] = {}  # service -> the largest process's RSS, bytes
+
+    def sample(self) -> None:
+        """Find the stack's processes now and record each one's CPU time and RSS."""
+        with self._lock:
+            children: dict[int, list[int]] = {}
+            for pid, ppid in self._table.parents().items():
+                children.setdefault(ppid, []).append(pid)
+            for service, pids in self._roots().items():
+                largest = 0
+                for pid in descendants_and_self(pids, children):
+                    stat = self._table.stat(pid)
+                    if stat is None:
+                        continue
+                    self._cpu[(pid, stat.started_at)] = stat.cpu_s
+                    largest = max(largest, stat.rss)
+                self.peak_rss[service] = max(self.peak_rss.get(service, 0), largest)
+
+    def start(self) -> None:
+        """Sample, and count CPU from here: what the processes running now have used is left out."""
+        self.sample()
+        with self._lock:
+            self._baseline = dict(self._cpu)
+            self.peak_rss = dict.fromkeys(self.peak_rss, 0)
+
+    def cpu_seconds(self) -> float:
+        """Return the CPU seconds the stack's processes used since ``start``, as last sampled."""
+        with self._lock:
+            return sum(cpu - self._baseline.get(key, 0.0) for key, cpu in self._cpu.items())
+
+    def processes_seen(self) -> int:
+        with self._lock:
+            return len(self._cpu)
+
+
+def descendants_and_self(roots: list[int], children: dict[int, list[int]]) -> list[int]:
+    found, queue = [], list(roots)
+    seen = set(queue)
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        for child in children.get(pid, []):
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
     return found
 
 
-def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> float:
-    total = 0.0
-    for procs in processes.values():
-        for proc in procs:
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                continue
-    return total
+class Sampler(threading.Thread):
+    """Sample the stack's usage every ``interval`` seconds until stopped."""
 
-
-class RssSampler(threading.Thread):
-    def __init__(self, processes: dict[str, list[psutil.Process]]) -> None:
+    def __init__(self, usage: StackUsage, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.processes = processes
-        self.peak: dict[str, float] = dict.fromkeys(processes, 0.0)
+        self.usage = usage
+        self.interval = interval
         self.stop = threading.Event()
+        self.error: Exception | None = None  # why sampling stopped early: the CPU figure is short
 
     def run(self) -> None:
-        while not self.stop.wait(0.5):
-            for name, procs in self.processes.items():
-                rss = 0
-                for proc in procs:
-                    try:
-                        rss = max(rss, proc.memory_info().rss)  # per process: each must stay small
-                    except psutil.Error:
-                        continue
-                self.peak[name] = max(self.peak[name], rss / 2**20)
-
-
-def metric_by_service(settings: Settings, name: str) -> dict[str, float]:
-    """Sum a counter over each service's /metrics (a service that does not answer counts 0)."""
-    totals = dict.fromkeys(SERVICE_NAMES, 0.0)
-    for service in SERVICE_NAMES:
         try:
-            text = requests.get(settings.services[service].url + "/metrics", timeout=5).text
-        except requests.RequestException:
-            continue
+            while not self.stop.wait(self.interval):
+                self.usage.sample()
+        except Exception as err:
+            self.error = err
+            raise
+
+
+# -- the services' own counters ----------------------------------------------------------------
+
+
+class MetricsUnavailable(RuntimeError):
+    """A service's /metrics did not answer 200: its counters are unknown, not zero."""
+
+
+Fetch = Callable[[str], tuple[int, str]]  # url -> (HTTP status, 0 when unreachable; body)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        response = requests.get(url, timeout=10)
+    except requests.RequestException as err:
+        return 0, f"{type(err).__name__}: {err}"
+    return response.status_code, response.text
+
+
+def service_urls(settings: Settings) -> dict[str, str]:
+    return {name: settings.services[name].url for name in SERVICE_NAMES}
+
+
+def scrape(urls: Mapping[str, str], names: Iterable[str], fetch: Fetch = http_get) -> dict[str, dict[str, float]]:
+    """Sum each named counter over each service's /metrics: {counter: {service: total}}.
+    Raise MetricsUnavailable naming the service when one does not answer 200."""
+    names = list(names)
+    totals = {name: dict.fromkeys(urls, 0.0) for name in names}
+    for service, url in urls.items():
+        status, text = fetch(url + "/metrics")
+        if status != 200:
+            raise MetricsUnavailable(f"{service} /metrics answered {status or 'nothing'}: {text[:200]}")
         for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                totals[service] += float(line.rsplit(" ", 1)[-1])
+            for name in names:
+                if line.startswith(name + "{") or line.startswith(name + " "):
+                    totals[name][service] += float(line.rsplit(" ", 1)[-1])
     return totals
 
 
-def metric_total(settings: Settings, name: str) -> float:
-    """Sum a counter over every service's /metrics."""
-    return sum(metric_by_service(settings, name).values())
+COUNTERS = ("events_published_total", "mongo_commands_total")
 
 
 def stock(settings: Settings) -> dict[str, dict[str, int]]:
@@ -147,16 +287,57 @@ def follow_terminal_events(settings: Settings, run: Run, ready: threading.Event,
             if msg is None or msg.error():
                 continue
             event = Envelope.from_json(msg.value())
-            if event.order_id in run.posted_at or event.order_id in run.ordered:
-                status = "completed" if event.event_type == "OrderCompleted" else event.data.get("reason", "failed")
-                run.terminal.setdefault(event.order_id, (status, time.monotonic()))
+            if event.event_type == "OrderCompleted":
+                status, reason = "completed", None
+            else:
+                status, reason = "failed", event.data.get("reason")
+            run.terminal.setdefault(event.order_id, (status, reason, time.monotonic()))
     finally:
         consumer.close()
 
 
-def post_orders(settings: Settings, run: Run, rate: float | None, concurrency: int, declined: float) -> float:
+@dataclass(frozen=True)
+class Posted:
+    order_id: str | None  # None when the order was not accepted
+    shed: int  # 503 answers retried after their Retry-After
+    refusal: str | None = None  # why it was not accepted
+
+
+class Poster(Protocol):
+    def post(self, url: str, *, json: dict, timeout: float) -> requests.Response: ...
+
+
+def post_order(
+    session: Poster, url: str, body: dict, shed_retries: int, sleep: Callable[[float], None] = time.sleep
+) -> Posted:
+    """POST one order; retry a 503 that carries Retry-After (nothing was written) at most
+    ``shed_retries`` times, after waiting as asked. Anything but a 2xx at the end is a refusal."""
+    shed = 0
+    while True:
+        try:
+            response = session.post(url, json=body, timeout=30)
+        except requests.RequestException as err:
+            # It may have been written: posting again could place the order twice.
+            return Posted(None, shed, type(err).__name__)
+        wait = retry_after_s(response.status_code, response.headers)
+        if wait is None or shed >= shed_retries:
+            break
+        shed += 1
+        sleep(wait)
+    if not 200 <= response.status_code < 300:
+        refusal = f"status {response.status_code}"
+        return Posted(None, shed, refusal + (f" after {shed} retries" if wait is not None else ""))
+    try:
+        return Posted(str(response.json()["order_id"]), shed)
+    except (ValueError, KeyError, TypeError):
+        return Posted(None, shed, f"status {response.status_code} without an order_id")
+
+
+def post_orders(settings: Settings, run: Run, args: argparse.Namespace) -> float:
     url = settings.services["order"].url + "/orders"
+    rate = parse_rate(args.rate)
     local = threading.local()
+    tally = threading.Lock()
     started = time.monotonic()
     products = sorted(CATALOGUE)
 
@@ -174,89 +355,113 @@ def post_orders(settings: Settings, run: Run, rate: float | None, concurrency: i
             "items": items,
             "total_amount": round(sum(CATALOGUE[p] for p in chosen), 2),
         }
-        if random.random() < declined:
+        declined = random.random() < args.declined
+        if declined:
             body["card_details"] = {"number": DECLINED_CARD}
         sent = time.monotonic()
-        response = session.post(url, json=body, timeout=30)
-        while response.status_code == 503 and response.headers.get("Retry-After"):
-            # The order service sheds writes while its outbox relay is behind: wait and post again.
-            run.shed += 1
-            time.sleep(float(response.headers["Retry-After"]))
-            response = session.post(url, json=body, timeout=30)
-        run.post_latency.append(time.monotonic() - sent)
-        if response.status_code != 201:
-            run.rejected += 1
-            return
-        order_id = response.json()["order_id"]
-        run.ordered[order_id] = {p: 1 for p in chosen}
-        run.posted_at[order_id] = sent
+        posted = post_order(session, url, body, args.shed_retries)
+        with tally:
+            run.post_latency.append(time.monotonic() - sent)
+            run.shed += posted.shed
+            if posted.order_id is None:
+                run.rejected[posted.refusal or "refused"] += 1
+                return
+        run.ordered[posted.order_id] = {p: 1 for p in chosen}
+        run.expected[posted.order_id] = expected_outcome(declined)
+        run.posted_at[posted.order_id] = sent
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    with ThreadPoolExecutor(args.concurrency) as pool:
         list(pool.map(post, range(run.orders)))
     return time.monotonic() - started
 
 
-def bench(settings: Settings, args: argparse.Namespace) -> dict:
-    """Run one benchmark against the stack described by ``settings``; return the figures."""
-    processes = service_processes()
-    missing = [name for name, procs in processes.items() if not procs]
-    if missing:
-        raise SystemExit(f"no running processes found for {', '.join(missing)}: start the stack (`make run`)")
-    orders, rate, timeout = args.orders, parse_rate(args.rate), args.timeout
-    run = Run(orders)
+def bench(settings: Settings, args: argparse.Namespace, roots: Roots | None = None) -> dict:
+    """Run one benchmark against the stack described by ``settings``; return the figures.
+
+    ``roots`` finds the stack's processes; by default, the launcher's PID files."""
+    table = PsutilProcessTable()
+    if roots is None:
+        roots = functools.partial(pid_file_roots, table)
+        missing = [name for name in SERVICE_NAMES if not roots().get(name)]
+        if missing:
+            raise SystemExit(
+                f"no live PID files for {', '.join(missing)} in {launcher.PID_DIR}: "
+                "start the stack from this checkout (`make run`)"
+            )
+    urls = service_urls(settings)
+    run = Run(args.orders)
     ready, stop = threading.Event(), threading.Event()
     follower = threading.Thread(target=follow_terminal_events, args=(settings, run, ready, stop), daemon=True)
     follower.start()
     if not ready.wait(30):
         raise SystemExit("could not subscribe to the terminal topics")
     time.sleep(1)
-    restock(settings, stock(settings), units=orders)
+    restock(settings, stock(settings), units=args.orders)
     stock_before = stock(settings)
-    kafka_before = metric_total(settings, "events_published_total")
-    mongo_before = metric_by_service(settings, "mongo_commands_total")
-    cpu_before = cpu_seconds(processes)
-    sampler = RssSampler(processes)
+    try:
+        counters_before = scrape(urls, COUNTERS)
+    except MetricsUnavailable as err:
+        raise SystemExit(f"cannot measure: {err}") from err
+    usage = StackUsage(roots, table)
+    usage.start()
+    sampler = Sampler(usage)
     sampler.start()
 
     started = time.monotonic()
-    post_seconds = post_orders(settings, run, rate, args.concurrency, args.declined)
-    deadline = time.monotonic() + timeout
-    while len(run.terminal) < len(run.ordered) and time.monotonic() < deadline:
+    post_seconds = post_orders(settings, run, args)
+    deadline = time.monotonic() + args.timeout
+    while not all(o in run.terminal for o in run.expected) and time.monotonic() < deadline:
         time.sleep(0.2)
-    last_terminal = max((t for _, t in run.terminal.values()), default=time.monotonic())
+    ended = {o: run.terminal[o] for o in run.expected if o in run.terminal}
+    last_terminal = max((t for *_, t in ended.values()), default=time.monotonic())
     elapsed = last_terminal - started
-    settle_stock(settings, stock_before, timeout)  # commits trail the terminal events
-    cpu = cpu_seconds(processes) - cpu_before
+    settle_stock(settings, stock_before, args.timeout)  # commits trail the terminal events
     sampler.stop.set()
+    sampler.join()
+    usage.sample()
+    cpu = usage.cpu_seconds()
     stop.set()
-    kafka_messages = metric_total(settings, "events_published_total") - kafka_before
-    mongo_after = metric_by_service(settings, "mongo_commands_total")
-    mongo_by_service = {name: mongo_after[name] - mongo_before[name] for name in SERVICE_NAMES}
+    problems: list[str] = []
+    if sampler.error:
+        problems.append(f"CPU and RSS sampling stopped during the run: {sampler.error!r}")
+    try:
+        counters_after = scrape(urls, COUNTERS)
+        moved = {
+            counter: {s: counters_after[counter][s] - counters_before[counter][s] for s in urls} for counter in COUNTERS
+        }
+    except MetricsUnavailable as err:
+        problems.append(f"cannot count Kafka messages and Mongo round trips: {err}")
+        moved = None
     stock_after = stock(settings)
 
-    completed = [o for o, (status, _) in run.terminal.items() if status == "completed"]
-    flow = [run.terminal[o][1] - run.posted_at[o] for o in run.terminal]
-    problems = check_stock(stock_before, stock_after, run, completed)
-    unfinished = len(run.ordered) - len(run.terminal)
-    if unfinished:
-        problems.append(f"{unfinished} orders did not finish within {timeout:.0f}s")
+    completed = [o for o, (status, *_) in ended.items() if status == "completed"]
+    flow = [ended[o][-1] - run.posted_at[o] for o in ended]
+    checks, check_problems = check_run(run, ended, stock_before, stock_after, args.timeout)
+    problems = check_problems + problems
     accepted = max(1, len(run.ordered))
+    mongo_by_service = moved["mongo_commands_total"] if moved else None
     return {
-        "orders_posted": orders,
+        "orders_posted": args.orders,
         "orders_accepted": len(run.ordered),
-        "orders_rejected": run.rejected,
+        "orders_rejected": sum(run.rejected.values()),
         "posts_shed_and_retried": run.shed,
         "orders_completed": len(completed),
-        "orders_failed": len(run.terminal) - len(completed),
+        "orders_failed": len(ended) - len(completed),
         "post_rate_per_s": round(len(run.ordered) / post_seconds, 1),
         "completed_per_s": round(len(completed) / elapsed, 1) if elapsed > 0 else 0.0,
         "post_latency_ms": {q: round(percentile(run.post_latency, v) * 1000, 1) for q, v in QUANTILES},
         "post_to_terminal_ms": {q: round(percentile(flow, v) * 1000, 1) for q, v in QUANTILES},
         "cpu_ms_per_completed_order": round(cpu * 1000 / max(1, len(completed)), 2),
-        "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak.items()},
-        "kafka_messages_per_order": round(kafka_messages / accepted, 1),
-        "mongo_commands_per_order": round(sum(mongo_by_service.values()) / accepted, 1),
-        "mongo_commands_per_order_by_service": {k: round(v / accepted, 1) for k, v in mongo_by_service.items()},
+        "cpu_processes_measured": usage.processes_seen(),
+        "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in usage.peak_rss.items()},
+        "kafka_messages_per_order": (
+            round(sum(moved["events_published_total"].values()) / accepted, 1) if moved else None
+        ),
+        "mongo_commands_per_order": round(sum(mongo_by_service.values()) / accepted, 1) if mongo_by_service else None,
+        "mongo_commands_per_order_by_service": (
+            {k: round(v / accepted, 1) for k, v in mongo_by_service.items()} if mongo_by_service else {}
+        ),
+        "checks": checks,
         "problems": problems,
     }
 
@@ -272,6 +477,68 @@ def settle_stock(settings: Settings, before: dict[str, dict[str, int]], timeout:
         if all(now[p]["reserved"] <= before[p]["reserved"] for p in CATALOGUE):
             return
         time.sleep(0.5)
+
+
+# -- checks: each reports how many things it checked, so a vacuous pass shows --------------------
+
+
+def check_run(
+    run: Run, ended: Mapping[str, tuple[str, str | None, float]], before: dict, after: dict, timeout: float
+) -> tuple[dict[str, dict], list[str]]:
+    """Check the run's POSTs, each order's outcome and timeliness, and the stock; return the
+    checks (with what each counted) and the problems found."""
+    checks: dict[str, dict] = {}
+    problems: list[str] = []
+    posted = len(run.ordered) + sum(run.rejected.values())
+    checks["posts accepted"] = {"checked": posted, "failed": sum(run.rejected.values())}
+    if not run.ordered:
+        problems.append(f"no order was accepted ({posted} posted)")
+    if run.rejected:
+        reasons = ", ".join(f"{why} x{n}" for why, n in run.rejected.most_common())
+        problems.append(f"{sum(run.rejected.values())} of {posted} POSTs were finally rejected: {reasons}")
+
+    outcomes, wrong = check_outcomes(run.expected, {o: (status, reason) for o, (status, reason, _) in ended.items()})
+    checks["ended as expected"] = outcomes
+    if wrong:
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in outcomes["mismatches"].items())
+        shown = "; ".join(wrong[:3]) + (f"; and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+        problems.append(f"{len(wrong)} of {outcomes['checked']} orders ended other than expected ({kinds}): {shown}")
+
+    unfinished = [o for o in run.expected if o not in ended]
+    checks["ended in time"] = {"checked": len(run.expected), "failed": len(unfinished), "timeout_s": timeout}
+    if unfinished:
+        problems.append(f"{len(unfinished)} of {len(run.expected)} orders did not end within {timeout:.0f}s")
+
+    completed = [o for o, (status, *_) in ended.items() if status == "completed"]
+    stock_problems = check_stock(before, after, run, completed)
+    checks["stock adds up"] = {
+        "checked": len(CATALOGUE),
+        "failed": len({p.split(":", 1)[0] for p in stock_problems}),
+        "units_sold": sum(sum(run.ordered[o].values()) for o in completed),
+    }
+    problems += stock_problems
+    return checks, problems
+
+
+def check_outcomes(
+    expected: Mapping[str, str], ended: Mapping[str, tuple[str, str | None]]
+) -> tuple[dict[str, Any], list[str]]:
+    """Compare how each ended order ended with how it must end; orders still running are not checked."""
+    by_expected: Counter[str] = Counter()
+    mismatches: Counter[str] = Counter()
+    wrong = []
+    for order_id, want in expected.items():
+        if order_id not in ended:
+            continue
+        by_expected[want] += 1
+        problem = outcome_problem(order_id, want, *ended[order_id])
+        if problem:
+            wrong.append(problem)
+            mismatches[f"{want} -> {outcome(*ended[order_id])}"] += 1
+    check = {"checked": sum(by_expected.values()), "failed": len(wrong), "by_expected": dict(by_expected)}
+    if mismatches:
+        check["mismatches"] = dict(mismatches.most_common())
+    return check, wrong
 
 
 def check_stock(before: dict, after: dict, run: Run, completed: list[str]) -> list[str]:
@@ -294,7 +561,32 @@ def check_stock(before: dict, after: dict, run: Run, completed: list[str]) -> li
     return problems
 
 
+CHECKED = {
+    "posts accepted": "POSTs",
+    "ended as expected": "orders",
+    "ended in time": "orders",
+    "stock adds up": "products",
+}
+
+
+def describe_check(name: str, check: dict) -> str:
+    """Say what a check counted and what it found, e.g. "200 orders checked (185 completed, ...): ok"."""
+    extra = ""
+    if check.get("by_expected"):
+        extra = " (" + ", ".join(f"{n} {kind}" for kind, n in check["by_expected"].items()) + ")"
+    elif "units_sold" in check:
+        extra = f" ({check['units_sold']} units sold)"
+    if not check["checked"]:
+        verdict = "nothing checked"
+    else:
+        verdict = "ok" if check["failed"] == 0 else f"{check['failed']} wrong"
+    return f"{check['checked']} {CHECKED[name]} checked{extra}: {verdict}"
+
+
 def print_table(results: dict[str, dict]) -> None:
+    def per_order(value: object) -> object:
+        return "unknown" if value is None else value
+
     rows = [
         (
             "orders accepted / completed / failed",
@@ -306,19 +598,21 @@ def print_table(results: dict[str, dict]) -> None:
         ("POST latency p50/p95/p99 ms", lambda r: "/".join(str(v) for v in r["post_latency_ms"].values())),
         ("POST-to-terminal p50/p95/p99 ms", lambda r: "/".join(str(v) for v in r["post_to_terminal_ms"].values())),
         ("service CPU ms per completed order", lambda r: r["cpu_ms_per_completed_order"]),
-        ("Kafka messages per order", lambda r: r["kafka_messages_per_order"]),
-        ("Mongo round trips per order", lambda r: r["mongo_commands_per_order"]),
+        ("  measured over processes", lambda r: r["cpu_processes_measured"]),
+        ("Kafka messages per order", lambda r: per_order(r["kafka_messages_per_order"])),
+        ("Mongo round trips per order", lambda r: per_order(r["mongo_commands_per_order"])),
         (
             "  by service",
-            lambda r: ", ".join(f"{k} {v}" for k, v in r["mongo_commands_per_order_by_service"].items()),
+            lambda r: ", ".join(f"{k} {v}" for k, v in r["mongo_commands_per_order_by_service"].items()) or "unknown",
         ),
         ("peak RSS MB (max process)", lambda r: ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items())),
+        *((f"check: {name}", lambda r, name=name: describe_check(name, r["checks"][name])) for name in CHECKED),
         ("problems", lambda r: "; ".join(r["problems"]) or "none"),
     ]
     names = list(results)
-    print(f"{'':38}" + "".join(f"{n:>30}" for n in names))
+    print(f"{'':38}" + "".join(f"{n:>44}" for n in names))
     for label, value in rows:
-        print(f"{label:38}" + "".join(f"{value(results[n])!s:>30}" for n in names))
+        print(f"{label:38}" + "".join(f"{value(results[n])!s:>44}" for n in names))
 
 
 def compare_replicas(counts: list[int], args: argparse.Namespace) -> dict[str, dict]:
@@ -340,7 +634,8 @@ def compare_replicas(counts: list[int], args: argparse.Namespace) -> dict[str, d
         try:
             launcher.wait_healthy(settings, SERVICE_NAMES, children, timeout=90)
             time.sleep(5)  # let every worker join its group before measuring
-            results[f"{count} worker(s)"] = bench(settings, args)
+            # Exactly the processes started here (and their gunicorn workers), nothing else on the box.
+            results[f"{count} worker(s)"] = bench(settings, args, roots=children_roots(children))
         finally:
             launcher.stop(children)
             delete_topics(settings.kafka)
@@ -358,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="parallel HTTP clients")
     parser.add_argument("--declined", type=float, default=0.0, help="share of orders with a declined card")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the last order")
+    parser.add_argument(
+        "--shed-retries", type=int, default=30, help="times one POST is retried after a 503 with Retry-After"
+    )
     parser.add_argument("--compare-replicas", help="comma-separated worker counts, e.g. 1,3 (starts its own stack)")
     args = parser.parse_args(argv)
 
