@@ -117,6 +117,23 @@ def event_for(order_id: str) -> Envelope:
     return Envelope(event_type=EVENT_TYPE, order_id=order_id, source="test", data={"n": 1})
 
 
+def publish_markers(publisher: KafkaPublisher, events: Sequence[Envelope]) -> set[str]:
+    """Publish a fresh copy (new event id, same key) of each event; return their ids.
+
+    A copy lands behind its original in the same partition, and a partition is read in order:
+    once a consumer has handled every copy, a redelivery of an original would have come first.
+    """
+    markers = [Envelope(event_type=e.event_type, order_id=e.order_id, source="test", data={}) for e in events]
+    for marker in markers:
+        publisher.publish(marker)
+    publisher.flush(10)
+    return {m.event_id for m in markers}
+
+
+def handled(handler: Recorder | BatchRecorder, event_ids: set[str]) -> bool:
+    return event_ids <= {e.event_id for e in handler.seen}
+
+
 def test_events_published_with_kafka_utils_reach_a_consumer_group(live_settings, publisher, unique):
     orders = {unique("order") for _ in range(5)}
     handler = Recorder(orders)
@@ -135,7 +152,8 @@ def test_events_published_with_kafka_utils_reach_a_consumer_group(live_settings,
 def test_a_restarted_consumer_resumes_after_the_events_it_finished(live_settings, publisher, unique):
     group, first, second = unique("group"), unique("order"), unique("order")
     handler = Recorder({first, second})
-    publisher.publish(event_for(first))
+    first_event = event_for(first)
+    publisher.publish(first_event)
     publisher.flush(10)
     runner, thread = start_runner(live_settings, publisher, group, handler)
     wait_for(lambda: len(handler.seen) == 1, what="the first event")
@@ -148,11 +166,12 @@ def test_a_restarted_consumer_resumes_after_the_events_it_finished(live_settings
     runner, thread = start_runner(live_settings, publisher, group, handler_after_restart)
     try:
         wait_for(lambda: len(handler_after_restart.seen) == 1, what="the second event")
-        time.sleep(1)  # room for a wrong redelivery of the first event to show up
+        markers = publish_markers(publisher, [first_event])
+        wait_for(lambda: handled(handler_after_restart, markers), what="the marker behind the first event")
     finally:
         runner.stop()
         thread.join(15)
-    assert [e.order_id for e in handler_after_restart.seen] == [second]
+    assert [e.order_id for e in handler_after_restart.seen if e.event_id not in markers] == [second]
 
 
 def dead_letters_for(settings: Settings, key: str, group: str, timeout: float = 30) -> list:
@@ -216,8 +235,9 @@ def test_a_malformed_message_is_dead_lettered_and_the_consumer_goes_on(live_sett
 
 def test_a_batch_handler_gets_the_backlog_together_and_the_group_resumes_after_it(live_settings, publisher, unique):
     group, backlog, later = unique("group"), [unique("order") for _ in range(30)], unique("order")
-    for order_id in backlog:
-        publisher.publish(event_for(order_id))
+    backlog_events = [event_for(order_id) for order_id in backlog]
+    for event in backlog_events:
+        publisher.publish(event)
     publisher.flush(10)
     handler = BatchRecorder({*backlog, later})
     runner, thread = start_runner(live_settings, publisher, group, Recorder(set()), batch_handler=handler)
@@ -235,11 +255,12 @@ def test_a_batch_handler_gets_the_backlog_together_and_the_group_resumes_after_i
     runner, thread = start_runner(live_settings, publisher, group, Recorder(set()), batch_handler=after_restart)
     try:
         wait_for(lambda: after_restart.seen, what="the event published after the restart")
-        time.sleep(1)  # room for a wrong redelivery of the backlog to show up
+        markers = publish_markers(publisher, backlog_events)
+        wait_for(lambda: handled(after_restart, markers), what="the markers behind the backlog")
     finally:
         runner.stop()
         thread.join(15)
-    assert [e.order_id for e in after_restart.seen] == [later]
+    assert [e.order_id for e in after_restart.seen if e.event_id not in markers] == [later]
 
 
 @pytest.mark.parametrize(("linger_s", "batches"), [(2.0, [4]), (0.0, [1, 1, 1, 1])])
@@ -256,7 +277,7 @@ def test_a_lingering_runner_gathers_events_that_come_one_by_one(live_settings, p
         for order_id in spaced:
             publisher.publish(event_for(order_id))
             publisher.flush(10)
-            time.sleep(0.2)
+            time.sleep(0.2)  # the spacing is the input under test: events that come one by one
         wait_for(lambda: len(handler.seen) == 5, what="the spaced events")
     finally:
         runner.stop()
@@ -307,17 +328,16 @@ def test_a_redelivered_event_is_applied_once_thanks_to_the_inbox(live_settings, 
     event = event_for(order_id)
     publisher.publish(event)
     publisher.publish(event)  # the same event id twice, as after a producer retry or a replay
-    publisher.flush(10)
+    markers = publish_markers(publisher, [event])  # behind both copies
     runner, thread = start_runner(
         live_settings, publisher, group, handler, inbox=MongoInbox(mongo_db["processed_events"], group)
     )
     try:
-        wait_for(lambda: handler.seen, what="the event")
-        time.sleep(1.5)
+        wait_for(lambda: handled(handler, markers), what="the marker behind the two copies")
     finally:
         runner.stop()
         thread.join(15)
-    assert len(handler.seen) == 1
+    assert [e.event_id for e in handler.seen if e.event_id not in markers] == [event.event_id]
     assert mongo_db["processed_events"].count_documents({"_id": f"{group}:{event.event_id}"}) == 1
 
 
@@ -358,9 +378,16 @@ class CountingGate:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.let_in = 0
+        self.checks = 0  # the runner asks once per polling round
 
     def is_open(self) -> bool:
+        self.checks += 1
         return self.let_in < self.limit
+
+    def wait_rounds(self, rounds: int) -> None:
+        """Wait until the runner has polled ``rounds`` more times (each an idle poll of up to 0.5 s)."""
+        start = self.checks
+        wait_for(lambda: self.checks >= start + rounds, what=f"{rounds} polling rounds")
 
     def admitted(self, count: int) -> None:
         self.let_in += count
@@ -373,8 +400,11 @@ def test_a_closed_gate_keeps_its_events_waiting_while_the_other_topics_flow(live
     own_publisher = make_publisher(kafka, "gate-test")
     gated_orders = [unique("order") for _ in range(10)]
     other_orders = [unique("order") for _ in range(3)]
-    for order_id in gated_orders:
-        own_publisher.publish(Envelope(event_type="OrderCreated", order_id=order_id, source="test", data={}))
+    gated_events = [
+        Envelope(event_type="OrderCreated", order_id=order_id, source="test", data={}) for order_id in gated_orders
+    ]
+    for event in gated_events:
+        own_publisher.publish(event)
     for order_id in other_orders:
         own_publisher.publish(event_for(order_id))
     own_publisher.flush(10)
@@ -394,21 +424,22 @@ def test_a_closed_gate_keeps_its_events_waiting_while_the_other_topics_flow(live
     thread.start()
     try:
         wait_for(lambda: len(other.seen) == 3, what="the events of the topic without a gate")
-        time.sleep(1)
+        gate.wait_rounds(3)  # polls that would have fetched the gated events, were they not paused
         assert gated.seen == []
         gate.limit = 3
         wait_for(lambda: len(gated.seen) >= 3, what="the first gated events")
-        time.sleep(2)  # room for events the gate should hold back to get through
+        gate.wait_rounds(4)  # polls that would let events the gate holds back through
         assert len(gated.seen) == 3
         gate.limit = 100
         wait_for(lambda: len(gated.seen) == 10, what="the gated events once the gate opened")
-        time.sleep(1)  # room for a wrong redelivery to show up
+        markers = publish_markers(own_publisher, gated_events)
+        wait_for(lambda: handled(gated, markers), what="the markers behind the gated events")
     finally:
         runner.stop()
         thread.join(15)
         delete_topics(kafka)
     # Paused and resumed at the next unconsumed offset: every event once, none skipped.
-    assert sorted(e.order_id for e in gated.seen) == sorted(gated_orders)
+    assert sorted(e.order_id for e in gated.seen if e.event_id not in markers) == sorted(gated_orders)
 
 
 def test_a_gate_must_name_event_types_the_consumer_handles(live_settings, publisher):
