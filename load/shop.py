@@ -31,10 +31,16 @@ def outcome(status: str, reason: str | None = None) -> str:
     return COMPLETED if status == COMPLETED else f"{status}/{reason or 'no reason'}"
 
 
-def outcome_problem(order_id: str, expected: str, status: str, reason: str | None = None) -> str | None:
-    """Describe how the order's end differs from the expected one; None when it matches."""
+def outcome_mismatch(expected: str, status: str, reason: str | None = None) -> str | None:
+    """Say how an order's end differs from the expected one ("ended X, expected Y"); None when it matches."""
     actual = outcome(status, reason)
-    return None if actual == expected else f"order {order_id} ended {actual}, expected {expected}"
+    return None if actual == expected else f"ended {actual}, expected {expected}"
+
+
+def outcome_problem(order_id: str, expected: str, status: str, reason: str | None = None) -> str | None:
+    """Describe, naming the order, how its end differs from the expected one; None when it matches."""
+    mismatch = outcome_mismatch(expected, status, reason)
+    return None if mismatch is None else f"order {order_id} {mismatch}"
 
 
 def retry_after_s(status: int, headers: Mapping[str, str]) -> float | None:

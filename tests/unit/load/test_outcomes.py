@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from load.bench import check_outcomes
-from load.shop import COMPLETED, DECLINED, expected_outcome, outcome_problem, retry_after_s
+from load.shop import COMPLETED, DECLINED, expected_outcome, outcome_mismatch, outcome_problem, retry_after_s
 
 
 def test_an_order_with_the_declined_card_must_fail_with_payment_declined_and_any_other_must_complete():
@@ -27,6 +27,13 @@ def test_a_declined_card_order_that_completed_or_failed_for_another_reason_is_a_
     )
     assert "failed/payment_timeout" in outcome_problem("o-2", DECLINED, "failed", "payment_timeout")
     assert "failed/no reason" in outcome_problem("o-3", DECLINED, "failed", None)
+
+
+def test_the_mismatch_without_the_order_id_lets_locust_count_failures_by_kind():
+    assert outcome_mismatch(COMPLETED, "failed", "payment_declined") == (
+        "ended failed/payment_declined, expected completed"
+    )
+    assert outcome_mismatch(DECLINED, "failed", "payment_declined") is None
 
 
 def test_check_outcomes_counts_each_kind_it_checked_and_lists_the_wrong_ones():
