@@ -12,7 +12,7 @@ PROCESSING, COMPLETED, FAILED, REFUNDED = "processing", "completed", "failed", "
 HOLDS_CHARGE = frozenset({PROCESSING, COMPLETED})
 
 CARD_DECLINED, AMOUNT_OVER_LIMIT, GATEWAY_ERROR = "card_declined", "amount_over_limit", "gateway_error"
-# Not a gateway answer: the order was already charged by another payment, so this one was not kept.
+# Not a gateway answer: another payment holds the order's charge, so this one was not made.
 ALREADY_PAID = "already_paid"
 
 MAX_AMOUNT = 1_000_000_000.0
@@ -153,11 +153,6 @@ class Payment:
         self.refunded_amount = self.amount
         self.refund_reason = reason
         self.updated_at = now
-
-    def undo_duplicate(self, now: datetime) -> None:
-        """Mark this charge refunded because another payment had already charged the order."""
-        self.refund(ALREADY_PAID, now)
-        self.reason = ALREADY_PAID
 
     def _require(self, status: str) -> None:
         if self.status != status:

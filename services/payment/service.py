@@ -1,9 +1,11 @@
 """Payment use cases: charge (REST and saga), refund, and look-ups.
 
-One successful charge per order: an approved charge claims the order in ``order_charges``
-(``_id`` = order id) before its payment is marked completed. A REST charge first checks that
-claim and answers ``already_paid``; any charge that loses the claim race is refunded at once
-(a saga charge then replies PaymentFailed with reason ``already_paid``).
+One successful charge per order: a charge claims the order in ``order_charges`` (``_id`` =
+order id) before it calls the gateway, so money never moves for an order whose claim another
+payment holds, even when a crash cuts that payment short mid-charge (it stays ``processing`` and
+keeps the claim). A REST charge first checks that claim and answers ``already_paid``; a charge
+that loses the claim race is not made (a saga charge then replies PaymentFailed with reason
+``already_paid``); a declined charge gives its claim back.
 A saga charge uses the saga's deterministic payment id, so a redelivered PaymentRequested
 finds its payment and either does nothing (the reply is already in the outbox) or, when a
 crash left it ``processing``, repeats the charge with the payment id as idempotency key.
@@ -20,6 +22,7 @@ from datetime import datetime
 from prometheus_client import Counter
 
 from services.payment.domain import (
+    ALREADY_PAID,
     COMPLETED,
     HOLDS_CHARGE,
     PROCESSING,
@@ -197,20 +200,27 @@ class PaymentService:
         return self._payments.list_by_order(order_id, limit)
 
     def _charge(self, payment: Payment, card_number: str | None) -> str | None:
-        """Call the gateway and settle ``payment`` in memory; return the winner if another charge won."""
-        payment.settle(self._gateway_charge(payment, card_number), self._clock())
-        if payment.status != COMPLETED:
-            return None
-        return self._give_back_if_lost(payment, self._claim(payment))
+        """Claim the order, then call the gateway and settle ``payment`` in memory; return the
+        payment holding the order when another one does (then no money moves)."""
+        return self._charge_claimed(payment, card_number, self._claim(payment))
 
     def _charge_all(self, charges: Sequence[tuple[Payment, str | None]]) -> None:
-        """``_charge`` for many payments, with the claims of the approved ones in one write."""
-        for payment, card_number in charges:
-            payment.settle(self._gateway_charge(payment, card_number), self._clock())
-        approved = [payment for payment, _card in charges if payment.status == COMPLETED]
-        claimed = self._payments.claim_all([(payment.order_id, payment.payment_id) for payment in approved])
-        for payment, recorded in zip(approved, claimed, strict=True):
-            self._give_back_if_lost(payment, None if recorded else self._claim(payment))
+        """``_charge`` for many payments, with their claims in one write."""
+        claimed = self._payments.claim_all([(payment.order_id, payment.payment_id) for payment, _card in charges])
+        for (payment, card_number), recorded in zip(charges, claimed, strict=True):
+            self._charge_claimed(payment, card_number, None if recorded else self._claim(payment))
+
+    def _charge_claimed(self, payment: Payment, card_number: str | None, lost_to: str | None) -> str | None:
+        if lost_to:
+            logger.warning(
+                "order %s is held by payment %s; not charging %s", payment.order_id, lost_to, payment.payment_id
+            )
+            payment.settle(ChargeResult(approved=False, reason=ALREADY_PAID), self._clock())
+            return lost_to
+        payment.settle(self._gateway_charge(payment, card_number), self._clock())
+        if payment.status != COMPLETED:
+            self._payments.release_order(payment.order_id, payment.payment_id)  # declined: the order is free again
+        return None
 
     def _gateway_charge(self, payment: Payment, card_number: str | None) -> ChargeResult:
         # The payment id is the idempotency key: a charge repeated after a crash moves no money.
@@ -222,25 +232,10 @@ class PaymentService:
             order_id=payment.order_id,
         )
 
-    def _give_back_if_lost(self, payment: Payment, lost_to: str | None) -> str | None:
-        """Refund an approved charge whose order another payment had claimed; return that payment."""
-        if lost_to:
-            logger.warning(
-                "order %s was charged concurrently by %s; refunding %s", payment.order_id, lost_to, payment.payment_id
-            )
-            self._gateway.refund(
-                payment.amount,
-                payment.gateway_ref,
-                idempotency_key=f"refund_{payment.payment_id}",
-                order_id=payment.order_id,
-            )
-            payment.undo_duplicate(self._clock())
-        return lost_to
-
     def _claim(self, payment: Payment) -> str | None:
         holder = self._payments.claim_order(payment.order_id, payment.payment_id)
         if holder != payment.payment_id and self._paid_by(payment.order_id) is None:
-            # The claim was stale (its payment has been refunded) and is now released.
+            # The claim was stale (its payment was declined or refunded) and is now released.
             holder = self._payments.claim_order(payment.order_id, payment.payment_id)
         return None if holder == payment.payment_id else holder
 

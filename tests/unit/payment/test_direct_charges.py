@@ -7,7 +7,6 @@ import pytest
 from services.payment.domain import (
     AlreadyPaid,
     ChargeRequest,
-    ChargeResult,
     IdempotencyConflict,
     NotRefundable,
     Payment,
@@ -41,21 +40,22 @@ def test_failed_rest_charges_do_not_count_as_paid(settings: Settings, repo: InMe
     assert service.charge(ChargeRequest("o-1", 10.0, "credit_card", GOOD_CARD)).status == "completed"
 
 
-def test_a_rest_charge_that_loses_the_race_for_the_order_is_refunded(
-    settings: Settings, repo: InMemoryPaymentRepository
-) -> None:
-    class ConcurrentWinner(ScriptedGateway):
-        def charge(self, *args: object, **kwargs: object) -> ChargeResult:
-            repo.add(Payment.start("pay_winner", ChargeRequest("o-1", 10.0, "x"), now_ms()))
-            repo.claim_order("o-1", "pay_winner")
-            return ChargeResult(True, gateway_ref="ref")
+def test_a_rest_charge_that_loses_the_race_for_the_order_is_not_made() -> None:
+    class ConcurrentWinner(InMemoryPaymentRepository):
+        def add(self, payment: Payment) -> None:
+            super().add(payment)
+            if payment.payment_id == "pay_loser":  # another charge of the order claims it meanwhile
+                super().add(Payment.start("pay_winner", ChargeRequest("o-1", 10.0, "x"), now_ms()))
+                self.claim_order("o-1", "pay_winner")
 
-    racing = PaymentService(repo, ConcurrentWinner(), new_id=lambda: "pay_loser")
+    repo, gateway = ConcurrentWinner(), ScriptedGateway()
+    racing = PaymentService(repo, gateway, new_id=lambda: "pay_loser")
     with pytest.raises(AlreadyPaid) as err:
         racing.charge(ChargeRequest("o-1", 10.0, "credit_card", None))
     assert err.value.payment_id == "pay_winner"
     loser = repo.get("pay_loser")
-    assert (loser.status, loser.reason, loser.refunded_amount) == ("refunded", "already_paid", 10.0)
+    assert (loser.status, loser.reason, loser.refunded_amount) == ("failed", "already_paid", 0.0)
+    assert gateway.calls == 0  # the claim is taken before the gateway is called: no money moved
     assert repo.order_holder("o-1") == "pay_winner"
 
 

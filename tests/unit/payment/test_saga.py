@@ -73,7 +73,7 @@ def test_a_payment_left_processing_by_a_crash_is_finished_on_redelivery(
     assert list(gateway.charged) == ["pay_o-1"]
 
 
-def test_a_saga_charge_of_an_order_already_paid_over_rest_is_refunded_and_fails(
+def test_a_saga_charge_of_an_order_already_paid_over_rest_is_not_made_and_fails(
     settings: Settings, repo: InMemoryPaymentRepository
 ) -> None:
     gateway = ScriptedGateway()
@@ -81,9 +81,9 @@ def test_a_saga_charge_of_an_order_already_paid_over_rest_is_refunded_and_fails(
     rest = service.charge(ChargeRequest("o-1", 40.0, "credit_card", GOOD_CARD))
     handle(service, requested())
     saga = repo.get("pay_o-1")
-    assert (saga.status, saga.reason, saga.refunded_amount) == ("refunded", "already_paid", 40.0)
-    assert gateway.refunded == {"refund_pay_o-1": 40.0}
-    assert repo.events[0].data["reason"] == "already_paid"
+    assert (saga.status, saga.reason, saga.refunded_amount) == ("failed", "already_paid", 0.0)
+    assert (list(gateway.charged), gateway.refunded) == ([rest.payment_id], {})
+    assert [(e.event_type, e.data["reason"]) for e in repo.events] == [("PaymentFailed", "already_paid")]
     assert repo.order_holder("o-1") == rest.payment_id
 
 
