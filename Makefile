@@ -81,9 +81,15 @@ BENCH_ARGS ?= --orders 600 --rate max
 bench: venv
 	$(PY) -m load.bench $(BENCH_ARGS)
 
+# Two runs: 1,000 orders with one worker per service, then three workers per service so that
+# killing one replica makes its group rebalance mid-batch. Each kill -9s every service, the broker
+# and the store. CHAOS_SEED reproduces a run (printed at its start).
 CHAOS_ARGS ?= --orders 1000
+CHAOS_REPLICA_ARGS ?= --orders 400 --replicas 3
+CHAOS_SEED ?=
 chaos: infra-up
-	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	$(PY) -m tests.chaos.run $(CHAOS_REPLICA_ARGS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ their data under ``.local/``. Servers named by KAFKA_BOOTSTRAP_SERVERS / MONGO_U
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -237,6 +238,20 @@ def _stop(name: str, timeout: float = 20.0) -> int | None:
         proc.wait(10)
     except psutil.NoSuchProcess:
         pass
+    pid_file(name).unlink(missing_ok=True)
+    return pid
+
+
+def crash(name: str, timeout: float = 10.0) -> int | None:
+    """SIGKILL our ``kafka`` or ``mongo`` process, as a power cut would stop it; return its PID, or
+    None if it was not running (for the chaos suite: a fault that did not happen must be seen)."""
+    pid = running_pid(name)
+    if pid is None:
+        return None
+    proc = psutil.Process(pid)
+    proc.kill()
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.wait(timeout)
     pid_file(name).unlink(missing_ok=True)
     return pid
 

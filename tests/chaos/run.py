@@ -1,102 +1,121 @@
-"""Crash-consistency suite: drive orders while killing services and the broker, then check invariants.
+"""Crash-consistency suite: drive orders while kill -9-ing services, the broker and the store, then
+check every invariant against witnesses the code under test does not write through its own APIs.
 
-    python -m tests.chaos.run --orders 1000          the full run (`make chaos`)
-    python -m tests.chaos.run --orders 200 --rate 10 the short variant CI runs inside `make test`
+    python -m tests.chaos.run --orders 1000                  one full run (`make chaos` runs two)
+    python -m tests.chaos.run --orders 400 --replicas 3      three workers per service: rebalances mid-batch
+    python -m tests.chaos.run --orders 200 --rate 8          the short variant `make test` runs
 
-It starts its own stack on chaos_* databases (dropped first), posts a mix of orders (about 80 %
-that should complete, 10 % out of stock, 10 % declined cards; some multi-item, some cancelled;
-every order from a distinct customer), `kill -9`s each of the six services in turn at random
-moments and restarts it, restarts the Kafka broker once, injects poison messages, then drains
-and checks from the services' APIs:
+It starts its own stack on chaos_* databases and topics of its own, posts a mix of orders (about
+80 % that should complete, 10 % out of stock, 10 % declined cards; some multi-item; a share
+cancelled; every order from a distinct customer), and meanwhile kill -9s each service (all its
+processes), with ``--replicas`` > 1 also one worker replica of each (the group rebalances around
+the survivors), the Kafka broker and the document store, each at a random moment, restarting
+each. Every fault's time and the sagas in flight at that moment are printed; a fault planned but
+not carried out fails the run. It injects poison (malformed JSON, an unknown event type, a valid
+envelope of the wrong schema) into every topic. Then it drains and checks:
 
-- every accepted order is terminal; stock is conserved per SKU and nothing stays reserved;
-- exactly one successful charge per completed order, none left on failed ones;
-- exactly one notification per terminal order; no saga step twice in any timeline;
-- the DLQ holds nothing but the poison we injected.
+- every order asked for was accepted; the driver saw no 4xx/5xx but retried 503s, no exception;
+- every order is terminal and ended as its kind says (cancels: see checks.check_outcomes);
+- stock is conserved, per the inventory API and per its database;
+- the gateway's ledger (its own file) shows one charge kept per completed order and none on failed
+  ones, and agrees with the payment API and the payment database;
+- exactly one notification per order in the sender's file, the notification database and API;
+- Kafka read from the beginning: one OrderCreated and one terminal event per order, matching the
+  order API and the order and orchestrator databases; no saga step under two event ids;
+- monitoring's timelines hold each order's end and no step twice (every API read must answer 200);
+- the DLQ (its topic and monitoring's API) holds every injected poison and nothing else.
 
-It prints one table and exits non-zero on any violation.
+Runs are reproducible from ``--seed``: each order's kind and timing comes from an RNG derived
+from the seed and the order's index (not from thread scheduling), the faults from another.
+It prints the counts each invariant checked and exits non-zero on any violation.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
 from load.shop import CATALOGUE, DECLINED_CARD
+from services.payment.ledger import money_by_order, read_ledger
 from shared import launcher, local_infra
-from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
-from shared.events import TOPIC_BY_EVENT, Envelope
+from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
+from shared.events import TOPIC_BY_EVENT, Envelope, iso_now
 from shared.kafka_utils import delete_topics, ensure_topics, make_publisher, topic_name
 from shared.mongo import make_mongo_client
+from tests.chaos import checks, witnesses
+from tests.chaos.checks import Check, Placed
 
-# Saga steps that must appear at most once in an order's timeline.
-SINGLE_STEPS = (
-    "OrderCreated",
-    "OrderValidated",
-    "ReserveInventory",
-    "InventoryReserved",
-    "PaymentRequested",
-    "PaymentCompleted",
-    "OrderCompleted",
-    "OrderFailed",
-    "CommitInventory",
-    "NotificationRequested",
-)
-# Every consumed topic gets each kind of poison: malformed JSON, an unknown type, a broken schema.
+# Every consumed topic gets each kind of poison.
 POISON_TOPICS = tuple(sorted(set(TOPIC_BY_EVENT.values())))
+RARE = {"rare_item": 99.99}  # the seed catalogue holds far fewer than an out-of-stock order asks for
+FAULT_KINDS = ("services", "broker", "store")
+
+
+class ApiError(Exception):
+    """An API the suite reads answered other than 200 (after riding out restarts)."""
 
 
 @dataclass
-class Placed:
-    order_id: str
-    customer_id: str
-    kind: str
-    items: dict[str, int]
-    cancelled: bool = False
+class Fault:
+    name: str
+    planned_at: float  # seconds into the load
+    action: Callable[[], str]
+    at: str = ""  # when it struck (ISO, UTC)
+    killed: str = ""  # PIDs killed
+    down_s: float = 0.0  # from the kill until it answered again
+    problem: str = ""
+    in_flight: int = 0
+    during_load: bool = False
 
 
 @dataclass
 class Report:
     placed: list[Placed] = field(default_factory=list)
-    refused: int = 0
-    kills: list[str] = field(default_factory=list)
-    broker_restarts: int = 0
+    refused: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    calls: int = 0
+    retried_503: int = 0
+    retried_down: int = 0
+    faults: list[Fault] = field(default_factory=list)
     poison_keys: set[str] = field(default_factory=set)
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append((name, ok, detail))
 
 
 class Chaos:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.random = random.Random(args.seed)
+        run_id = uuid.uuid4().hex[:8]
+        self.ledger_path = LOCAL_DIR / f"chaos-{run_id}-gateway-ledger.jsonl"
+        self.notifications_path = LOCAL_DIR / f"chaos-{run_id}-notifications.log"
         self.env = {
             "ENVIRONMENT": "test",
             "LOG_LEVEL": "WARNING",
             "APP__SAGA__PAYMENT_TIMEOUT_S": str(args.payment_timeout),
             "APP__SAGA__ORDER_TIMEOUT_S": str(args.order_timeout),
-            "APP__NOTIFICATION__FILE_PATH": ".local/chaos-notifications.log",
+            "APP__NOTIFICATION__FILE_PATH": str(self.notifications_path),
+            "APP__PAYMENT__LEDGER_PATH": str(self.ledger_path),
             # Topics of this run only, deleted at its end: nothing left over from other runs gets in.
-            "APP__KAFKA__TOPIC_PREFIX": f"chaos-{uuid.uuid4().hex[:8]}.",
+            "APP__KAFKA__TOPIC_PREFIX": f"chaos-{run_id}.",
             **{f"{name.upper()}_DATABASE": f"chaos_{name}" for name in SERVICE_NAMES},
         }
         self.settings: Settings = load_settings(env={**process_env(), **self.env})
         self.children: list[launcher.Child] = []
         self.lock = threading.Lock()
         self.report = Report()
+        self.downtime = random.Random(f"{args.seed}-downtime")  # how long each crashed thing stays down
 
     def url(self, service: str, path: str) -> str:
         return self.settings.services[service].url + path
@@ -113,113 +132,184 @@ class Chaos:
         self.children = launcher.start(SERVICE_NAMES, replicas=self.args.replicas, env=self.env)
         launcher.wait_healthy(self.settings, SERVICE_NAMES, self.children, timeout=120)
 
-    def where_is(self, order_id: str) -> str:
-        """The order's status and its saga's state, as the services report them."""
-        urls = self.settings.services
-        try:
-            order = requests.get(f"{urls['order'].url}/orders/{order_id}", timeout=5).json()
-            saga = requests.get(f"{urls['orchestrator'].url}/flows/{order_id}", timeout=5).json()
-        except (requests.RequestException, ValueError) as err:
-            return f"(could not ask: {err})"
-        return f"order={order.get('status')} saga={saga.get('state')} steps={len(saga.get('steps') or [])}"
+    # -- faults ----------------------------------------------------------------------------
+    def plan_faults(self) -> list[Fault]:
+        rng = random.Random(f"{self.args.seed}-faults")
+        duration = self.args.orders / self.args.rate
+        kinds = set(self.args.faults.split(","))
+        faults = []
+        if "services" in kinds:
+            for service in SERVICE_NAMES:
+                faults.append(
+                    Fault(f"kill -9 {service} (all)", rng.uniform(0.05, 0.85) * duration, self._crash(service))
+                )
+                if self.args.replicas > 1:
+                    replica = rng.randrange(self.args.replicas)
+                    name = f"kill -9 {service}-worker-{replica}"
+                    faults.append(Fault(name, rng.uniform(0.05, 0.85) * duration, self._crash(service, replica)))
+        if "broker" in kinds:
+            faults.append(Fault("kill -9 Kafka broker", rng.uniform(0.3, 0.6) * duration, self._crash_server("kafka")))
+        if "store" in kinds:
+            faults.append(
+                Fault("kill -9 document store", rng.uniform(0.3, 0.7) * duration, self._crash_server("mongo"))
+            )
+        return sorted(faults, key=lambda f: f.planned_at)
 
-    def crash_and_restart(self, service: str) -> None:
-        with self.lock:
-            victims = [c for c in self.children if c.service == service]
-            self.children = [c for c in self.children if c.service != service]
-        launcher.kill(victims)
-        self.report.kills.append(service)
-        time.sleep(self.random.uniform(0.5, 2.0))
-        started = launcher.start([service], replicas=self.args.replicas, env=self.env)
-        with self.lock:
-            self.children += started
-        launcher.wait_healthy(self.settings, [service], started, timeout=120)
+    def _crash(self, service: str, replica: int | None = None) -> Callable[[], str]:
+        def crash() -> str:
+            with self.lock:
+                victims = [
+                    c
+                    for c in self.children
+                    if c.service == service and (replica is None or (c.role == "worker" and c.replica == replica))
+                ]
+                self.children = [c for c in self.children if c not in victims]
+            if not victims:
+                raise RuntimeError(f"no running process of {service} to kill")
+            pids = ",".join(str(c.process.pid) for c in victims)
+            launcher.kill(victims)
+            time.sleep(self.downtime.uniform(0.5, 2.0))
+            if replica is None:
+                started = launcher.start([service], replicas=self.args.replicas, env=self.env)
+            else:
+                started = launcher.start([service], replicas=1, env=self.env, roles=("worker",))
+            if replica is not None:  # keep its replica number, so the next fault finds it
+                for child in started:
+                    child.replica = replica
+            with self.lock:
+                self.children += started
+            launcher.wait_healthy(self.settings, [service], started, timeout=120)
+            return pids
 
-    def restart_broker(self) -> None:
-        if self.settings.kafka.external:
-            return
-        local_infra.stop_kafka()
-        time.sleep(self.random.uniform(2, 5))
-        local_infra.start_kafka()
-        self.report.broker_restarts += 1
+        return crash
+
+    def _crash_server(self, name: str) -> Callable[[], str]:
+        def crash() -> str:
+            server = self.settings.kafka if name == "kafka" else self.settings.mongo
+            if server.external:
+                raise RuntimeError(f"{name} is external: this suite cannot crash it (run with --faults services)")
+            pid = local_infra.crash(name)
+            if pid is None:
+                raise RuntimeError(f"our {name} server was not running")
+            time.sleep(self.downtime.uniform(1.0, 4.0))
+            (local_infra.start_kafka if name == "kafka" else local_infra.start_mongo)(self.settings)
+            return str(pid)
+
+        return crash
+
+    def run_faults(self, faults: list[Fault]) -> None:
+        started = time.monotonic()
+        for fault in faults:
+            wait = started + fault.planned_at - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            fault.at = iso_now()
+            began = time.monotonic()
+            try:
+                fault.killed = fault.action()
+            except Exception as err:
+                fault.problem = f"{type(err).__name__}: {err}"
+            fault.down_s = round(time.monotonic() - began, 1)
+            print(
+                f"  {fault.at} {fault.name}: pids {fault.killed or '-'}, back after {fault.down_s}s {fault.problem}",
+                flush=True,
+            )
 
     # -- load ------------------------------------------------------------------------------
-    def order_for(self, index: int) -> tuple[str, dict[str, Any]]:
-        roll = self.random.random()
+    def plan_order(self, index: int) -> tuple[str, dict[str, Any], float | None, random.Random]:
+        """The order number ``index`` of this seed: its kind, body and when (if at all) to cancel it."""
+        rng = random.Random(f"{self.args.seed}-order-{index}")
         products = sorted(CATALOGUE)
+        roll = rng.random()
         if roll < 0.10:
             kind, items = "out_of_stock", {"rare_item": 1000}
-            if self.random.random() < 0.5:
-                items[self.random.choice(products)] = 1  # multi-item, one line can't be met
+            if rng.random() < 0.5:
+                items[rng.choice(products)] = 1  # multi-item, one line can't be met
         else:
             kind = "declined" if roll < 0.20 else "complete"
-            items = {p: self.random.randint(1, 2) for p in self.random.sample(products, self.random.randint(1, 3))}
-        prices = {**CATALOGUE, "rare_item": 99.99}
+            items = {p: rng.randint(1, 2) for p in rng.sample(products, rng.randint(1, 3))}
+        prices = {**CATALOGUE, **RARE}
         body: dict[str, Any] = {
-            "customer_id": f"chaos-{index}-{uuid.uuid4().hex[:8]}",
+            "customer_id": f"chaos-{index}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}",
             "items": [{"product_id": p, "quantity": q, "price": prices[p]} for p, q in items.items()],
             "total_amount": round(sum(q * prices[p] for p, q in items.items()), 2),
         }
         if kind == "declined":
             body["card_details"] = {"number": DECLINED_CARD}
-        return kind, body
+        cancel_after = rng.uniform(0, 0.5) if rng.random() < self.args.cancel_share else None
+        return kind, body, cancel_after, rng
+
+    def call(self, method: str, path: str, *, ok: tuple[int, ...], what: str, **kwargs: Any) -> requests.Response:
+        """Call the order service, riding out crashes (connection refused) and shed or unready 503s;
+        any other status not in ``ok`` is a driver error."""
+        deadline = time.monotonic() + self.args.retry_for
+        while True:
+            with self.lock:
+                self.report.calls += 1
+            try:
+                response = requests.request(method, self.url("order", path), timeout=15, **kwargs)
+            except requests.RequestException as err:
+                if time.monotonic() > deadline:
+                    raise ApiError(f"{what}: order service unreachable for {self.args.retry_for:.0f}s: {err}") from err
+                with self.lock:
+                    self.report.retried_down += 1
+                time.sleep(0.5)
+                continue
+            if response.status_code in ok:
+                return response
+            if response.status_code == 503 and time.monotonic() < deadline:
+                with self.lock:
+                    self.report.retried_503 += 1
+                time.sleep(float(response.headers.get("Retry-After") or 0.5))
+                continue
+            raise ApiError(f"{what}: {method} {path} answered {response.status_code} {response.text[:200]}")
 
     def place(self, index: int) -> None:
-        kind, body = self.order_for(index)
-        key = f"chaos-{uuid.uuid4()}"
-        # A crashed order service refuses connections; the same idempotency key makes retrying safe.
-        for _attempt in range(60):
-            try:
-                response = requests.post(
-                    self.url("order", "/orders"), json=body, headers={"Idempotency-Key": key}, timeout=10
-                )
-            except requests.RequestException:
-                time.sleep(0.5)
-                continue
-            if response.status_code in (200, 201):
-                order_id = response.json()["order_id"]
-                placed = Placed(
-                    order_id, body["customer_id"], kind, {i["product_id"]: i["quantity"] for i in body["items"]}
-                )
-                with self.lock:
-                    self.report.placed.append(placed)
-                if self.random.random() < self.args.cancel_share:
-                    time.sleep(self.random.uniform(0, 0.5))
-                    self.cancel(placed)
-                return
-            if response.status_code < 500:
-                raise AssertionError(f"order refused: {response.status_code} {response.text}")
-            time.sleep(0.5)
-        self.report.refused += 1
-
-    def cancel(self, placed: Placed) -> None:
-        for _attempt in range(20):
-            try:
-                response = requests.post(self.url("order", f"/orders/{placed.order_id}/cancel"), timeout=10)
-            except requests.RequestException:
-                time.sleep(0.5)
-                continue
-            placed.cancelled = response.status_code == 202
-            return
+        kind, body, cancel_after, _rng = self.plan_order(index)
+        key = f"chaos-{self.args.seed}-{index}"  # the same key on every retry: one order, whatever happens
+        try:
+            response = self.call(
+                "POST", "/orders", ok=(200, 201), what=f"order {index}", json=body, headers={"Idempotency-Key": key}
+            )
+        except ApiError as err:
+            with self.lock:
+                self.report.refused.append(str(err))
+            raise
+        placed = Placed(
+            response.json()["order_id"],
+            body["customer_id"],
+            kind,
+            {i["product_id"]: i["quantity"] for i in body["items"]},
+            body["total_amount"],
+        )
+        with self.lock:
+            self.report.placed.append(placed)
+        if cancel_after is not None:
+            time.sleep(cancel_after)
+            answer = self.call("POST", f"/orders/{placed.order_id}/cancel", ok=(202, 409), what="cancel")
+            placed.cancel = "accepted" if answer.status_code == 202 else "too_late"
 
     def drive_load(self) -> None:
         started = time.monotonic()
+        futures: list[Future[None]] = []
         with ThreadPoolExecutor(8) as pool:
             for index in range(self.args.orders):
                 delay = started + index / self.args.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                pool.submit(self.place, index)
+                futures.append(pool.submit(self.place, index))
+        for index, future in enumerate(futures):
+            error = future.exception()
+            if error is not None:
+                self.report.errors.append(f"order {index}: {type(error).__name__}: {error}")
 
     def inject_poison(self) -> None:
         publisher = make_publisher(self.settings.kafka, "chaos-poison")
-        valid = Envelope(event_type="OrderCreated", order_id="x", source="chaos").to_dict()
+        valid = Envelope(event_type="OrderCreated", order_id="poison", source="chaos").to_dict()
         poisons = [
             b"{this is not json",
-            Envelope(event_type="OrderCreated", order_id="x", source="chaos")
-            .to_json()
-            .replace(b"OrderCreated", b"NoSuchType"),
-            str({**valid, "data": "not-an-object"}).encode(),
+            json.dumps({**valid, "event_type": "NoSuchType"}).encode(),
+            json.dumps({**valid, "data": "not-an-object", "order_id": 42}).encode(),  # JSON, wrong schema
         ]
         for topic in POISON_TOPICS:
             for value in poisons:
@@ -227,144 +317,166 @@ class Chaos:
                 publisher.produce_sync(topic_name(self.settings.kafka, topic), key.encode(), value)
                 self.report.poison_keys.add(key)
 
-    def run_chaos(self) -> None:
-        """Kill each service once, in a random order at random moments, and restart the broker once."""
-        duration = self.args.orders / self.args.rate
-        actions: list[tuple[float, Any]] = [
-            (self.random.uniform(0.05, 0.85) * duration, lambda s=service: self.crash_and_restart(s))
-            for service in SERVICE_NAMES
-        ]
-        if not self.args.no_broker_restart:
-            actions.append((0.5 * duration, self.restart_broker))
-        started = time.monotonic()
-        for moment, action in sorted(actions, key=lambda pair: pair[0]):
-            wait = started + moment - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            action()
-
-    # -- checks ----------------------------------------------------------------------------
-    def get(self, service: str, path: str, **params: Any) -> Any:
-        for _attempt in range(10):
+    # -- reading back ----------------------------------------------------------------------
+    def api(self, service: str, path: str, **params: Any) -> Any:
+        """GET that must answer 200; a service restarting (refused, 503) is waited out, for a while."""
+        deadline = time.monotonic() + 60
+        while True:
             try:
-                response = requests.get(self.url(service, path), params=params, timeout=10)
-                if response.status_code < 500:
+                response = requests.get(self.url(service, path), params=params, timeout=15)
+                if response.status_code == 200:
                     return response.json()
+                if response.status_code != 503:
+                    raise ApiError(f"{service} {path} answered {response.status_code}: {response.text[:200]}")
             except requests.RequestException:
                 pass
+            if time.monotonic() > deadline:
+                raise ApiError(f"{service} {path} did not answer 200 within 60s")
             time.sleep(0.5)
-        raise RuntimeError(f"{service} {path} keeps failing")
 
     def drain(self) -> dict[str, dict[str, Any]]:
         deadline = time.monotonic() + self.args.order_timeout + self.args.drain
         finals: dict[str, dict[str, Any]] = {}
-        while time.monotonic() < deadline:
-            for placed in self.report.placed:
-                if placed.order_id not in finals:
-                    order = self.get("order", f"/orders/{placed.order_id}")
+        with ThreadPoolExecutor(8) as pool:
+            while time.monotonic() < deadline:
+                pending = [p.order_id for p in self.report.placed if p.order_id not in finals]
+                for order in pool.map(lambda o: self.api("order", f"/orders/{o}"), pending):
                     if order.get("status") in ("completed", "failed"):
-                        finals[placed.order_id] = order
-            if len(finals) == len(self.report.placed):
-                break
-            time.sleep(1)
+                        finals[order["order_id"]] = order
+                if len(finals) == len(self.report.placed):
+                    break
+                time.sleep(1)
         return finals
 
-    def settle(self) -> None:
-        """Wait (bounded) until nothing is reserved any more: commits and releases are done."""
+    def wait_for(self, what: str, read: Callable[[], Any], done: Callable[[Any], bool]) -> Any:
+        """Read until ``done`` (bounded by --drain): commits, notifications and timelines trail the end."""
         deadline = time.monotonic() + self.args.drain
-        while time.monotonic() < deadline:
-            if all(p["reserved"] == 0 for p in self.get("inventory", "/inventory")["products"]):
-                return
+        while True:
+            seen = read()
+            if done(seen):
+                return seen
+            if time.monotonic() > deadline:
+                print(f"  still waiting for {what} after {self.args.drain:.0f}s; checking what is there", flush=True)
+                return seen
             time.sleep(1)
 
-    def verify(self, initial: dict[str, dict[str, Any]]) -> None:
-        report = self.report
+    def per_order(self, fetch: Callable[[str], Any]) -> dict[str, Any]:
+        with ThreadPoolExecutor(8) as pool:
+            ids = [p.order_id for p in self.report.placed]
+            return dict(zip(ids, pool.map(fetch, ids), strict=True))
+
+    def verify(self, initial: dict[str, dict[str, Any]], initial_db: dict[str, dict[str, Any]]) -> None:
+        report, placed = self.report, self.report.placed
+        ids = {p.order_id for p in placed}
+        databases = witnesses.Databases(make_mongo_client(self.settings.mongo), self.settings)
         finals = self.drain()
-        self.settle()
-        time.sleep(3)  # notifications and timelines trail the terminal status by a few events
-        unfinished = [p.order_id for p in report.placed if p.order_id not in finals]
-        report.check("every accepted order is terminal", not unfinished, f"{len(unfinished)} not terminal")
-        for order_id in unfinished[:5]:  # where they stand, to tell a slow drain from a lost event
-            print(f"not terminal: {order_id} {self.where_is(order_id)}")
-        for order in finals.values():
-            report.outcomes[order["status"] if order["status"] == "completed" else order.get("failure_reason")] += 1
-        self.check_stock(initial, finals)
-        self.check_charges(finals)
-        self.check_notifications(finals)
-        self.check_timelines(finals)
-        self.check_dlq()
-
-    def check_stock(self, initial: dict[str, dict[str, Any]], finals: dict[str, dict[str, Any]]) -> None:
-        now = {p["product_id"]: p for p in self.get("inventory", "/inventory")["products"]}
-        sold: Counter[str] = Counter()
-        for placed in self.report.placed:
-            if finals.get(placed.order_id, {}).get("status") == "completed":
-                sold.update(placed.items)
-        broken = []
-        for product, before in initial.items():
-            after = now[product]
-            total_before = before["available"] + before["reserved"] + before["sold"]
-            total_after = after["available"] + after["reserved"] + after["sold"]
-            if total_after != total_before or after["reserved"] or after["available"] < 0:
-                broken.append(f"{product}: {before} -> {after}")
-            elif after["sold"] - before["sold"] != sold[product]:
-                broken.append(
-                    f"{product}: sold +{after['sold'] - before['sold']} but completed orders bought {sold[product]}"
-                )
-        self.report.check("stock conserved, nothing reserved, never oversold", not broken, "; ".join(broken[:5]))
-
-    def check_charges(self, finals: dict[str, dict[str, Any]]) -> None:
-        wrong = []
-        for order_id, order in finals.items():
-            payments = self.get("payment", "/payments", order_id=order_id)["payments"]
-            kept = [p for p in payments if p["status"] == "completed"]
-            expected = 1 if order["status"] == "completed" else 0
-            if len(kept) != expected:
-                wrong.append(f"{order_id} {order['status']}: {len(kept)} kept charges")
-        self.report.check("one charge per completed order, none on failed", not wrong, "; ".join(wrong[:5]))
-
-    def check_notifications(self, finals: dict[str, dict[str, Any]]) -> None:
-        wrong = []
-        for placed in self.report.placed:
-            if placed.order_id in finals:
-                notes = self.get("notification", "/notifications", customer_id=placed.customer_id)["notifications"]
-                if len(notes) != 1:
-                    wrong.append(f"{placed.order_id}: {len(notes)} notifications")
-        self.report.check("one notification per terminal order", not wrong, "; ".join(wrong[:5]))
-
-    def check_timelines(self, finals: dict[str, dict[str, Any]]) -> None:
-        wrong = []
-        for order_id in finals:
-            events = self.get("monitoring", f"/orders/{order_id}/events").get("events", [])
-            counts = Counter(e["event_type"] for e in events)
-            twice = [t for t in SINGLE_STEPS if counts[t] > 1]
-            if twice:
-                wrong.append(f"{order_id}: {', '.join(twice)}")
-        self.report.check("no saga step twice in any timeline", not wrong, "; ".join(wrong[:5]))
-
-    def check_dlq(self) -> None:
-        entries = self.get("monitoring", "/dlq", limit=500).get("entries", [])
-        unexplained = [e for e in entries if (e.get("key") or "") not in self.report.poison_keys]
-        self.report.check(
-            "DLQ holds only injected poison",
-            not unexplained,
-            f"{len(entries)} entries, {len(unexplained)} unexplained"
-            + (f": {unexplained[0].get('error')}" if unexplained else ""),
+        terminal = [p.order_id for p in placed if p.order_id in finals]
+        self.wait_for("stock to settle", self.stock, lambda products: not any(p["reserved"] for p in products))
+        file_lines = self.wait_for(
+            "one notification per order",
+            lambda: witnesses.notification_lines(self.notifications_path),
+            lambda lines: all(lines[o] >= 1 for o in terminal),
         )
+        timelines = self.wait_for(
+            "monitoring's timelines",
+            lambda: self.per_order(
+                lambda o: [e["event_type"] for e in self.api("monitoring", f"/orders/{o}/events")["events"]]
+            ),
+            lambda lines: all(set(lines[o]) & set(checks.TERMINAL_EVENTS) for o in terminal),
+        )
+
+        flows = self.per_order(lambda o: self.api("orchestrator", f"/flows/{o}"))
+        outcome_check, report.outcomes = checks.check_outcomes(placed, finals, flows)
+        books = money_by_order(read_ledger(self.ledger_path))
+        messages = witnesses.read_topics(self.settings)
+        events, dead_keys, _not_events = witnesses.events_by_order(messages, witnesses.dead_letter_topic(self.settings))
+        for fault in report.faults:
+            fault.in_flight = (
+                checks.in_flight_at(fault.at, {o: events[o] for o in ids if o in events}) if fault.at else 0
+            )
+        kept_api = self.per_order(
+            lambda o: sum(p["status"] == "completed" for p in self.api("payment", "/payments", order_id=o)["payments"])
+        )
+        customers = {p.order_id: p.customer_id for p in placed}
+        notes_api = self.per_order(
+            lambda o: len(self.api("notification", "/notifications", customer_id=customers[o])["notifications"])
+        )
+        dlq_api = self.api("monitoring", "/dlq", limit=500)
+        db_orders, db_sagas, db_kept = databases.orders(ids), databases.sagas(ids), databases.kept_payments(ids)
+
+        report.checks += [
+            checks.check_accepted(self.args.orders, len(placed), report.refused),
+            checks.check_driver(report.errors, report.calls),
+            checks.check_faults(report.faults),
+            checks.check_terminal(placed, finals),
+            outcome_check,
+            checks.check_stock(initial, {p["product_id"]: p for p in self.stock()}, placed, finals, "inventory API"),
+            checks.check_stock(initial_db, databases.stock(), placed, finals, "inventory database"),
+            checks.check_money(placed, finals, books),
+            checks.check_agree(
+                "charges kept: payment API = gateway ledger",
+                {o: kept_api[o] for o in finals},
+                {o: int(books.get(o, {}).get("charges", 0) - books.get(o, {}).get("refunds", 0)) for o in finals},
+            ),
+            checks.check_agree(
+                "charges kept: payment database = payment API",
+                {o: kept_api[o] for o in finals},
+                {o: db_kept[o] for o in finals},
+            ),
+            checks.check_exactly_one("one notification per order (sender's file)", finals, file_lines),
+            checks.check_exactly_one(
+                "one notification per order (notification database)", finals, databases.notifications(ids)
+            ),
+            checks.check_exactly_one("one notification per order (notification API)", finals, notes_api),
+            checks.check_kafka(placed, finals, events),
+            checks.check_agree(
+                "order status: order database = order API",
+                {o: checks.outcome(f) for o, f in finals.items()},
+                {o: checks.outcome(d) for o, d in db_orders.items()},
+            ),
+            checks.check_agree(
+                "saga state: orchestrator database = order API",
+                {o: f["status"] for o, f in finals.items()},
+                db_sagas,
+            ),
+            checks.check_timelines(placed, finals, timelines),
+            checks.check_dead_letters(report.poison_keys, dead_keys, "its Kafka topic"),
+            checks.check_dead_letters(report.poison_keys, [e.get("key") for e in dlq_api["entries"]], "monitoring API"),
+        ]
+        if dlq_api["total"] > len(dlq_api["entries"]):
+            report.checks.append(
+                Check("DLQ fits one page of monitoring's API", False, dlq_api["total"], "raise the limit")
+            )
+
+    def stock(self) -> list[dict[str, Any]]:
+        return self.api("inventory", "/inventory")["products"]
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> int:
-        print(f"starting the stack on chaos_* databases ({self.args.orders} orders at {self.args.rate}/s)", flush=True)
+        args = self.args
+        print(
+            f"chaos: {args.orders} orders at {args.rate}/s, {args.replicas} worker(s) per service, seed {args.seed}, "
+            f"faults {args.faults}; ledger {self.ledger_path}, notifications {self.notifications_path}",
+            flush=True,
+        )
         self.start_stack()
         try:
-            initial = {p["product_id"]: p for p in self.get("inventory", "/inventory")["products"]}
+            initial = {p["product_id"]: p for p in self.stock()}
+            initial_db = witnesses.Databases(make_mongo_client(self.settings.mongo), self.settings).stock()
             self.inject_poison()
+            self.report.faults = self.plan_faults()
             load = threading.Thread(target=self.drive_load)
             load.start()
-            self.run_chaos()
+            self.run_faults(self.report.faults)
             load.join()
+            load_ended = iso_now()
+            for fault in self.report.faults:
+                fault.during_load = bool(fault.at) and fault.at < load_ended
             print("load done; draining", flush=True)
-            self.verify(initial)
+            try:
+                self.verify(initial, initial_db)
+            except ApiError as err:
+                self.report.checks.append(Check("every API read answered 200", False, 1, str(err)))
         finally:
             launcher.stop(self.children)
             delete_topics(self.settings.kafka)
@@ -373,17 +485,23 @@ class Chaos:
     def print_report(self) -> int:
         report = self.report
         print("\n| what | value |\n|---|---|")
-        print(f"| orders accepted | {len(report.placed)} (refused {report.refused}) |")
-        for outcome, count in sorted(report.outcomes.items()):
-            print(f"| outcome {outcome} | {count} |")
-        print(f"| cancel requests accepted | {sum(p.cancelled for p in report.placed)} |")
-        print(f"| services killed (kill -9) and restarted | {len(report.kills)}: {', '.join(report.kills)} |")
-        print(f"| broker restarts | {report.broker_restarts} |")
+        print(f"| orders asked / accepted | {self.args.orders} / {len(report.placed)} |")
+        print(
+            f"| HTTP calls by the driver | {report.calls} ({report.retried_503} retried after 503, "
+            f"{report.retried_down} while the order service was down) |"
+        )
+        for name, count in sorted(report.outcomes.items()):
+            print(f"| ended as expected: {name} | {count} |")
         print(f"| poison messages injected | {len(report.poison_keys)} |")
-        print("\n| invariant | result | detail |\n|---|---|---|")
-        for name, ok, detail in report.checks:
-            print(f"| {name} | {'PASS' if ok else 'FAIL'} | {detail} |")
-        return 0 if report.checks and all(ok for _, ok, _ in report.checks) else 1
+        print("\n| fault | at (UTC) | during load | pids killed | back after | sagas in flight |")
+        print("|---|---|---|---|---|---|")
+        for f in report.faults:
+            load = "yes" if f.during_load else "no (after)"
+            print(f"| {f.name} | {f.at[11:23]} | {load} | {f.killed or '-'} | {f.down_s}s | {f.in_flight} |")
+        print("\n| invariant | result | checked | detail |\n|---|---|---|---|")
+        for check in report.checks:
+            print(f"| {check.name} | {'PASS' if check.ok else 'FAIL'} | {check.checked} | {check.detail} |")
+        return 0 if report.checks and all(c.ok for c in report.checks) else 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -395,9 +513,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--payment-timeout", type=float, default=60.0)
     parser.add_argument("--order-timeout", type=float, default=300.0)
     parser.add_argument("--drain", type=float, default=120.0, help="extra seconds to wait for the system to settle")
-    parser.add_argument("--no-broker-restart", action="store_true")
-    parser.add_argument("--seed", type=int, default=None)
-    return parser.parse_args(argv)
+    parser.add_argument("--retry-for", type=float, default=120.0, help="how long the driver retries one call")
+    parser.add_argument("--faults", default=",".join(FAULT_KINDS), help=f"comma-separated, of {', '.join(FAULT_KINDS)}")
+    parser.add_argument("--seed", type=int, default=None, help="reproduce a run (default: a new one, printed)")
+    args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(10**6)
+    unknown = set(args.faults.split(",")) - set(FAULT_KINDS) - {""}
+    if unknown:
+        parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
