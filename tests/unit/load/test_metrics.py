@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from load.bench import MetricsUnavailable, scrape
+from load.metrics import MetricsUnavailable, scrape
 
 METRICS = """# HELP events_published_total Events delivered to Kafka
 # TYPE events_published_total counter

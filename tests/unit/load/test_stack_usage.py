@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from load.bench import ProcStat, StackUsage, pid_file_roots
+from load.usage import ProcStat, StackUsage, pid_file_roots
 from shared.launcher import PidFile, read_pid_files
 
 
