@@ -11,10 +11,26 @@ python main.py order api|worker       one process in the foreground (what contai
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from shared.config import SERVICE_NAMES, load_settings
-from shared.launcher import ROLES, launch, print_table, run_role, show_logs
+from shared.logs import configure_logging
+
+ROLES = ("api", "worker")
+
+
+def run_role(service: str, role: str) -> None:
+    """Run one process of one service in the foreground: its API server or its consumer worker."""
+    settings = load_settings(service)
+    configure_logging(settings.logging, f"{service}-{role}")
+    if role == "api":
+        from shared.runtime import serve
+
+        module = importlib.import_module(f"services.{service}.app")
+        serve(lambda: module.create_app(load_settings(service)), settings)
+    else:
+        importlib.import_module(f"services.{service}.worker").main(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("name the process to run: api or worker")
         run_role(args.service_name, args.role)
         return 0
+    # The rest is local development (devstack/), which the container image does not ship.
+    from devstack.launcher import launch, print_table, show_logs
+
     if args.status:
         return 0 if print_table(load_settings()) else 3
     if args.logs is not None:

@@ -39,10 +39,10 @@ import psutil
 import requests
 from confluent_kafka import Consumer
 
+from devstack import launcher
 from load.metrics import MetricsUnavailable, scrape, service_urls
 from load.shop import CATALOGUE, DECLINED_CARD, expected_outcome, outcome, outcome_problem, retry_after_s
 from load.usage import PsutilProcessTable, Roots, Sampler, StackUsage, children_roots, pid_file_roots
-from shared import launcher
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import Envelope
 from shared.kafka_utils import delete_topics, topic_name

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import psutil
 
-from shared import launcher
+from devstack import launcher
 
 
 @dataclass(frozen=True)

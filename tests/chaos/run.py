@@ -47,9 +47,10 @@ from typing import Any
 
 import requests
 
+from devstack import launcher
 from load.shop import CATALOGUE, DECLINED_CARD
 from services.payment.ledger import money_by_order, read_ledger
-from shared import launcher, local_infra
+from shared import local_infra
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import TOPIC_BY_EVENT, Envelope, iso_now
 from shared.kafka_utils import delete_topics, ensure_topics, make_publisher, topic_name

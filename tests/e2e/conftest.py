@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared import launcher
+from devstack import launcher
 from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
 from shared.kafka_utils import delete_topics, ensure_topics
 from shared.mongo import make_mongo_client

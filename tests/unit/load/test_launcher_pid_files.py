@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared import launcher
+from devstack import launcher
 
 
 def sleeping_child(tmp_path: Path, replica: int = 0) -> launcher.Child:

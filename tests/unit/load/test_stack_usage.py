@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.launcher import PidFile, read_pid_files
 from load.usage import ProcStat, StackUsage, pid_file_roots
-from shared.launcher import PidFile, read_pid_files
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import signal
@@ -18,13 +17,13 @@ from pathlib import Path
 import requests
 
 from shared.config import LOCAL_DIR, ROOT, SERVICE_NAMES, Settings, load_settings
-from shared.logs import configure_logging
 
 LOG_DIR = LOCAL_DIR / "logs"
 METRICS_DIR = LOCAL_DIR / "prometheus"
 # One file per child we start, holding its PID, so tools (load.bench) find exactly this stack's
 # processes: each child leads its own session, so its gunicorn workers are its descendants.
 PID_DIR = LOCAL_DIR / "run" / "services"
+# The processes of each service, as main.py names them: python main.py <service> api|worker.
 ROLES = ("api", "worker")
 
 
@@ -80,19 +79,6 @@ def read_pid_files(directory: Path = PID_DIR) -> list[PidFile]:
         with contextlib.suppress(FileNotFoundError, ValueError):  # removed or rewritten meanwhile
             found.append(PidFile(path.stem, int(path.read_text().strip()), path.stat().st_mtime))
     return found
-
-
-def run_role(service: str, role: str) -> None:
-    """Run one process of one service in the foreground: its API server or its consumer worker."""
-    settings = load_settings(service)
-    configure_logging(settings.logging, f"{service}-{role}")
-    if role == "api":
-        from shared.runtime import serve
-
-        module = importlib.import_module(f"services.{service}.app")
-        serve(lambda: module.create_app(load_settings(service)), settings)
-    else:
-        importlib.import_module(f"services.{service}.worker").main(settings)
 
 
 def log_path(service: str, role: str, replica: int = 0) -> Path:
