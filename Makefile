@@ -26,13 +26,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 infra-up: venv
-	$(PY) -m shared.local_infra up
+	$(PY) -m devstack.infra up
 
 infra-down: venv
-	$(PY) -m shared.local_infra down
+	$(PY) -m devstack.infra down
 
 infra-status: venv
-	$(PY) -m shared.local_infra status
+	$(PY) -m devstack.infra status
 
 run: infra-up
 	$(PY) main.py

@@ -47,10 +47,9 @@ from typing import Any
 
 import requests
 
-from devstack import launcher
+from devstack import infra, launcher
 from load.shop import CATALOGUE, DECLINED_CARD
 from services.payment.ledger import money_by_order, read_ledger
-from shared import local_infra
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import TOPIC_BY_EVENT, Envelope, iso_now
 from shared.kafka_utils import delete_topics, ensure_topics, make_publisher, topic_name
@@ -189,11 +188,11 @@ class Chaos:
             server = self.settings.kafka if name == "kafka" else self.settings.mongo
             if server.external:
                 raise RuntimeError(f"{name} is external: this suite cannot crash it (run with --faults services)")
-            pid = local_infra.crash(name)
+            pid = infra.crash(name)
             if pid is None:
                 raise RuntimeError(f"our {name} server was not running")
             time.sleep(self.downtime.uniform(1.0, 4.0))
-            (local_infra.start_kafka if name == "kafka" else local_infra.start_mongo)(self.settings)
+            (infra.start_kafka if name == "kafka" else infra.start_mongo)(self.settings)
             return str(pid)
 
         return crash

@@ -9,7 +9,7 @@ import pytest
 import requests
 from confluent_kafka import Consumer
 
-from shared import local_infra
+from devstack import infra
 from shared.events import DEAD_LETTER_TOPIC, TOPIC_BY_EVENT, Envelope
 from shared.kafka_utils import make_publisher, topic_name
 from tests.e2e.conftest import create_product, order_body, stock, wait_until
@@ -135,15 +135,15 @@ def managed_servers(stack):
         pytest.skip("outage tests stop and start the local servers; these are external")
     yield
     # Whatever happened in the test, leave both servers running.
-    local_infra.start_mongo()
-    local_infra.start_kafka()
+    infra.start_mongo()
+    infra.start_kafka()
 
 
 def test_a_database_outage_answers_503_and_every_accepted_order_finishes_afterwards(
     stack, place, terminal, managed_servers
 ):
     accepted = [place(order_body([("usb_cable", 1, 9.99)]))["order_id"] for _ in range(3)]
-    local_infra.stop_mongo()
+    infra.stop_mongo()
     try:
         started = time.monotonic()
         response = requests.post(stack.url("order", "/orders"), json=order_body([("usb_cable", 1, 9.99)]), timeout=30)
@@ -153,7 +153,7 @@ def test_a_database_outage_answers_503_and_every_accepted_order_finishes_afterwa
         assert dependency_status(stack, "inventory", "mongo") == (503, "down")
         time.sleep(10)  # consumers meet the outage too, and must wait it out
     finally:
-        local_infra.start_mongo()
+        infra.start_mongo()
     wait_until(lambda: dependency_status(stack, "inventory", "mongo") == (200, "up"), what="recovery")
     for order_id in accepted:
         assert terminal(order_id, timeout=120)["status"] == "completed"
@@ -161,7 +161,7 @@ def test_a_database_outage_answers_503_and_every_accepted_order_finishes_afterwa
 
 
 def test_a_broker_outage_keeps_accepting_orders_and_delivers_them_afterwards(stack, place, terminal, managed_servers):
-    local_infra.stop_kafka()
+    infra.stop_kafka()
     try:
         # The order and its event are written to the database together; the relay waits for Kafka.
         accepted = [place(order_body([("mouse", 1, 29.99)]))["order_id"] for _ in range(3)]
@@ -169,7 +169,7 @@ def test_a_broker_outage_keeps_accepting_orders_and_delivers_them_afterwards(sta
         for order_id in accepted:
             assert requests.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()["status"] == "pending"
     finally:
-        local_infra.start_kafka()
+        infra.start_kafka()
     wait_until(lambda: dependency_status(stack, "order", "kafka") == (200, "up"), timeout=60, what="recovery")
     for order_id in accepted:
         assert terminal(order_id, timeout=120)["status"] == "completed"

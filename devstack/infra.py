@@ -1,6 +1,6 @@
 """Fetch, build, start and stop a local Kafka broker and FerretDB (MongoDB wire protocol) without Docker.
 
-    python -m shared.local_infra up|down|status
+    python -m devstack.infra up|down|status
 
 Kafka 4.1.1 (KRaft, combined broker+controller) runs from jars fetched with Maven; FerretDB v1.24.2
 (SQLite backend, authentication on) is built from source with Go. Both bind to 127.0.0.1 and keep
@@ -209,7 +209,7 @@ def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     with log_file(name).open("a") as log:
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} local_infra starting {name}\n")
+        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} devstack starting {name}\n")
         log.flush()
         proc = subprocess.Popen(
             argv,
@@ -426,7 +426,7 @@ def _start_locked(
     for port in ports:
         if _port_open(port):
             if port == ports[0] and answers():
-                say(f"{name}: a server not started by local_infra answers on 127.0.0.1:{port}; using it")
+                say(f"{name}: a server not started by devstack answers on 127.0.0.1:{port}; using it")
                 return None, "ready"
             raise InfraError(f"{name}: port {port} on 127.0.0.1 is taken by a process that is not ours")
     pid = prepare()
@@ -791,7 +791,7 @@ def status(settings: Settings | None = None) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.local_infra", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devstack.infra", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
     try:
