@@ -1,4 +1,4 @@
-"""Pure helpers of devstack.infra: generated configs, argv, parsing, PID-file hygiene."""
+"""Pure helpers of devstack (kafka, ferretdb, processes): generated configs, argv, parsing, PID-file hygiene."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devstack import infra
+from devstack import ferretdb, kafka, processes
 
 
 def _properties(text: str) -> dict[str, str]:
@@ -16,7 +16,7 @@ def _properties(text: str) -> dict[str, str]:
 
 
 def test_server_properties_binds_loopback_with_controller_port() -> None:
-    props = _properties(infra.server_properties(9092, 9093, Path("/data/kafka"), 6))
+    props = _properties(kafka.server_properties(9092, 9093, Path("/data/kafka"), 6))
 
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
@@ -30,7 +30,7 @@ def test_server_properties_binds_loopback_with_controller_port() -> None:
 
 
 def test_ferretdb_argv_uses_sqlite_auth_and_keeps_password_out() -> None:
-    argv = infra.ferretdb_argv(Path("/b/ferretdb"), 27017, Path("/d"), Path("/s"), "ecommerce")
+    argv = ferretdb.ferretdb_argv(Path("/b/ferretdb"), 27017, Path("/d"), Path("/s"), "ecommerce")
 
     assert argv[0] == "/b/ferretdb"
     assert "--handler=sqlite" in argv
@@ -44,9 +44,9 @@ def test_ferretdb_argv_uses_sqlite_auth_and_keeps_password_out() -> None:
 
 
 def test_pom_pins_slf4j2_and_kafka() -> None:
-    assert "<artifactId>kafka_2.13</artifactId>" in infra.POM_XML
-    assert f"<version>{infra.KAFKA_VERSION}</version>" in infra.POM_XML
-    assert "<artifactId>slf4j-api</artifactId><version>2.0.17</version>" in infra.POM_XML
+    assert "<artifactId>kafka_2.13</artifactId>" in kafka.POM_XML
+    assert f"<version>{kafka.KAFKA_VERSION}</version>" in kafka.POM_XML
+    assert "<artifactId>slf4j-api</artifactId><version>2.0.17</version>" in kafka.POM_XML
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_pom_pins_slf4j2_and_kafka() -> None:
     [("127.0.0.1:9092", ("127.0.0.1", 9092)), ("localhost:19092,other:9092", ("localhost", 19092))],
 )
 def test_kafka_address(bootstrap: str, expected: tuple[str, int]) -> None:
-    assert infra.kafka_address(bootstrap) == expected
+    assert kafka.kafka_address(bootstrap) == expected
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_kafka_address(bootstrap: str, expected: tuple[str, int]) -> None:
     ],
 )
 def test_mongo_address(uri: str, expected: tuple[str, int]) -> None:
-    assert infra.mongo_address(uri) == expected
+    assert ferretdb.mongo_address(uri) == expected
 
 
 @pytest.mark.parametrize(
@@ -80,58 +80,58 @@ def test_mongo_address(uri: str, expected: tuple[str, int]) -> None:
     ],
 )
 def test_java_major_version(output: str, major: int) -> None:
-    assert infra.java_major_version(output) == major
+    assert kafka.java_major_version(output) == major
 
 
 def test_stale_pid_file_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(infra, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(processes, "RUN_DIR", tmp_path)
     # A live process (this test) that is not our broker: its PID file is stale.
-    infra.pid_file("kafka").write_text(f"{os.getpid()}\n")
+    processes.pid_file("kafka").write_text(f"{os.getpid()}\n")
 
-    assert infra.running_pid("kafka") is None
-    assert not infra.pid_file("kafka").exists()
-    assert infra.is_running("kafka") is False
+    assert processes.running_pid("kafka") is None
+    assert not processes.pid_file("kafka").exists()
+    assert processes.is_running("kafka") is False
 
 
 def test_pid_file_of_our_process_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(infra, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(processes, "RUN_DIR", tmp_path)
     # A live process whose command line contains the marker path is "ours".
-    monkeypatch.setitem(infra.MARKERS, "mongo", psutil.Process().cmdline()[0])
-    infra.pid_file("mongo").write_text(f"{os.getpid()}\n")
+    monkeypatch.setitem(processes.MARKERS, "mongo", psutil.Process().cmdline()[0])
+    processes.pid_file("mongo").write_text(f"{os.getpid()}\n")
 
-    assert infra.running_pid("mongo") == os.getpid()
+    assert processes.running_pid("mongo") == os.getpid()
 
 
 def test_the_ferretdb_patches_rewrite_exactly_the_expected_lines(tmp_path):
     sources: dict[str, str] = {}
-    for relative, before, _after in infra.FERRETDB_PATCHES:
+    for relative, before, _after in ferretdb.FERRETDB_PATCHES:
         sources[relative] = sources.get(relative, "package x\n") + f"\t{before}\n"
     for relative, text in sources.items():
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    infra.patch_ferretdb(tmp_path)
-    for relative, before, after in infra.FERRETDB_PATCHES:
+    ferretdb.patch_ferretdb(tmp_path)
+    for relative, before, after in ferretdb.FERRETDB_PATCHES:
         text = (tmp_path / relative).read_text()
         assert after in text
         assert text.count(before) == after.count(before)  # replaced, not appended
-    for relative, content in infra.FERRETDB_NEW_FILES.items():
+    for relative, content in ferretdb.FERRETDB_NEW_FILES.items():
         assert (tmp_path / relative).read_text() == content
 
 
 def test_a_ferretdb_source_that_changed_is_refused_rather_than_half_patched(tmp_path):
-    for relative, _before, _after in infra.FERRETDB_PATCHES:
+    for relative, _before, _after in ferretdb.FERRETDB_PATCHES:
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("package x\n")
-    with pytest.raises(infra.InfraError, match="expected text not found"):
-        infra.patch_ferretdb(tmp_path)
+    with pytest.raises(processes.InfraError, match="expected text not found"):
+        ferretdb.patch_ferretdb(tmp_path)
 
 
 def test_a_live_process_counts_as_alive_and_a_finished_one_does_not():
     import subprocess
 
-    assert infra._alive(os.getpid())
+    assert processes._alive(os.getpid())
     finished = subprocess.Popen(["true"])
     finished.wait()
-    assert not infra._alive(finished.pid)
+    assert not processes._alive(finished.pid)
