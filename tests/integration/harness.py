@@ -193,8 +193,13 @@ def dead_letters(settings: Settings) -> list[Record]:
 
 
 def count_types(events: Iterable[Envelope], order_id: str | None = None) -> Counter[str]:
-    """How many events of each type (of one order, if given)."""
-    return Counter(e.event_type for e in events if order_id is None or e.order_id == order_id)
+    """How many distinct events (by id) of each type there are (of one order, if given).
+
+    A relay publishes at least once: an event published again (a recovery scan that ran before the
+    relay cleared it, a retry) keeps its id, and consumers drop it as handled.
+    """
+    unique = {e.event_id: e for e in events if order_id is None or e.order_id == order_id}
+    return Counter(e.event_type for e in unique.values())
 
 
 def produce_into(producer: Producer, settings: Settings, event: Envelope, partition: int | None = None) -> int:
@@ -364,8 +369,12 @@ class Worker:
         return self
 
     def stop(self) -> None:
+        """Stop the worker (it finishes the batch it is in) and its relay; close its clients."""
         self.runner.stop()
-        self._thread.join(15)
+        if self._thread.is_alive():
+            self._thread.join(15)
+        elif self._thread.ident is None:  # never started: the runner did not close its consumer
+            self.consumer.close()
         if self.relay:
             self.relay.stop(timeout=5)
         self.clients.publisher.flush(5)
