@@ -1,11 +1,13 @@
 """The local MongoDB-protocol server: FerretDB v1.24.2 on SQLite, built from source, authentication on.
 
-`go mod download` fetches the source; it is patched (see below) and built into .local/ferretdb/bin.
+`go mod download` fetches the source; it is patched (devstack/patches/ferretdb) and built into
+.local/ferretdb/bin.
 Its data stays in .local/ferretdb/data; the generated credentials in .local/infra.env.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -80,153 +82,56 @@ def mongo_check(settings: Settings) -> str | None:
         client.close()
 
 
-# Two fixes to FerretDB 1.24's SQLite backend, applied to the downloaded source before building.
-# Without them every update or delete by _id scans the whole table (80-100 ms per write at 20,000
-# documents, measured), because (1) queries compare `_ferretdb_sjson->'$._id'` while the unique _id
-# index is on `_ferretdb_sjson->"_id"`, so SQLite never uses it, and (2) the _id equality is pushed
-# down only when it is the filter's sole key. The handlers re-check the whole filter in Go, so the
-# pushed-down _id is only a pre-filter and results are unchanged. With them: ~1 ms per write.
-FERRETDB_PATCHES = (
-    (
-        "internal/backends/sqlite/metadata/metadata.go",
-        "IDColumn = DefaultColumn + \"->'$._id'\"",
-        """IDColumn = DefaultColumn + `->"_id"`""",
-    ),
-    ("internal/backends/sqlite/collection.go", "if params.Filter.Len() == 1 {", "if params.Filter.Len() >= 1 {"),
-    # FerretDB 1.24 runs update, findAndModify and delete as "query, change in Go, write back by _id"
-    # with no transaction, so two concurrent updates of one document both match their filter and the
-    # second write undoes the first (10 buyers of 5 units: 8 "succeeded", measured). These three
-    # patches run them one at a time per collection (FERRETDB_NEW_FILES holds the lock), which makes
-    # each one atomic, as in MongoDB. SQLite has a single writer anyway, so little is lost.
-    (
-        "internal/handler/msg_update.go",
-        "\tmatched, modified, upserted, err := h.updateDocument(connCtx, params)\n",
-        "\tunlock := lockCollectionWrites(params.DB, params.Collection)\n"
-        "\tvar duplicates []int32 // statements that failed on a duplicate key, see below\n"
-        "\tmatched, modified, upserted, err := h.updateDocument(connCtx, params, &duplicates)\n\tunlock()\n",
-    ),
-    # A multi-statement update (a bulk write) kept every statement's cursor, and so its SQLite
-    # connection, open until the last statement: 100+ statements exhausted the database's pool of
-    # 100 connections and deadlocked that database for every client (measured with a 400-document
-    # bulk write). Each statement now closes its cursor when it is done.
-    (
-        "internal/handler/msg_update.go",
-        "\t\tcloser := iterator.NewMultiCloser()\n\t\tdefer closer.Close()\n",
-        "\t\tcloser := iterator.NewMultiCloser()\n",
-    ),
-    (
-        "internal/handler/msg_update.go",
-        '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n'
-        "\t\tif err != nil {\n\t\t\treturn 0, 0, nil, lazyerrors.Error(err)\n\t\t}\n",
-        '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n\t\tcloser.Close()\n'
-        "\t\tif err != nil {\n"
-        "\t\t\tvar be *backends.Error\n"
-        "\t\t\tif errors.As(err, &be) && be.Code() == backends.ErrorCodeInsertDuplicateID {\n"
-        "\t\t\t\t*duplicates = append(*duplicates, int32(i))\n"
-        "\t\t\t\tif params.Ordered {\n\t\t\t\t\tbreak\n\t\t\t\t}\n"
-        "\t\t\t\tcontinue\n"
-        "\t\t\t}\n"
-        "\t\t\treturn 0, 0, nil, lazyerrors.Error(err)\n\t\t}\n",
-    ),
-    # A duplicate key in one statement of a multi-statement update failed the whole command: the
-    # statements after it never ran, even unordered, and the reply said the error was at index 0
-    # and had no nModified (pymongo's bulk_write then raised KeyError). As in MongoDB, it now fails
-    # that statement alone, reported at its own index; an ordered update stops there.
-    (
-        "internal/handler/msg_update.go",
-        'import (\n\t"context"\n',
-        'import (\n\t"context"\n\t"errors"\n',
-    ),
-    (
-        "internal/handler/msg_update.go",
-        '\tres.Set("nModified", modified)\n',
-        '\tres.Set("nModified", modified)\n'
-        "\tif len(duplicates) > 0 {\n"
-        "\t\twriteErrors := types.MakeArray(len(duplicates))\n"
-        "\t\tfor _, index := range duplicates {\n"
-        "\t\t\twriteErrors.Append(must.NotFail(types.NewDocument(\n"
-        '\t\t\t\t"index", index,\n'
-        '\t\t\t\t"code", int32(handlererrors.ErrDuplicateKeyInsert),\n'
-        '\t\t\t\t"errmsg", fmt.Sprintf(`E11000 duplicate key error collection: %s.%s`, params.DB, params.Collection),\n'
-        "\t\t\t)))\n"
-        "\t\t}\n"
-        '\t\tres.Set("writeErrors", writeErrors)\n'
-        "\t}\n",
-    ),
-    (
-        "internal/handler/msg_update.go",
-        "func (h *Handler) updateDocument(ctx context.Context, params *common.UpdateParams) "
-        "(int32, int32, *types.Array, error) {\n",
-        "func (h *Handler) updateDocument(ctx context.Context, params *common.UpdateParams, duplicates *[]int32) "
-        "(int32, int32, *types.Array, error) {\n",
-    ),
-    (
-        "internal/handler/msg_update.go",
-        "\tfor _, u := range params.Updates {\n",
-        "\tfor i, u := range params.Updates {\n",
-    ),
-    # An upsert was reported at the index of the upserts so far, not of its statement.
-    ("internal/handler/msg_update.go", '"index", int32(upserted.Len()),', '"index", int32(i),'),
-    # `ordered` was ignored (and so false): honour it, true by default as in MongoDB.
-    ("internal/handler/common/update_params.go", '`ferretdb:"ordered,ignored"`', '`ferretdb:"ordered,opt"`'),
-    (
-        "internal/handler/common/update_params.go",
-        "\tvar params UpdateParams\n",
-        "\tparams := UpdateParams{Ordered: true}\n",
-    ),
-    (
-        "internal/handler/msg_findandmodify.go",
-        "\tres, err := h.findAndModifyDocument(connCtx, params)\n",
-        "\tunlock := lockCollectionWrites(params.DB, params.Collection)\n"
-        "\tres, err := h.findAndModifyDocument(connCtx, params)\n\tunlock()\n",
-    ),
-    (
-        "internal/handler/msg_delete.go",
-        "\t\td, err = h.execDelete(connCtx, c, &p)\n",
-        "\t\tunlock := lockCollectionWrites(params.DB, params.Collection)\n"
-        "\t\td, err = h.execDelete(connCtx, c, &p)\n\t\tunlock()\n",
-    ),
-)
-FERRETDB_NEW_FILES = {
-    "internal/handler/collection_write_locks.go": """package handler
-
-import "sync"
-
-// collectionWriteLocks holds one mutex per "db.collection"; added by kafka-ecommerce's build
-// so that read-modify-write commands on one collection do not interleave.
-var collectionWriteLocks sync.Map
-
-// lockCollectionWrites locks the collection's mutex and returns its unlock function.
-func lockCollectionWrites(db, collection string) func() {
-\tm, _ := collectionWriteLocks.LoadOrStore(db+"."+collection, new(sync.Mutex))
-\tmu := m.(*sync.Mutex)
-\tmu.Lock()
-
-\treturn mu.Unlock
-}
-""",
-}
-FERRET_STAMP = FERRET_DIR / "bin" / "build.stamp"
+# Our fixes to FerretDB 1.24, as unified diffs applied in name order to the downloaded source, and
+# the files they need added (copied in under the same relative paths). Each patch says what it
+# fixes and which test pins it down.
+PATCH_DIR = Path(__file__).parent / "patches" / "ferretdb"
+FERRET_SRC = FERRET_DIR / "src"
+FERRET_STAMP = FERRET_BIN.parent / "build.stamp"
 
 
-def ferretdb_build_stamp() -> str:
-    """What the binary must have been built from: the version and the patches."""
-    return json.dumps({"version": FERRETDB_VERSION, "patches": FERRETDB_PATCHES, "files": FERRETDB_NEW_FILES})
+def ferretdb_patches(patch_dir: Path = PATCH_DIR) -> list[Path]:
+    """The patch files, in the order they apply."""
+    return sorted(patch_dir.glob("*.patch"))
 
 
-def patch_ferretdb(src: Path) -> None:
-    """Apply FERRETDB_PATCHES to a FerretDB source tree; fail if the source is not what they expect."""
-    for relative, before, after in FERRETDB_PATCHES:
-        path = src / relative
-        text = path.read_text()
-        if before not in text:
-            raise InfraError(f"cannot patch {relative}: expected text not found (FerretDB source changed?)")
-        path.write_text(text.replace(before, after))
-    for relative, content in FERRETDB_NEW_FILES.items():
-        (src / relative).write_text(content)
+def ferretdb_new_files(patch_dir: Path = PATCH_DIR) -> list[Path]:
+    """The files the patches add, relative to the source tree's root (and to ``patch_dir/files``)."""
+    root = patch_dir / "files"
+    return sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file())
 
 
-def _build_ferretdb() -> None:
+def ferretdb_build_stamp(patch_dir: Path = PATCH_DIR) -> str:
+    """What the binary must have been built from: the version, and each patch and added file by content."""
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    patches = {path.name: digest(path) for path in ferretdb_patches(patch_dir)}
+    files = {str(rel): digest(patch_dir / "files" / rel) for rel in ferretdb_new_files(patch_dir)}
+    return json.dumps({"version": FERRETDB_VERSION, "patches": patches, "files": files}, indent=1)
+
+
+def patch_ferretdb(src: Path, patch_dir: Path = PATCH_DIR) -> None:
+    """Apply the patches to a FerretDB source tree and add their files; fail if the source is not what they expect."""
+    patch = require_tool("patch", "install GNU patch (Debian: apt-get install patch) to patch FerretDB's source")
+    for path in ferretdb_patches(patch_dir):
+        # No fuzz: every line of context must match, or the FerretDB source is not the one we fixed.
+        argv = [patch, "-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "--reject-file=-"]
+        done = subprocess.run([*argv, "-d", str(src), "-i", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise InfraError(
+                f"cannot apply {path.name} to {src} (FerretDB source changed?):\n{done.stdout}{done.stderr}".rstrip()
+            )
+    for relative in ferretdb_new_files(patch_dir):
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(patch_dir / "files" / relative, src / relative)
+
+
+def build_ferretdb(
+    src: Path = FERRET_SRC, binary: Path = FERRET_BIN, log: Path = LOG_DIR / "build-ferretdb.log"
+) -> None:
+    """Download FerretDB's source into ``src``, patch it and build ``binary``, with its build stamp beside it."""
     go = require_tool("go", "install Go 1.24+ (https://go.dev/dl/) to build FerretDB")
     env = dict(os.environ)
     env["GOFLAGS"] = f"{env.get('GOFLAGS', '')} -mod=mod".strip()
@@ -238,7 +143,6 @@ def _build_ferretdb() -> None:
     )
     if dl.returncode != 0:
         raise InfraError(f"go mod download {module} failed: {dl.stdout.strip()} {dl.stderr.strip()}")
-    src = FERRET_DIR / "src"
     if src.exists():
         _make_writable(src)
         shutil.rmtree(src)
@@ -247,10 +151,10 @@ def _build_ferretdb() -> None:
     (src / "build" / "version" / "version.txt").write_text(f"{FERRETDB_VERSION}\n")  # else panics at start
     patch_ferretdb(src)
     say("mongo: building FerretDB (1-4 minutes on a fresh machine) ...")
-    cmd = [go, "build", "-v", "-trimpath", "-buildvcs=false", "-o", str(FERRET_BIN), "./cmd/ferretdb"]
+    cmd = [go, "build", "-v", "-trimpath", "-buildvcs=false", "-o", str(binary), "./cmd/ferretdb"]
     counted = lambda ln: not ln.startswith(("go: ", "#"))  # noqa: E731  (go build -v prints each package)
-    run_logged(cmd, LOG_DIR / "build-ferretdb.log", "go build", "packages compiled", counted, cwd=src)
-    FERRET_STAMP.write_text(ferretdb_build_stamp())
+    run_logged(cmd, log, "go build", "packages compiled", counted, cwd=src)
+    (binary.parent / FERRET_STAMP.name).write_text(ferretdb_build_stamp())
 
 
 def _make_writable(root: Path) -> None:
@@ -300,7 +204,7 @@ def start_mongo(settings: Settings | None = None, timeout: float = 30.0) -> int 
     def prepare() -> int:
         built = FERRET_STAMP.read_text() if FERRET_STAMP.exists() else ""
         if not FERRET_BIN.exists() or built != ferretdb_build_stamp():
-            _build_ferretdb()
+            build_ferretdb()
         FERRET_DATA.mkdir(parents=True, exist_ok=True)
         FERRET_STATE.mkdir(parents=True, exist_ok=True)
         argv = ferretdb_argv(FERRET_BIN, port, FERRET_DATA, FERRET_STATE, settings.mongo.username or "")

@@ -1,7 +1,7 @@
 """The local FerretDB finds documents by _id through its index, also under extra filter conditions.
 
 Unpatched FerretDB 1.24 scans the whole table for every update by _id, and its updates are not
-atomic (see FERRETDB_PATCHES in shared/local_infra.py). On MongoDB these tests hold trivially.
+atomic (see devstack/patches/ferretdb/). On MongoDB these tests hold trivially.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -102,30 +105,113 @@ def test_pid_file_of_our_process_counts(tmp_path: Path, monkeypatch: pytest.Monk
     assert processes.running_pid("mongo") == os.getpid()
 
 
-def test_the_ferretdb_patches_rewrite_exactly_the_expected_lines(tmp_path):
-    sources: dict[str, str] = {}
-    for relative, before, _after in ferretdb.FERRETDB_PATCHES:
-        sources[relative] = sources.get(relative, "package x\n") + f"\t{before}\n"
-    for relative, text in sources.items():
-        path = tmp_path / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+def pinned_ferretdb_source() -> Path:
+    """The pinned FerretDB source in Go's module cache (read-only), where `make infra-up` downloaded it."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("no `go` on PATH, so no FerretDB source to patch")
+    cache = subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    source = Path(cache, "github.com", "!ferret!d!b", f"!ferret!d!b@{ferretdb.FERRETDB_VERSION}")
+    if not source.is_dir():
+        pytest.skip(f"FerretDB {ferretdb.FERRETDB_VERSION} is not in the Go module cache (`make infra-up` fetches it)")
+    return source
+
+
+def patched_paths(patch: Path) -> list[str]:
+    return [line[len("+++ b/") :] for line in patch.read_text().splitlines() if line.startswith("+++ b/")]
+
+
+def one_line_patch(path: str, before: str, after: str) -> str:
+    return f"why\n\n--- a/{path}\n+++ b/{path}\n@@ -1,2 +1,2 @@\n package a\n-{before}\n+{after}\n"
+
+
+def write_patch_dir(root: Path, patches: dict[str, str], files: dict[str, str]) -> Path:
+    for name, text in patches.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    for relative, text in files.items():
+        (root / "files" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / "files" / relative).write_text(text)
+    return root
+
+
+def test_each_ferretdb_patch_says_what_it_fixes_and_is_a_unified_diff_from_the_source_root() -> None:
+    patches = ferretdb.ferretdb_patches()
+    assert [p.name[:4] for p in patches] == ["0001", "0002", "0003", "0004"]
+    for patch in patches:
+        text = patch.read_text()
+        description = text.split("\n--- a/", 1)[0]
+        assert "test_ferretdb_patches.py" in description
+        assert patched_paths(patch) and all(path.startswith("internal/") for path in patched_paths(patch))
+    assert ferretdb.ferretdb_new_files() == [Path("internal/handler/collection_write_locks.go")]
+
+
+def test_the_ferretdb_patches_apply_exactly_to_the_pinned_source(tmp_path: Path) -> None:
+    source = pinned_ferretdb_source()
+    touched = {path for patch in ferretdb.ferretdb_patches() for path in patched_paths(patch)}
+    for relative in touched:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / relative, tmp_path / relative)
+
     ferretdb.patch_ferretdb(tmp_path)
-    for relative, before, after in ferretdb.FERRETDB_PATCHES:
-        text = (tmp_path / relative).read_text()
-        assert after in text
-        assert text.count(before) == after.count(before)  # replaced, not appended
-    for relative, content in ferretdb.FERRETDB_NEW_FILES.items():
-        assert (tmp_path / relative).read_text() == content
+
+    assert all((tmp_path / relative).read_bytes() != (source / relative).read_bytes() for relative in touched)
+    update = (tmp_path / "internal/handler/msg_update.go").read_text()
+    assert "unlock := lockCollectionWrites(params.DB, params.Collection)" in update
+    assert "defer closer.Close()" not in update
+    added = ferretdb.PATCH_DIR / "files" / "internal/handler/collection_write_locks.go"
+    assert (tmp_path / "internal/handler/collection_write_locks.go").read_bytes() == added.read_bytes()
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.suffix in (".orig", ".rej")]
+    assert leftovers == []
 
 
-def test_a_ferretdb_source_that_changed_is_refused_rather_than_half_patched(tmp_path):
-    for relative, _before, _after in ferretdb.FERRETDB_PATCHES:
-        path = tmp_path / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("package x\n")
-    with pytest.raises(processes.InfraError, match="expected text not found"):
+def test_patches_apply_in_name_order_and_added_files_are_copied_in(tmp_path: Path) -> None:
+    patch_dir = write_patch_dir(
+        tmp_path / "patches",
+        {
+            # The second patch needs the first one's line, so only name order applies both.
+            "0002-second.patch": one_line_patch("pkg/a.go", "var x = 2", "var x = 3"),
+            "0001-first.patch": one_line_patch("pkg/a.go", "var x = 1", "var x = 2"),
+        },
+        {"pkg/added/b.go": "package added\n"},
+    )
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg/a.go").write_text("package a\nvar x = 1\n")
+
+    ferretdb.patch_ferretdb(src, patch_dir)
+
+    assert (src / "pkg/a.go").read_text() == "package a\nvar x = 3\n"
+    assert (src / "pkg/added/b.go").read_text() == "package added\n"
+
+
+def test_a_ferretdb_source_that_changed_is_refused_naming_the_patch(tmp_path: Path) -> None:
+    for relative in {path for patch in ferretdb.ferretdb_patches() for path in patched_paths(patch)}:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("package x\n")
+
+    with pytest.raises(processes.InfraError, match=r"cannot apply 0001-.*FerretDB source changed"):
         ferretdb.patch_ferretdb(tmp_path)
+    assert [p.name for p in tmp_path.rglob("*") if p.suffix in (".orig", ".rej")] == []
+
+
+def test_the_build_stamp_changes_when_a_patch_or_an_added_file_changes(tmp_path: Path) -> None:
+    patch_dir = tmp_path / "patches"
+    shutil.copytree(ferretdb.PATCH_DIR, patch_dir)
+    stamps = [ferretdb.ferretdb_build_stamp(patch_dir)]
+    assert stamps[0] == ferretdb.ferretdb_build_stamp()  # by content, not by where the files are
+
+    patch = ferretdb.ferretdb_patches(patch_dir)[-1]
+    patch.write_text(patch.read_text() + " \n")
+    stamps.append(ferretdb.ferretdb_build_stamp(patch_dir))
+    added = patch_dir / "files" / ferretdb.ferretdb_new_files(patch_dir)[0]
+    added.write_text(added.read_text() + "// changed\n")
+    stamps.append(ferretdb.ferretdb_build_stamp(patch_dir))
+    (patch_dir / "0005-another.patch").write_text("")
+    stamps.append(ferretdb.ferretdb_build_stamp(patch_dir))
+
+    assert len(set(stamps)) == 4
+    assert json.loads(stamps[0])["version"] == ferretdb.FERRETDB_VERSION
 
 
 def test_a_live_process_counts_as_alive_and_a_finished_one_does_not():
