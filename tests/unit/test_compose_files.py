@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,6 @@ def test_the_environment_of_a_container_loads_as_valid_settings(compose):
         env = {k: v.split(":-", 1)[1].rstrip("}") if v.startswith("${") else v for k, v in env.items()}
         settings = load_settings(name.split("-")[0], env=env)
         assert settings.kafka.external and settings.mongo.external
-        assert settings.mongo.document_locks is False
         assert settings.this.host == "0.0.0.0"
         assert settings.services["monitoring"].url == "http://monitoring-service:5006"
 
@@ -65,3 +66,29 @@ def test_workers_can_scale_because_they_publish_no_ports(compose):
 def test_the_image_installs_the_project():
     dockerfile = Path(ROOT / "Dockerfile").read_text()
     assert "pip install" in dockerfile and "main.py" in dockerfile
+
+
+def test_the_image_ships_the_runtime_only():
+    copied = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            copied.update(line.split()[1:-1])
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+
+    assert copied == {"pyproject.toml", "shared", "services", "config.yaml", "main.py"}
+    assert {"devstack", "load", "tests"} <= ignored
+
+
+def test_what_a_container_runs_imports_no_development_tooling():
+    # What the image holds: main.py (`python main.py <service> <role>`), shared/ and services/.
+    code = """
+import importlib, pkgutil, sys
+for name in ("devstack", "load", "tests"):
+    sys.modules[name] = None  # not in the image: importing any of them now fails
+import main, services, shared
+for package in (shared, services):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
