@@ -22,7 +22,7 @@ import sys
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
@@ -53,6 +53,8 @@ MODEL_SETTINGS = settings(
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
+    # No explain phase: it reruns the shrunk case under a tracer, too slow for the suite's 120 s limit.
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
 )
 
 
