@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yaml"
-LOCAL_DIR = ROOT / ".local"
+# Resolved, so a checkout whose .local is a symlink (a worktree sharing the servers) names the same
+# paths as the servers it started (their PID files are checked against these).
+LOCAL_DIR = (ROOT / ".local").resolve()
 # Written by `make infra-up` with the generated local Mongo credentials; read as
 # environment defaults so `python main.py` works without exporting anything.
 LOCAL_ENV_FILE = LOCAL_DIR / "infra.env"
