@@ -1,9 +1,13 @@
-"""MongoDB access shared by every service: the client factory, outage detection and the inbox."""
+"""MongoDB access shared by every service: the client factory, the atomicity probe, outage detection
+and the inbox."""
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +85,50 @@ def make_mongo_client(mongo: MongoSettings, app_name: str = "kafka-ecommerce") -
         event_listeners=[_CommandCounter()],
         **credentials,
     )
+
+
+ATOMICITY_PROBE = "atomicity_probe"  # the scratch collection of check_atomic_updates, in each service's database
+
+
+class StoreNotAtomic(RuntimeError):
+    """The store lost concurrent conditional updates of one document: it cannot run the services."""
+
+
+def check_atomic_updates(collection: Collection, *, writers: int = 8, rounds: int = 8) -> None:
+    """Race compare-and-set updates of one scratch document; raise StoreNotAtomic if one was lost.
+
+    Every writer reads the counter and increments it only if it still holds what was read, as the
+    services' versioned writes do. On an atomic store the counter ends at the number of updates the
+    server said it applied. Stock FerretDB 1.x runs an update as read, modify, write back without
+    a transaction, so two writers that read the same value can both be told they won while the
+    counter moves once. About a hundred round trips, a few tens of milliseconds locally.
+    """
+    doc_id = f"probe-{uuid.uuid4().hex}"  # processes starting together each race on their own document
+    collection.insert_one({"_id": doc_id, "n": 0})
+    start = threading.Barrier(writers, timeout=30)
+
+    def write() -> int:
+        start.wait()
+        applied = 0
+        for _ in range(rounds):
+            seen = collection.find_one({"_id": doc_id})["n"]
+            applied += collection.update_one({"_id": doc_id, "n": seen}, {"$inc": {"n": 1}}).modified_count
+        return applied
+
+    try:
+        with ThreadPoolExecutor(writers, thread_name_prefix="atomicity-probe") as pool:
+            reported = sum(future.result() for future in [pool.submit(write) for _ in range(writers)])
+        stored = collection.find_one({"_id": doc_id})["n"]
+    finally:
+        collection.delete_one({"_id": doc_id})
+    if stored != reported:
+        raise StoreNotAtomic(
+            f"the MongoDB-protocol store lost {reported - stored} of {reported} concurrent conditional "
+            f"updates of one document (the server reported {reported} applied, the document shows {stored}): "
+            "it does not apply updates atomically, and the services' version checks rely on that. "
+            "Stock FerretDB 1.x behaves so; use MongoDB, or the FerretDB that `make infra-up` builds "
+            "(patched to apply each update atomically)."
+        )
 
 
 def service_database(client: MongoClient, settings: Settings) -> Database:

@@ -31,7 +31,15 @@ from shared.kafka_utils import (
     topic_name,
 )
 from shared.locks import DocumentLocks, LockingCollection, Locks, NoLocks
-from shared.mongo import MongoInbox, is_transient, make_mongo_client, ping, service_database
+from shared.mongo import (
+    ATOMICITY_PROBE,
+    MongoInbox,
+    check_atomic_updates,
+    is_transient,
+    make_mongo_client,
+    ping,
+    service_database,
+)
 from shared.outbox import OutboxRelay
 
 logger = logging.getLogger(__name__)
@@ -78,12 +86,31 @@ class Clients:
         )
 
 
+# The stores this process has found atomic (by URI): the probe runs once per process and store.
+_atomic_stores: set[str] = set()
+_probing = threading.Lock()
+
+
 def connect(settings: Settings) -> Clients:
-    """Create the Mongo client and Kafka producer of this process."""
+    """Create the Mongo client and Kafka producer of this process, refusing a store whose updates
+    are not atomic (StoreNotAtomic) before anything is written to it."""
     mongo = make_mongo_client(settings.mongo, app_name=settings.service or "kafka-ecommerce")
+    db = service_database(mongo, settings)
+    try:
+        _check_store_once(settings, db)
+    except BaseException:
+        mongo.close()
+        raise
     producer = make_producer(settings.kafka, client_id=settings.service or "kafka-ecommerce")
     publisher = KafkaPublisher(producer, settings.kafka.topic_prefix)
-    return Clients(settings, mongo, service_database(mongo, settings), publisher, producer)
+    return Clients(settings, mongo, db, publisher, producer)
+
+
+def _check_store_once(settings: Settings, db: Database) -> None:
+    with _probing:
+        if settings.mongo.uri not in _atomic_stores:
+            check_atomic_updates(db[ATOMICITY_PROBE])
+            _atomic_stores.add(settings.mongo.uri)
 
 
 Periodic = tuple[float, Callable[[], object]]
