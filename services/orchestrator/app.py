@@ -8,7 +8,6 @@ from flask import Flask
 
 from services.orchestrator import api
 from services.orchestrator.domain import SagaError
-from services.orchestrator.locks import SAGA_LOCK, MongoSagaLocks
 from services.orchestrator.mongo import MongoSagaRepository
 from services.orchestrator.ports import SagaRepository
 from services.orchestrator.saga import Timeouts
@@ -28,10 +27,9 @@ def mongo_sagas(
     clients: Clients, cache_size: int = 0, timer_writes: WriteBehind | None = None
 ) -> tuple[MongoSagaRepository, OutboxRelay]:
     """Build the Mongo saga repository and the relay that publishes its outbox (not started)."""
-    relay = clients.relay(SAGA_LOCK)  # its outbox clean-up takes the saga lock too
-    locks = MongoSagaLocks(clients.locks)
+    relay = clients.relay("sagas")
     sagas = MongoSagaRepository(
-        clients.db["sagas"], clients.db["saga_timers"], locks, relay, cache_size=cache_size, timer_writes=timer_writes
+        clients.db["sagas"], clients.db["saga_timers"], relay, cache_size=cache_size, timer_writes=timer_writes
     )
     sagas.ensure_indexes()
     return sagas, relay
@@ -64,7 +62,7 @@ def create_app(settings: Settings | None = None, service: SagaService | None = N
         clients = connect(settings)
         # The API only reads sagas, so it needs no outbox relay; the worker runs that.
         db = clients.db
-        sagas = MongoSagaRepository(db["sagas"], db["saga_timers"], MongoSagaLocks(clients.locks))
+        sagas = MongoSagaRepository(db["sagas"], db["saga_timers"])
         service = bootstrap(settings, clients=clients, sagas=sagas)
         checks = clients.health_checks()
     app = create_service_app(settings, SERVICE, checks)

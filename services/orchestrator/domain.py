@@ -23,12 +23,6 @@ class SagaConflict(SagaError):
     """The saga kept changing under us; the caller should retry the event later."""
 
 
-class SagaBusy(SagaConflict):
-    """Another writer holds the saga's lock for longer than we are willing to wait."""
-
-    transient = True  # contention passes: the consumer waits and retries instead of dead-lettering
-
-
 class InvalidEventData(SagaError):
     """An event's data breaks the contract, so applying it again cannot succeed."""
 

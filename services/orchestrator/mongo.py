@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,6 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.orchestrator.domain import LineItem, OrderSnapshot, Step
-from services.orchestrator.locks import MongoSagaLocks
 from services.orchestrator.ports import SagaWrite, Timer
 from services.orchestrator.saga import SagaState
 from shared.events import Envelope
@@ -33,7 +31,6 @@ class MongoSagaRepository:
         self,
         sagas: Collection,
         timers: Collection,
-        locks: MongoSagaLocks,
         relay: OutboxRelay | None = None,
         *,
         cache_size: int = 0,
@@ -44,7 +41,6 @@ class MongoSagaRepository:
         # The worker's timer writes wait up to a tenth of a second and go out in bulk (three per
         # order otherwise); reconcile_timers restores any a crash loses.
         self._timer_writes = timer_writes
-        self._locks = locks
         self._relay = relay
         # The worker remembers the sagas it wrote last, so the next event of an order skips the
         # read. A copy another process changed meanwhile fails the version check of the next
@@ -52,9 +48,6 @@ class MongoSagaRepository:
         self._cache: OrderedDict[str, SagaState] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
-
-    def locked(self, order_id: str) -> AbstractContextManager[None]:
-        return self._locks.locked(order_id)
 
     def ensure_indexes(self) -> None:
         """Create the indexes of the listing and of the timer scan (idempotent)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -29,15 +28,6 @@ class SagaWrite:
 
 
 class SagaRepository(Protocol):
-    def locked(self, order_id: str) -> AbstractContextManager[None]:
-        """Hold the saga's write lock for the block; raise SagaBusy if it stays taken.
-
-        Writers of one saga (the consumer, the timer job, other processes, the outbox relay)
-        take it. With ``mongo.document_locks: false`` (servers whose updates are atomic) it holds
-        nothing and the versioned ``update`` alone decides between concurrent writers; a stock
-        FerretDB 1.x applies even a conditional update as read-modify-write and needs the lock.
-        """
-
     def get(self, order_id: str) -> SagaState | None:
         """Return the saga of ``order_id`` or None."""
 

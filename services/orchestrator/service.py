@@ -6,7 +6,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -59,16 +58,14 @@ class SagaService:
 
     def start(self, event: Envelope) -> Transition | None:
         """Start the saga of a new order; for an existing saga OrderCreated is just a late event."""
-        with self._sagas.locked(event.order_id):
-            # A new order has no saga yet: try the insert without reading first. When there is
-            # one after all (a redelivery, or a cancel that came first) the insert fails on the
-            # duplicate _id and the next attempt reads it.
-            return self._write(event.order_id, _starting(event), assume_new=True)
+        # A new order has no saga yet: try the insert without reading first. When there is one
+        # after all (a redelivery, or a cancel that came first) the insert fails on the duplicate
+        # _id and the next attempt reads it.
+        return self._write(event.order_id, _starting(event), assume_new=True)
 
     def advance(self, event: Envelope) -> Transition | None:
         """Apply a reply or a cancel to its saga; events for unknown orders are logged and dropped."""
-        with self._sagas.locked(event.order_id):
-            return self._write(event.order_id, _advancing(event))
+        return self._write(event.order_id, _advancing(event))
 
     def apply_many(self, events: Sequence[Envelope]) -> dict[str, InvalidEventData]:
         """Apply fetched events as ``start`` and ``advance`` would one by one, writing all sagas at once.
@@ -82,22 +79,18 @@ class SagaService:
         by_order: dict[str, list[Envelope]] = {}
         for event in events:
             by_order.setdefault(event.order_id, []).append(event)
-        with ExitStack() as held:
-            # In one order, so two batches never wait on each other (other writers hold one lock).
-            for order_id in sorted(by_order):
-                held.enter_context(self._sagas.locked(order_id))
-            ctx = Context(self._now(), self._timeouts)
-            plans = [self._plan(order_id, its_events, ctx, refused) for order_id, its_events in by_order.items()]
-            writing = [(plan, plan.write) for plan in plans if plan.write is not None]
-            landed = self._sagas.write_many([write for _plan, write in writing])
-            for (plan, write), ok in zip(writing, landed, strict=True):
-                if ok:
-                    self._wrote(plan, write.saga)
-                else:
-                    self._decide_again(plan.events, refused)
-            for plan in plans:
-                if plan.write is None and plan.redelivered and plan.stored is not None:
-                    self._sync_timer(plan.stored, force=True)
+        ctx = Context(self._now(), self._timeouts)
+        plans = [self._plan(order_id, its_events, ctx, refused) for order_id, its_events in by_order.items()]
+        writing = [(plan, plan.write) for plan in plans if plan.write is not None]
+        landed = self._sagas.write_many([write for _plan, write in writing])
+        for (plan, write), ok in zip(writing, landed, strict=True):
+            if ok:
+                self._wrote(plan, write.saga)
+            else:
+                self._decide_again(plan.events, refused)
+        for plan in plans:
+            if plan.write is None and plan.redelivered and plan.stored is not None:
+                self._sync_timer(plan.stored, force=True)
         return refused
 
     def _plan(self, order_id: str, events: list[Envelope], ctx: Context, refused: dict[str, InvalidEventData]) -> _Plan:
@@ -134,7 +127,7 @@ class SagaService:
             before = after
 
     def _decide_again(self, events: list[Envelope], refused: dict[str, InvalidEventData]) -> None:
-        """Apply a saga's events one by one, reading it first (the caller holds its lock).
+        """Apply a saga's events one by one, reading it first.
 
         Events refused on the assumed state are decided again too: on the stored saga they may be
         late events that change nothing (an invalid reply to a saga that has moved on).
@@ -151,12 +144,11 @@ class SagaService:
         changed = 0
         for timer in self._sagas.due_timers(self._now(), TIMER_BATCH):
             try:
-                with self._sagas.locked(timer.order_id):
-                    # A stale timer (its saga moved on meanwhile) is pointed at the real deadline
-                    # by _write, as for any outcome that changes nothing.
-                    result = self._write(timer.order_id, _timeout)
-                    if result is None:
-                        self._sagas.clear_timer(timer.order_id)
+                # A stale timer (its saga moved on meanwhile) is pointed at the real deadline by
+                # _write, as for any outcome that changes nothing.
+                result = self._write(timer.order_id, _timeout)
+                if result is None:
+                    self._sagas.clear_timer(timer.order_id)
             except SagaError as err:
                 logger.warning("timer of saga %s not applied, it runs again next time: %s", timer.order_id, err)
                 continue
@@ -174,15 +166,11 @@ class SagaService:
         """Give a timer to every active saga that lost it (a crash between the two writes)."""
         repaired = 0
         for lost in self._sagas.untimed_active(ACTIVE_STATES):
-            try:
-                with self._sagas.locked(lost.order_id):
-                    current = self._sagas.get(lost.order_id)
-                    if current is not None and current.state in ACTIVE_STATES:
-                        logger.warning("saga %s in %s had no timer; restoring it", current.order_id, current.state)
-                        self._sync_timer(current, force=True)
-                        repaired += 1
-            except SagaError as err:
-                logger.warning("could not check the timer of saga %s now: %s", lost.order_id, err)
+            current = self._sagas.get(lost.order_id)
+            if current is not None and current.state in ACTIVE_STATES:
+                logger.warning("saga %s in %s had no timer; restoring it", current.order_id, current.state)
+                self._sync_timer(current, force=True)
+                repaired += 1
         return repaired
 
     def flows(self, state: str | None, limit: int) -> list[SagaState]:
@@ -207,8 +195,8 @@ class SagaService:
     def _write(self, order_id: str, decide: Decide, *, assume_new: bool = False) -> Transition | None:
         """Decide on the freshest saga and write the outcome if nobody changed the saga meanwhile.
 
-        The caller holds the saga's lock; the version check still guards against any writer
-        that does not (and is the whole protection on a server with atomic updates).
+        The versioned write decides between concurrent writers (the store applies it atomically:
+        shared.mongo.check_atomic_updates refuses one that does not).
         """
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
             current = None if assume_new and attempt == 1 else self._sagas.get(order_id)

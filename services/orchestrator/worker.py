@@ -60,6 +60,5 @@ def main(settings: Settings | None = None) -> None:
         ],
         gate=admission,
         # Every fetched event at once: the sagas they move are written in one bulk write.
-        # Not with document locks: bulk writes do not take them, and a batch would hold hundreds.
-        batch_handler=None if settings.mongo.document_locks else lambda events: handle_batch(service, events),
+        batch_handler=lambda events: handle_batch(service, events),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,13 +13,10 @@ from pymongo.database import Database
 
 from services.orchestrator import transitions
 from services.orchestrator.app import bootstrap
-from services.orchestrator.domain import SagaBusy
-from services.orchestrator.locks import SAGA_LOCK, MongoSagaLocks
 from services.orchestrator.mongo import MongoSagaRepository
 from services.orchestrator.ports import SagaWrite
 from services.orchestrator.saga import Context
 from shared.config import Settings
-from shared.locks import DocumentLocks, LockingCollection, NoLocks
 from shared.write_behind import WriteBehind
 from tests.unit.orchestrator.contract import TIMEOUTS, SagaRepositoryContract, new_saga
 from tests.unit.orchestrator.fakes import T0, FakeClock, order_created, reply
@@ -38,41 +34,29 @@ class RecordingRelay:
         self.events.extend(events or [])
 
 
-def make_repo(db: Database, relay: RecordingRelay | None = None, **lock_options: float) -> MongoSagaRepository:
-    """A repository as configured by default (no document locks), or with them when given lock options."""
-    locks = MongoSagaLocks(DocumentLocks(db["locks"], **lock_options) if lock_options else NoLocks())
-    repo = MongoSagaRepository(db["sagas"], db["saga_timers"], locks, relay)  # type: ignore[arg-type]
+def make_repo(db: Database, relay: RecordingRelay | None = None) -> MongoSagaRepository:
+    repo = MongoSagaRepository(db["sagas"], db["saga_timers"], relay)  # type: ignore[arg-type]
     repo.ensure_indexes()
     return repo
 
 
-class TestMongoSagaRepositoryWithDocumentLocks(SagaRepositoryContract):
-    """The whole contract, with ``mongo.document_locks: true`` (the setting for a stock FerretDB 1.x)."""
+class TestMongoSagaRepository(SagaRepositoryContract):
+    """The whole contract. The versioned update alone keeps concurrent writers apart (see
+    test_two_concurrent_updaters_lose_no_update)."""
 
     @pytest.fixture(autouse=True)
     def _database(self, mongo_db: Database) -> None:
         self.db = mongo_db
 
     def make_repo(self) -> MongoSagaRepository:
-        return make_repo(self.db, wait_s=0.2)
-
-
-class TestMongoSagaRepository(TestMongoSagaRepositoryWithDocumentLocks):
-    """The default configuration: updates are atomic on the server, ``locked`` holds nothing and the
-    versioned update alone keeps concurrent writers apart (see test_two_concurrent_updaters_lose_no_update)."""
-
-    def make_repo(self) -> MongoSagaRepository:
         return make_repo(self.db)
-
-    # Mutual exclusion is what document locks add; without them there is nothing to exclude.
-    test_a_held_lock_refuses_a_second_holder_until_released = None  # type: ignore[assignment]
 
 
 class TestMongoSagaRepositoryWithCache(TestMongoSagaRepository):
     """The worker's configuration: the sagas it wrote are kept in memory."""
 
     def make_repo(self) -> MongoSagaRepository:
-        repo = MongoSagaRepository(self.db["sagas"], self.db["saga_timers"], MongoSagaLocks(NoLocks()), cache_size=100)
+        repo = MongoSagaRepository(self.db["sagas"], self.db["saga_timers"], cache_size=100)
         repo.ensure_indexes()
         return repo
 
@@ -82,7 +66,7 @@ def _saga_reads() -> float:
 
 
 def test_a_cached_saga_is_not_read_back_and_a_stale_copy_is_dropped(mongo_db: Database) -> None:
-    worker = MongoSagaRepository(mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), cache_size=10)
+    worker = MongoSagaRepository(mongo_db["sagas"], mongo_db["saga_timers"], cache_size=10)
     other = make_repo(mongo_db)  # another process writing the same saga
     created, events = new_saga("o-1")
     worker.create(created, events)
@@ -230,25 +214,6 @@ def test_reconciling_restores_a_lost_timer_on_the_real_server(
     assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "order"
 
 
-def test_an_expired_lock_of_a_crashed_holder_is_taken_over(mongo_db: Database) -> None:
-    repo = make_repo(mongo_db, lease_s=0.2, wait_s=2.0)
-    crashed = repo.locked("o-1")
-    crashed.__enter__()  # never exited: the holder "crashed"
-
-    started = time.monotonic()
-    with repo.locked("o-1"):
-        waited = time.monotonic() - started
-
-    assert 0.1 <= waited < 2.0
-
-
-def test_a_lock_held_beyond_the_wait_raises_saga_busy(mongo_db: Database) -> None:
-    repo = make_repo(mongo_db, wait_s=0.2)
-
-    with repo.locked("o-1"), pytest.raises(SagaBusy), repo.locked("o-1"):
-        pytest.fail("a second holder got the lock")
-
-
 def test_the_relays_outbox_cleanup_never_undoes_a_concurrent_saga_update(
     service_settings: Callable[..., Settings], mongo_db: Database
 ) -> None:
@@ -258,7 +223,6 @@ def test_the_relays_outbox_cleanup_never_undoes_a_concurrent_saga_update(
     # Published entries waiting for the relay's clean-up, as after a burst of events.
     published = [f"e{n}" for n in range(200)]
     mongo_db["sagas"].update_one({"_id": "o-1"}, {"$set": {f"outbox.{k}": {"sent": True} for k in published}})
-    relay_view = LockingCollection(mongo_db["sagas"], NoLocks(), SAGA_LOCK)  # as Clients.relay() builds it
     events = [reply("PaymentRefunded", "o-1") for _ in range(15)]
     done = threading.Event()
 
@@ -266,7 +230,7 @@ def test_the_relays_outbox_cleanup_never_undoes_a_concurrent_saga_update(
         for key in published:
             if done.is_set():
                 return
-            relay_view.update_one({"_id": "o-1"}, {"$unset": {f"outbox.{key}": ""}})
+            mongo_db["sagas"].update_one({"_id": "o-1"}, {"$unset": {f"outbox.{key}": ""}})
 
     cleaner = threading.Thread(target=clean_outbox)
     cleaner.start()
@@ -288,9 +252,7 @@ def test_timer_writes_that_wait_are_coalesced_and_seen_by_the_timer_job(
     settings = service_settings("orchestrator", saga={"payment_timeout_s": 60, "order_timeout_s": 300})
     clock = FakeClock()
     timer_writes = WriteBehind(mongo_db["saga_timers"])  # flushed only when asked
-    repo = MongoSagaRepository(
-        mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), timer_writes=timer_writes
-    )
+    repo = MongoSagaRepository(mongo_db["sagas"], mongo_db["saga_timers"], timer_writes=timer_writes)
     service = bootstrap(settings, sagas=repo, clock=clock)
     service.start(order_created("o-1"))
     service.advance(reply("InventoryReserved", "o-1"))
@@ -311,9 +273,7 @@ def test_a_crash_that_loses_waiting_timer_writes_is_repaired_by_reconciling(
 ) -> None:
     settings = service_settings("orchestrator")
     lost = WriteBehind(mongo_db["saga_timers"])
-    crashed = MongoSagaRepository(
-        mongo_db["sagas"], mongo_db["saga_timers"], MongoSagaLocks(NoLocks()), timer_writes=lost
-    )
+    crashed = MongoSagaRepository(mongo_db["sagas"], mongo_db["saga_timers"], timer_writes=lost)
     bootstrap(settings, sagas=crashed, clock=FakeClock()).start(order_created("o-1"))  # then the process dies
 
     after_restart = bootstrap(settings, sagas=make_repo(mongo_db), clock=FakeClock())

@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 
 from services.orchestrator import saga, transitions
-from services.orchestrator.domain import SagaBusy
 from services.orchestrator.ports import SagaRepository, SagaWrite, Timer
 from services.orchestrator.saga import Context, SagaState, Timeouts
 from tests.unit.orchestrator.fakes import T0, order_created, reply
@@ -87,22 +86,6 @@ class SagaRepositoryContract:
         assert [s.order_id for s in repo.recent(None, 10)] == ["o-bad", "o-2", "o-1", "o-0"]
         assert [s.order_id for s in repo.recent("reserving", 2)] == ["o-2", "o-1"]
         assert [s.order_id for s in repo.recent("failed", 10)] == ["o-bad"]
-
-    def test_a_held_lock_refuses_a_second_holder_until_released(self, repo: SagaRepository) -> None:
-        with repo.locked("o-1"):
-            with pytest.raises(SagaBusy), repo.locked("o-1"):
-                pass
-            with repo.locked("o-2"):
-                pass
-        with repo.locked("o-1"):
-            pass
-
-    def test_a_lock_is_released_when_the_block_raises(self, repo: SagaRepository) -> None:
-        with pytest.raises(ValueError), repo.locked("o-1"):
-            raise ValueError("boom")
-
-        with repo.locked("o-1"):
-            pass
 
     def test_due_timers_are_those_at_or_before_now_earliest_first(self, repo: SagaRepository) -> None:
         repo.set_timer(Timer("late", T0 + timedelta(seconds=30), "order"))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.orchestrator.domain import SagaBusy
 from services.orchestrator.ports import SagaWrite, Timer
 from services.orchestrator.saga import SagaState
 from shared.events import Envelope
@@ -23,19 +21,7 @@ class InMemorySagaRepository:
         self.sagas: dict[str, SagaState] = {}
         self.written: list[Envelope] = []
         self.timers: dict[str, Timer] = {}
-        self.held: set[str] = set()
         self.bulk_writes = 0
-
-    @contextlib.contextmanager
-    def locked(self, order_id: str) -> Iterator[None]:
-        # Not reentrant and never waits, like a lock held by someone else: nesting is a bug.
-        if order_id in self.held:
-            raise SagaBusy(f"saga {order_id} is locked")
-        self.held.add(order_id)
-        try:
-            yield
-        finally:
-            self.held.discard(order_id)
 
     def get(self, order_id: str) -> SagaState | None:
         return self.sagas.get(order_id)
