@@ -61,11 +61,6 @@ class MongoSettings(_Section):
     password: SecretStr | None = None
     server_selection_timeout_ms: int = Field(ge=100)
     socket_timeout_ms: int = Field(ge=100)
-    # MongoDB applies each update atomically, and so does the FerretDB that `make infra-up` builds
-    # (patched, see FERRETDB_PATCHES). Stock FerretDB 1.x applies an update as read-modify-write
-    # without a transaction, so concurrent updates of one document can be lost: set true there to
-    # serialize them with per-document locks, at two extra round trips per update.
-    document_locks: bool = False
     external: bool = False
 
 

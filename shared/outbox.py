@@ -31,7 +31,6 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from shared.events import Envelope, InvalidEvent
-from shared.locks import LockingCollection
 from shared.pacing import rest_after
 from shared.ports import EventPublisher
 
@@ -338,13 +337,9 @@ class OutboxRelay:
         updates = {
             doc_id: {"$unset": {f"outbox.{e}": "" for e in event_ids}} for doc_id, event_ids in published.items()
         }
-        if isinstance(collection, LockingCollection):  # each update must hold its document's lock
-            for doc_id, update in updates.items():
-                collection.update_one({"_id": doc_id}, update)
-        else:
-            requests = [UpdateOne({"_id": d}, u) for d, u in updates.items()]
-            for start in range(0, len(requests), BULK_CHUNK):
-                collection.bulk_write(requests[start : start + BULK_CHUNK], ordered=False)
+        requests = [UpdateOne({"_id": d}, u) for d, u in updates.items()]
+        for start in range(0, len(requests), BULK_CHUNK):
+            collection.bulk_write(requests[start : start + BULK_CHUNK], ordered=False)
 
     def _retry_later(self, name: str, doc_id: Any) -> None:
         # One list, drained by the relay's own loop: a long broker outage fails thousands of

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -14,7 +13,6 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import start_http_server
 from pymongo import MongoClient
-from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared.config import Settings
@@ -30,7 +28,6 @@ from shared.kafka_utils import (
     make_producer,
     topic_name,
 )
-from shared.locks import DocumentLocks, LockingCollection, Locks, NoLocks
 from shared.mongo import (
     ATOMICITY_PROBE,
     MongoInbox,
@@ -64,23 +61,11 @@ class Clients:
         if not metadata.brokers:
             raise ConnectionError("no Kafka broker answered")
 
-    @functools.cached_property
-    def locks(self) -> Locks:
-        """Per-document locks where the server needs them (see MongoSettings.document_locks)."""
-        return DocumentLocks(self.db["locks"]) if self.settings.mongo.document_locks else NoLocks()
-
-    def collection(self, name: str) -> Collection:
-        """A collection whose updates by ``_id`` hold that document's lock (named ``<name>:<id>``)
-        where the server needs locks; the plain collection otherwise."""
-        if isinstance(self.locks, NoLocks):
-            return self.db[name]
-        return LockingCollection(self.db[name], self.locks, name)  # type: ignore[return-value]
-
     def relay(self, *collection_names: str) -> OutboxRelay:
-        """The outbox relay of these collections; its clean-up updates take the documents' locks."""
+        """The outbox relay of these collections of this service's database (not started)."""
         return OutboxRelay(
             self.publisher,
-            [self.collection(name) for name in collection_names],
+            [self.db[name] for name in collection_names],
             retry_interval_s=self.settings.outbox.retry_interval_s,
             clear_interval_s=self.settings.outbox.clear_interval_s,
         )

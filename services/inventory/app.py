@@ -9,7 +9,7 @@ from flask import Flask
 
 from services.inventory import api
 from services.inventory.domain import InventoryError
-from services.inventory.mongo import RESERVATION_LOCK, MongoReservationRepository, MongoStockRepository
+from services.inventory.mongo import MongoReservationRepository, MongoStockRepository
 from services.inventory.ports import ReservationRepository, StockRepository
 from services.inventory.service import InventoryService
 from shared.config import Settings, load_settings
@@ -32,12 +32,11 @@ def bootstrap(
     if stock is None or reservations is None:
         clients = clients or connect(settings)
         if stock is None:
-            stock = MongoStockRepository(clients.db["stock"], clients.locks)
+            stock = MongoStockRepository(clients.db["stock"])
         if reservations is None:
-            # The relay clears published entries under the same per-document lock as our own writes.
-            relay = clients.relay(RESERVATION_LOCK)
+            relay = clients.relay("reservations")
             mongo_reservations = MongoReservationRepository(
-                clients.db["reservations"], clients.db["reservation_timers"], clients.locks, relay
+                clients.db["reservations"], clients.db["reservation_timers"], relay
             )
             mongo_reservations.ensure_indexes()
             reservations = mongo_reservations

@@ -1,9 +1,7 @@
 """MongoDB adapters: the only place stock and reservation documents are mapped to dataclasses.
 
 Every write is a single-document update whose filter carries its precondition, so a repeated
-step changes nothing (no transactions are needed). Each update also holds the document's lock
-(shared/locks.py), which is a no-op unless ``mongo.document_locks`` is on for a server that does
-not apply a filtered update atomically (stock FerretDB 1.x).
+step changes nothing (no transactions are needed).
 """
 
 from __future__ import annotations
@@ -20,19 +18,13 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.inventory.domain import Line, Reservation, Shortage, StockItem, price_bounds
 from services.inventory.ports import Hold, HoldEnd
 from shared.events import Envelope
-from shared.locks import Locks
 from shared.mongo import duplicate_key_indexes, insert_new
 from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
 
-# Lock name prefixes; the outbox relay's collection must use RESERVATION_LOCK too (see app.py).
-STOCK_LOCK = "stock"
-RESERVATION_LOCK = "reservations"
-
 
 class MongoStockRepository:
-    def __init__(self, collection: Collection, locks: Locks) -> None:
+    def __init__(self, collection: Collection) -> None:
         self._stock = collection
-        self._locks = locks
 
     def get(self, product_id: str) -> StockItem | None:
         doc = self._stock.find_one({"_id": product_id})
@@ -70,12 +62,11 @@ class MongoStockRepository:
             fields["name"] = name
         if price is not None:
             fields["price"] = price
-        with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
-            doc = self._stock.find_one_and_update(
-                {"_id": product_id},
-                {"$set": fields, "$inc": {"available": restock}},
-                return_document=ReturnDocument.AFTER,
-            )
+        doc = self._stock.find_one_and_update(
+            {"_id": product_id},
+            {"$set": fields, "$inc": {"available": restock}},
+            return_document=ReturnDocument.AFTER,
+        )
         return _to_item(doc) if doc else None
 
     def hold(
@@ -101,14 +92,11 @@ class MongoStockRepository:
             if low > high:
                 return False  # two holds name different prices: at most one of them can match
             condition["price"] = {"$gte": low, "$lte": high}
-        if self._locks.costly and not self._matches(condition):
-            return False  # answered without the lock: a sold-out product stays cheap to ask for
         fields = {f"holds.{hold.reservation_id}": hold.quantity for hold in holds}
-        with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
-            result = self._stock.update_one(
-                condition,
-                {"$inc": {"available": -total, "reserved": total}, "$set": {**fields, "updated_at": now}},
-            )
+        result = self._stock.update_one(
+            condition,
+            {"$inc": {"available": -total, "reserved": total}, "$set": {**fields, "updated_at": now}},
+        )
         return result.modified_count == 1
 
     def end_all(self, product_id: str, ends: Sequence[HoldEnd], now: datetime) -> bool:
@@ -118,30 +106,19 @@ class MongoStockRepository:
         returned = sum(end.quantity for end in ends if not end.committed)
         condition: dict[str, Any] = {"_id": product_id}
         condition.update({f"holds.{end.reservation_id}": {"$exists": True} for end in ends})
-        # Only a reservation's own steps create its hold, and each of them settles afterwards, so
-        # a hold found missing here needs no lock (settling a finished reservation again is cheap).
-        if self._locks.costly and not self._matches(condition):
-            return False
         update = {
             "$inc": {"available": returned, "reserved": -(sold + returned), "sold": sold},
             "$unset": {f"holds.{end.reservation_id}": "" for end in ends},
             "$set": {"updated_at": now},
         }
-        with self._locks.hold(f"{STOCK_LOCK}:{product_id}"):
-            result = self._stock.update_one(condition, update)
+        result = self._stock.update_one(condition, update)
         return result.modified_count == 1
-
-    def _matches(self, condition: dict[str, Any]) -> bool:
-        return self._stock.find_one(condition, {"_id": 1}) is not None
 
 
 class MongoReservationRepository:
-    def __init__(
-        self, collection: Collection, timers: Collection, locks: Locks, relay: OutboxRelay | None = None
-    ) -> None:
+    def __init__(self, collection: Collection, timers: Collection, relay: OutboxRelay | None = None) -> None:
         self._docs = collection
         self._timers = timers
-        self._locks = locks
         self._relay = relay
 
     def ensure_indexes(self) -> None:
@@ -190,19 +167,17 @@ class MongoReservationRepository:
             condition["order_id"] = order_id
         # One round trip that also returns the document, so no caller reads it back. (FerretDB 1.x
         # cannot project in findAndModify, so the outbox comes along; it is small and soon cleared.)
-        with self._locks.hold(f"{RESERVATION_LOCK}:{reservation_id}"):
-            doc = self._docs.find_one_and_update(condition, {"$set": fields}, return_document=ReturnDocument.AFTER)
+        doc = self._docs.find_one_and_update(condition, {"$set": fields}, return_document=ReturnDocument.AFTER)
         if doc is None:
             return None
         self._notify(reservation_id, events)
         return _to_reservation(doc)
 
     def add_reply(self, reservation_id: str, event: Envelope) -> bool:
-        with self._locks.hold(f"{RESERVATION_LOCK}:{reservation_id}"):
-            result = self._docs.update_one(
-                {"_id": reservation_id, f"replied.{event.event_id}": {"$exists": False}},
-                {"$set": _event_fields([event])},
-            )
+        result = self._docs.update_one(
+            {"_id": reservation_id, f"replied.{event.event_id}": {"$exists": False}},
+            {"$set": _event_fields([event])},
+        )
         added = result.matched_count == 1
         if added:
             self._notify(reservation_id, [event])

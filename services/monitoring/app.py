@@ -56,19 +56,17 @@ def bootstrap(
         return clients
 
     if timelines is None:
-        # Collections whose documents several threads or processes update take per-document
-        # locks where the server needs them (``mongo.document_locks``, for a stock FerretDB 1.x).
         timelines = MongoTimelineRepository(
-            live().collection("timelines"), live().collection("open_orders"), limit=settings.monitoring.timeline_limit
+            live().db["timelines"], live().db["open_orders"], limit=settings.monitoring.timeline_limit
         )
         timelines.ensure_indexes()
     if recent is None:
         recent = MongoRecentEventRepository(live().db["recent_events"])
         recent.ensure_indexes()
     if figures is None:
-        figures = MongoStatsRepository(live().collection("stats"), live().collection("minutes"))
+        figures = MongoStatsRepository(live().db["stats"], live().db["minutes"])
     if letters is None:
-        letters = MongoDeadLetterRepository(live().collection("dlq"))
+        letters = MongoDeadLetterRepository(live().db["dlq"])
         letters.ensure_indexes()
     if health is None:
         health = MongoHealthRepository(live().db["service_health"])

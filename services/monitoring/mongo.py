@@ -25,7 +25,6 @@ from services.monitoring.domain import (
     make_timeline,
 )
 from services.monitoring.stats import Totals
-from shared.locks import LockingCollection
 
 TOTALS_ID = "totals"
 
@@ -82,8 +81,6 @@ class MongoTimelineRepository:
         self._timelines = timelines
         self._open = open_orders
         self._limit = limit
-        # Bulk writes would go round the per-document locks of a server that needs them.
-        self._bulk = not isinstance(timelines, LockingCollection)
 
     def ensure_indexes(self) -> None:
         self._open.create_index([("created_at", ASCENDING)])
@@ -99,8 +96,6 @@ class MongoTimelineRepository:
         return _timeline(doc) if doc else None
 
     def append_many(self, entries: Sequence[tuple[str, str | None, TimelineEvent]]) -> list[bool]:
-        if not self._bulk:
-            return [self.append(*entry) is not None for entry in entries]
         if not entries:
             return []
         writes = [self._append(*entry) for entry in entries]

@@ -105,7 +105,7 @@ def main(settings: Settings | None = None) -> None:
     """Run the event consumer, the dead-letter consumer and the periodic jobs until SIGTERM."""
     settings = settings or load_settings("monitoring")
     clients = connect(settings)
-    figures = BufferedStats(MongoStatsRepository(clients.collection("stats"), clients.collection("minutes")))
+    figures = BufferedStats(MongoStatsRepository(clients.db["stats"], clients.db["minutes"]))
     feed = MongoRecentEventRepository(clients.db["recent_events"])
     feed.ensure_indexes()
     recent = BufferedRecentEvents(feed)

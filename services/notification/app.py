@@ -28,7 +28,7 @@ def bootstrap(
     if notifications is None:
         clients = clients or connect(settings)
         relay = clients.relay("notifications")
-        mongo_notifications = MongoNotificationRepository(clients.collection("notifications"), relay)
+        mongo_notifications = MongoNotificationRepository(clients.db["notifications"], relay)
         mongo_notifications.ensure_indexes()
         notifications = mongo_notifications
     if sender is None:

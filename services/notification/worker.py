@@ -22,6 +22,5 @@ def main(settings: Settings | None = None) -> None:
         group_id=GROUP_ID,
         relay=relay,
         # Every fetched request at once: the new notifications and the sent ones each in one write.
-        # Not with document locks: bulk writes do not take them, and a batch would hold hundreds.
-        batch_handler=None if settings.mongo.document_locks else lambda events: handle_batch(service, events),
+        batch_handler=lambda events: handle_batch(service, events),
     )

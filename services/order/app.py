@@ -22,7 +22,7 @@ def bootstrap(
     if orders is None:
         clients = clients or connect(settings)
         relay = clients.relay("orders")
-        repository = MongoOrderRepository(clients.collection("orders"), clients.db["idempotency_keys"], relay)
+        repository = MongoOrderRepository(clients.db["orders"], clients.db["idempotency_keys"], relay)
         repository.ensure_indexes()
         orders = repository
     return OrderService(orders), relay

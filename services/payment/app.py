@@ -29,7 +29,7 @@ def bootstrap(
     if payments is None:
         clients = clients or connect(settings)
         relay = clients.relay("payments")
-        mongo_payments = MongoPaymentRepository(clients.collection("payments"), clients.db["order_charges"], relay)
+        mongo_payments = MongoPaymentRepository(clients.db["payments"], clients.db["order_charges"], relay)
         mongo_payments.ensure_indexes()
         payments = mongo_payments
     if gateway is None:

@@ -8,7 +8,6 @@ import pytest
 from pymongo.database import Database
 
 from services.inventory.mongo import MongoReservationRepository, MongoStockRepository
-from shared.locks import DocumentLocks, NoLocks
 from tests.unit.inventory.contract import ReservationRepositoryContract, StockRepositoryContract
 
 
@@ -18,14 +17,7 @@ class TestMongoStockRepository(StockRepositoryContract):
         self.db = mongo_db
 
     def make_repo(self) -> MongoStockRepository:
-        return MongoStockRepository(self.db["stock"], NoLocks())
-
-
-class TestMongoStockRepositoryWithDocumentLocks(TestMongoStockRepository):
-    """The same contract with ``mongo.document_locks: true``, the setting for a stock FerretDB 1.x."""
-
-    def make_repo(self) -> MongoStockRepository:
-        return MongoStockRepository(self.db["stock"], DocumentLocks(self.db["locks"]))
+        return MongoStockRepository(self.db["stock"])
 
 
 class TestMongoReservationRepository(ReservationRepositoryContract):
@@ -34,7 +26,7 @@ class TestMongoReservationRepository(ReservationRepositoryContract):
         self.db = mongo_db
 
     def make_repo(self) -> MongoReservationRepository:
-        repo = MongoReservationRepository(self.db["reservations"], self.db["reservation_timers"], NoLocks())
+        repo = MongoReservationRepository(self.db["reservations"], self.db["reservation_timers"])
         repo.ensure_indexes()
         return repo
 

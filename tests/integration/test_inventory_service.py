@@ -16,19 +16,18 @@ from services.inventory.mongo import MongoReservationRepository, MongoStockRepos
 from services.inventory.service import InventoryService
 from shared.config import Settings
 from shared.events import Envelope
-from shared.locks import NoLocks
 
 
 @pytest.fixture
 def stock(mongo_db: Database) -> MongoStockRepository:
-    return MongoStockRepository(mongo_db["stock"], NoLocks())
+    return MongoStockRepository(mongo_db["stock"])
 
 
 @pytest.fixture
 def service(
     service_settings: Callable[..., Settings], mongo_db: Database, stock: MongoStockRepository
 ) -> InventoryService:
-    reservations = MongoReservationRepository(mongo_db["reservations"], mongo_db["reservation_timers"], NoLocks())
+    reservations = MongoReservationRepository(mongo_db["reservations"], mongo_db["reservation_timers"])
     reservations.ensure_indexes()
     built, _relay = bootstrap(service_settings("inventory"), stock=stock, reservations=reservations)
     return built
@@ -151,8 +150,8 @@ def test_a_saga_order_costs_nine_round_trips_and_each_reservation_returned_is_th
     try:
         db = client[mongo_db.name]
         counted = InventoryService(
-            MongoStockRepository(db["stock"], NoLocks()),
-            MongoReservationRepository(db["reservations"], db["reservation_timers"], NoLocks()),
+            MongoStockRepository(db["stock"]),
+            MongoReservationRepository(db["reservations"], db["reservation_timers"]),
             ttl_s=900,
         )
         items = [{"product_id": "mouse", "quantity": 2, "price": 29.99}, {"product_id": "keyboard", "quantity": 1}]

@@ -22,7 +22,6 @@ from shared.kafka_utils import (
     make_consumer,
     topic_name,
 )
-from shared.locks import NoLocks
 from shared.runtime import connect
 from tests.integration.conftest import next_event_of, running_worker
 
@@ -55,7 +54,7 @@ def test_a_reserve_command_is_answered_with_inventory_reserved(
     clients = connect(settings)
     service, relay = bootstrap(settings, clients=clients)
     assert relay is not None
-    stock = MongoStockRepository(mongo_db["stock"], NoLocks())
+    stock = MongoStockRepository(mongo_db["stock"])
     product_id = unique("itest-product")
     stock.add(StockItem(product_id, "Integration product", 12.5, available=10))
     order_id = str(uuid.uuid4())
@@ -109,7 +108,7 @@ def test_a_batch_of_commands_holds_and_settles_stock_as_one_by_one_would(
     ensure_topics(settings.kafka)
     clients = connect(settings)
     service, relay = bootstrap(settings, clients=clients)
-    stock = MongoStockRepository(mongo_db["stock"], NoLocks())
+    stock = MongoStockRepository(mongo_db["stock"])
     scarce, plenty = unique("itest-scarce"), unique("itest-plenty")
     stock.add(StockItem(scarce, "Scarce", 3.0, available=10))
     stock.add(StockItem(plenty, "Plenty", 1.5, available=100))

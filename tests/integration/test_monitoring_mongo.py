@@ -15,7 +15,6 @@ from services.monitoring.mongo import (
     MongoStatsRepository,
     MongoTimelineRepository,
 )
-from shared.locks import DocumentLocks, LockingCollection
 from tests.unit.monitoring.contract import (
     DeadLetterRepositoryContract,
     HealthRepositoryContract,
@@ -82,18 +81,6 @@ class TestMongoTimelines(MongoContract, TimelineRepositoryContract):
         # Each event went in exactly once, and exactly one of the two writers says it added it.
         assert [a + b for a, b in zip(*results, strict=True)] == [1] * 30
         assert all(len(first.get(f"order-{n}").events) == 1 for n in range(30))
-
-
-class TestMongoTimelinesWithDocumentLocks(MongoContract, TimelineRepositoryContract):
-    """With per-document locks (a stock FerretDB) every write takes its document's lock: no bulk."""
-
-    def make_repo(self, limit: int = 500) -> MongoTimelineRepository:
-        locks = DocumentLocks(self.db["locks"])
-        repo = MongoTimelineRepository(
-            LockingCollection(self.db["timelines"], locks, "timelines"), self.db["open_orders"], limit=limit
-        )
-        repo.ensure_indexes()
-        return repo
 
 
 class TestMongoRecentEvents(MongoContract, RecentEventRepositoryContract):

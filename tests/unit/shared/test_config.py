@@ -93,7 +93,7 @@ def test_the_repository_config_file_loads_for_every_environment():
         ("APP__MONGO__PASSWORD", "*abc", ("mongo", "password"), "*abc"),
         ("APP__PAYMENT__DECLINE_CARDS", '["4000000000000002", "4111"]', ("payment", "decline_cards"),
          ("4000000000000002", "4111")),
-        ("APP__MONGO__DOCUMENT_LOCKS", "false", ("mongo", "document_locks"), False),
+        ("APP__MONGO__EXTERNAL", "false", ("mongo", "external"), False),
     ],
 )  # fmt: skip
 def test_environment_overrides_mean_what_they_say(config_file, variable, value, path, expected):
