@@ -207,7 +207,7 @@ def start_mongo(settings: Settings | None = None, timeout: float = 30.0) -> int 
             build_ferretdb()
         FERRET_DATA.mkdir(parents=True, exist_ok=True)
         FERRET_STATE.mkdir(parents=True, exist_ok=True)
-        argv = ferretdb_argv(FERRET_BIN.resolve(), port, FERRET_DATA, FERRET_STATE, settings.mongo.username or "")
+        argv = ferretdb_argv(FERRET_BIN, port, FERRET_DATA, FERRET_STATE, settings.mongo.username or "")
         password = settings.mongo.password.get_secret_value() if settings.mongo.password else ""
         return spawn("mongo", argv, env={**os.environ, "FERRETDB_SETUP_PASSWORD": password})
 

@@ -158,7 +158,7 @@ def start_kafka(settings: Settings | None = None, timeout: float = 90.0) -> int 
     def prepare() -> int:
         _prepare_kafka(port, settings.kafka.topic_partitions)
         jvm = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC")
-        return spawn("kafka", _java_cmd("kafka.Kafka", str(KAFKA_PROPERTIES.resolve()), jvm=jvm))
+        return spawn("kafka", _java_cmd("kafka.Kafka", str(KAFKA_PROPERTIES), jvm=jvm))
 
     return start("kafka", (port, port + 1), lambda: kafka_answers(bootstrap), prepare, timeout)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
 import signal
 import socket
@@ -58,7 +57,7 @@ def running_pid(name: str) -> int | None:
         return None
     try:
         proc = psutil.Process(pid)
-        if proc.status() != psutil.STATUS_ZOMBIE and _has_marker(name, proc.cmdline()):
+        if proc.status() != psutil.STATUS_ZOMBIE and MARKERS[name] in " ".join(proc.cmdline()):
             return pid
     except psutil.NoSuchProcess:
         pass
@@ -67,13 +66,6 @@ def running_pid(name: str) -> int | None:
         return pid
     path.unlink(missing_ok=True)
     return None
-
-
-def _has_marker(name: str, cmdline: list[str]) -> bool:
-    # Servers are started with real paths, and a checkout whose .local is a symlink to another's
-    # (a git worktree) must recognise them too, rather than remove their PID files as stale.
-    command = " ".join(cmdline)
-    return any(marker in command for marker in (MARKERS[name], os.path.realpath(MARKERS[name])))
 
 
 def is_running(name: str) -> bool:

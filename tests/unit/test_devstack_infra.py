@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -104,27 +103,6 @@ def test_pid_file_of_our_process_counts(tmp_path: Path, monkeypatch: pytest.Monk
     processes.pid_file("mongo").write_text(f"{os.getpid()}\n")
 
     assert processes.running_pid("mongo") == os.getpid()
-
-
-def test_a_server_started_through_a_symlinked_local_dir_is_still_ours(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A git worktree whose .local links to the main checkout's: the server's command line holds the
-    # real path, the worktree's marker the linked one. Its PID file must not be taken for stale.
-    real = tmp_path.resolve() / "real"
-    real.mkdir()
-    (tmp_path / "linked").symlink_to(real)
-    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(real / "server.properties")])
-    try:
-        monkeypatch.setattr(processes, "RUN_DIR", tmp_path)
-        monkeypatch.setitem(processes.MARKERS, "kafka", str(tmp_path / "linked" / "server.properties"))
-        processes.pid_file("kafka").write_text(f"{server.pid}\n")
-
-        assert processes.running_pid("kafka") == server.pid
-        assert processes.pid_file("kafka").exists()
-    finally:
-        server.kill()
-        server.wait()
 
 
 def pinned_ferretdb_source() -> Path:
