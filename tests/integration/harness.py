@@ -6,7 +6,8 @@
   builds it (the same handlers, batch handler, outbox relay and consumer settings), with hooks
   where a test holds it.
 - ``Hold``: stops a worker's thread at one point until the test lets it go.
-- ``read_topics``: everything some topics hold, read from the start up to their end.
+- ``TrackedConsumer``: which partitions a worker's consumer owns, as its rebalance callbacks saw.
+- ``read_messages`` / ``read_events``: everything some topics hold, read from the start to the end.
 
 Every wait is on a condition, bounded by a timeout.
 """
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 from unittest import mock
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 
 from services.inventory.app import bootstrap as inventory_bootstrap
@@ -36,7 +38,7 @@ from services.orchestrator.handlers import HANDLERS as ORCHESTRATOR_HANDLERS
 from services.orchestrator.handlers import handle_batch as orchestrator_batch
 from shared import kafka_utils
 from shared.config import Settings, load_settings
-from shared.events import DEAD_LETTER_TOPIC, Envelope
+from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, Envelope
 from shared.kafka_utils import (
     BatchHandler,
     ConsumerRunner,
@@ -51,6 +53,7 @@ from shared.kafka_utils import (
 )
 from shared.mongo import is_transient, make_mongo_client
 from shared.outbox import OutboxRelay
+from shared.ports import Inbox
 from shared.runtime import Clients, connect
 
 HOLD_LIMIT_S = 60.0  # a hold nobody releases lets its worker go after this, so a failed test still ends
@@ -113,6 +116,7 @@ def isolated(tag: str) -> Iterator[Isolated]:
     run_id = f"{tag}_{uuid.uuid4().hex[:10]}"
     base = load_settings(environment="test", overrides={"kafka": {"topic_prefix": f"itest-{run_id}."}})
     ensure_topics(base.kafka)
+    wait_until(lambda: _topics_ready(base), what="the broker to lead every partition of the new topics")
     mongo = make_mongo_client(base.mongo)
     env = Isolated(run_id, base.kafka.topic_prefix, mongo)
     try:
@@ -124,6 +128,18 @@ def isolated(tag: str) -> Iterator[Isolated]:
             mongo.close()
         finally:
             delete_topics(base.kafka)
+
+
+def _topics_ready(settings: Settings) -> bool:
+    """Whether the broker's metadata has a leader for every partition of every contract topic."""
+    metadata = AdminClient(client_config(settings.kafka)).list_topics(timeout=10)
+    for topic in ALL_TOPICS:
+        found = metadata.topics.get(topic_name(settings.kafka, topic))
+        if found is None or found.error is not None or len(found.partitions) != settings.kafka.topic_partitions:
+            return False
+        if any(partition.leader < 0 for partition in found.partitions.values()):
+            return False
+    return True
 
 
 # --- reading what the topics hold ----------------------------------------------------------------
@@ -300,6 +316,7 @@ class TrackedConsumer:
 class Worker:
     """One consumer worker of a service in a thread, with its outbox relay.
 
+    Without a batch handler it handles one event at a time (and may use an ``inbox``).
     Every batch its runner hands to the batch handler is recorded in ``batches`` (and in ``done``
     once the handler returned); ``before`` and
     ``after`` are called with the batch before and after the service's batch handler (holds go there).
@@ -310,11 +327,12 @@ class Worker:
         name: str,
         clients: Clients,
         handlers: Mapping[str, Handler],
-        batch_handler: BatchHandler,
+        batch_handler: BatchHandler | None,
         relay: OutboxRelay | None,
         *,
         group: str,
         consumer: Consumer | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.name = name
         self.clients = clients
@@ -335,8 +353,9 @@ class Worker:
             group_id=group,
             retry=settings.consumer,
             is_transient=is_transient,
-            batch_handler=self._handle,
+            batch_handler=self._handle if batch_handler else None,
             linger_s=settings.consumer.linger_s(settings.service),
+            inbox=inbox,
         )
         self._thread = threading.Thread(
             target=self.runner.run, kwargs={"install_signal_handlers": False}, name=f"worker-{name}", daemon=True
@@ -346,6 +365,7 @@ class Worker:
         self.batches.append(list(events))
         for hook in self.before:
             hook(events)
+        assert self._batch_handler is not None
         refused = self._batch_handler(events)
         for hook in self.after:
             hook(events)
