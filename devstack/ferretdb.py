@@ -114,11 +114,11 @@ def ferretdb_build_stamp(patch_dir: Path = PATCH_DIR) -> str:
 
 def patch_ferretdb(src: Path, patch_dir: Path = PATCH_DIR) -> None:
     """Apply the patches to a FerretDB source tree and add their files; fail if the source is not what they expect."""
-    patch = require_tool("patch", "install GNU patch (Debian: apt-get install patch) to patch FerretDB's source")
+    # git is there on any clone (GNU patch is not on every Debian machine). `git apply` changes the
+    # files of a patch only if every hunk applies with all its context lines, or nothing at all.
+    git = require_tool("git", "install git to apply the FerretDB patches")
     for path in ferretdb_patches(patch_dir):
-        # No fuzz: every line of context must match, or the FerretDB source is not the one we fixed.
-        argv = [patch, "-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "--reject-file=-"]
-        done = subprocess.run([*argv, "-d", str(src), "-i", str(path)], capture_output=True, text=True)
+        done = subprocess.run([git, "apply", "-p1", str(path.resolve())], cwd=src, capture_output=True, text=True)
         if done.returncode != 0:
             raise InfraError(
                 f"cannot apply {path.name} to {src} (FerretDB source changed?):\n{done.stdout}{done.stderr}".rstrip()
