@@ -1,4 +1,4 @@
-"""HTTP views of the orchestrator: the saga flows, for people and for the monitoring service."""
+"""HTTP views of the orchestrator: the saga flows and each order's timeline, as the saga decided them."""
 
 from __future__ import annotations
 
@@ -51,6 +51,13 @@ def get_flow(order_id: str) -> Response:
         },
     }
     return jsonify(body)
+
+
+@bp.get("/orders/<order_id>/events")
+def order_events(order_id: str) -> Response:
+    """Answer the saga's steps of ``order_id`` as its timeline, in the order the saga recorded them."""
+    flow = _service().flow(order_id)
+    return jsonify({"order_id": flow.order_id, "events": [_step(step) for step in flow.steps]})
 
 
 def error_response(err: SagaError) -> tuple[Response, int]:

@@ -45,6 +45,10 @@ def test_the_readme_happy_path_completes_with_one_charge_and_one_notification(st
     assert [n["type"] for n in notes] == ["order_confirmation"]
     flow = requests.get(stack.url("orchestrator", f"/flows/{created['order_id']}"), timeout=5).json()
     assert flow["state"] == "completed"
+    events = requests.get(stack.url("orchestrator", f"/orders/{created['order_id']}/events"), timeout=5)
+    assert events.status_code == 200, events.text
+    steps = [(e["step"], e["status"]) for e in events.json()["events"]]
+    assert steps[0] == ("validate_order", "completed") and ("take_payment", "completed") in steps, steps
 
 
 def test_insufficient_stock_fails_the_order_and_moves_no_stock(stack, place, terminal):

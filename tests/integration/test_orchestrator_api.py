@@ -13,7 +13,7 @@ from tests.integration.test_orchestrator_mongo import make_repo
 from tests.unit.orchestrator.contract import new_saga
 
 
-def test_the_api_reads_flows_from_mongo_and_reports_healthy_dependencies(
+def test_the_api_reads_flows_and_order_events_from_mongo_and_reports_healthy_dependencies(
     service_settings: Callable[..., Settings], mongo_db: Database
 ) -> None:
     repo: MongoSagaRepository = make_repo(mongo_db)
@@ -23,10 +23,17 @@ def test_the_api_reads_flows_from_mongo_and_reports_healthy_dependencies(
 
     listing = client.get("/flows").get_json()
     detail = client.get("/flows/o-1").get_json()
+    events = client.get("/orders/o-1/events").get_json()
     health = client.get("/health/detailed")
 
     assert [f["order_id"] for f in listing["flows"]] == ["o-1"]
     assert detail["state"] == "reserving"
     assert detail["deadlines"]["next"]["kind"] == "order"
     assert client.get("/flows/o-2").status_code == 404
+    assert [(e["step"], e["status"]) for e in events["events"]] == [
+        ("validate_order", "completed"),
+        ("reserve_inventory", "started"),
+    ]
+    assert events["events"] == detail["steps"]
+    assert client.get("/orders/o-2/events").status_code == 404
     assert health.status_code == 200, health.get_json()

@@ -1,4 +1,4 @@
-"""The orchestrator's HTTP API: flow listing and flow detail."""
+"""The orchestrator's HTTP API: flow listing, flow detail and an order's timeline."""
 
 from __future__ import annotations
 
@@ -106,3 +106,34 @@ def test_an_unknown_flow_is_a_404(client: FlaskClient) -> None:
 
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_an_orders_events_are_its_saga_steps_in_the_order_they_happened(
+    client: FlaskClient, service: SagaService, clock: FakeClock
+) -> None:
+    created = order_created("o-1")
+    service.start(created)
+    clock.advance(1)
+    reserved = reply("InventoryReserved", "o-1")
+    service.advance(reserved)
+
+    response = client.get("/orders/o-1/events")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["order_id"] == "o-1"
+    assert [(e["step"], e["status"], e["at"], e["event_id"]) for e in body["events"]] == [
+        ("validate_order", "completed", "2025-01-01T12:00:00.000Z", created.event_id),
+        ("reserve_inventory", "started", "2025-01-01T12:00:00.000Z", created.event_id),
+        ("reserve_inventory", "completed", "2025-01-01T12:00:01.000Z", reserved.event_id),
+        ("take_payment", "started", "2025-01-01T12:00:01.000Z", reserved.event_id),
+    ]
+    assert body["events"] == client.get("/flows/o-1").get_json()["steps"]
+
+
+def test_the_events_of_an_unknown_order_are_a_404(client: FlaskClient) -> None:
+    response = client.get("/orders/nope/events")
+
+    assert response.status_code == 404
+    assert response.is_json
+    assert response.get_json()["error"] == {"code": "not_found", "message": "no saga for order nope", "details": None}
