@@ -69,16 +69,16 @@ def _event_json(event: TimelineEvent, order_id: str | None = None) -> dict[str, 
     return body
 
 
-def _step_json(event: TimelineEvent) -> dict[str, Any]:
-    step = {
+def _timeline_event_json(event: TimelineEvent) -> dict[str, Any]:
+    body = {
         "event_type": event.event_type,
         "topic": event.topic,
         "timestamp": iso(event.timestamp),
         "source": event.source,
     }
     if event.detail:
-        step["detail"] = event.detail
-    return step
+        body["detail"] = event.detail
+    return body
 
 
 def _order_summary(timeline: Timeline) -> dict[str, Any]:
@@ -139,16 +139,16 @@ def recent_events() -> Response:
     return jsonify({"events": [_event_json(e, order_id) for order_id, e in _service().recent_events(limit)]})
 
 
-@bp.get("/flows/<order_id>")
-def flow(order_id: str) -> Response:
+@bp.get("/timelines/<order_id>")
+def order_timeline(order_id: str) -> Response:
+    """Answer what monitoring observed of an order on the topics: its events in time order, status and duration."""
     timeline = _service().timeline(_order_id(order_id))
-    steps = [_step_json(e) for e in timeline.events]
     return jsonify(
         {
             "order_id": timeline.order_id,
             "status": timeline.status,
             "failure_reason": timeline.failure_reason,
-            "steps": steps,
+            "events": [_timeline_event_json(e) for e in timeline.events],
             "duration_s": timeline.elapsed_s(),
             "started_at": iso(timeline.created_at or timeline.first_at),
             "updated_at": iso(timeline.last_at),

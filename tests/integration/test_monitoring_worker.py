@@ -136,10 +136,10 @@ def test_the_worker_builds_a_fresh_orders_timeline_from_real_topics(
         totals = service.performance()["totals"]
         assert (totals["orders_created"], totals["payments_completed"]) == (1, 1)
 
-        flow = create_app(settings, service=service).test_client().get(f"/flows/{order_id}").get_json()
-        assert flow["status"] == "completed"
-        assert flow["steps"][0]["event_type"] == "OrderCreated"
-        assert flow["duration_s"] >= 1.9
+        observed = create_app(settings, service=service).test_client().get(f"/timelines/{order_id}").get_json()
+        assert observed["status"] == "completed"
+        assert observed["events"][0]["event_type"] == "OrderCreated"
+        assert observed["duration_s"] >= 1.9
     finally:
         runner.stop()
         thread.join(15)

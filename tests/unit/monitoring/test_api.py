@@ -46,7 +46,7 @@ def test_order_events_come_in_time_order(world: World, client: FlaskClient):
     assert body["events"][0]["timestamp"] == "2025-03-01T12:00:27.000Z"
 
 
-@pytest.mark.parametrize("path", ["/orders/nope/events", "/flows/nope", "/dlq/0-1", "/dlq/nope"])
+@pytest.mark.parametrize("path", ["/orders/nope/events", "/timelines/nope", "/dlq/0-1", "/dlq/nope"])
 def test_unknown_ids_answer_404(client: FlaskClient, path: str):
     response = client.get(path)
     assert response.status_code == 404
@@ -66,7 +66,7 @@ def test_replaying_an_unknown_dead_letter_answers_404(client: FlaskClient):
         "/dlq?limit=-1",
         "/orders/recent?limit=101",
         "/orders/recent?status=weird",
-        "/flows/" + "x" * 201,
+        "/timelines/" + "x" * 201,
     ],
 )
 def test_bad_parameters_answer_400(client: FlaskClient, path: str):
@@ -82,19 +82,24 @@ def test_recent_events_are_newest_first_and_limited(world: World, client: FlaskC
     assert len(client.get("/events").get_json()["events"]) == 2
 
 
-def test_flow_derives_status_steps_and_duration(world: World, client: FlaskClient):
+def test_a_timeline_derives_status_events_and_duration(world: World, client: FlaskClient):
     record_order(world, "o1", "OrderFailed")
-    body = client.get("/flows/o1").get_json()
+    body = client.get("/timelines/o1").get_json()
     assert body["status"] == "failed"
     assert body["failure_reason"] == "out_of_stock"
     assert body["duration_s"] == 2.0
-    assert [s["event_type"] for s in body["steps"]] == ["OrderCreated", "OrderFailed"]
-    assert body["steps"][1]["detail"] == "out_of_stock"
+    assert [e["event_type"] for e in body["events"]] == ["OrderCreated", "OrderFailed"]
+    assert body["events"][1]["detail"] == "out_of_stock"
 
 
-def test_an_unfinished_flow_is_in_progress(world: World, client: FlaskClient):
+def test_an_unfinished_timeline_is_in_progress(world: World, client: FlaskClient):
     world.service.record(envelope("OrderCreated", "o1", world.clock.now))
-    assert client.get("/flows/o1").get_json()["status"] == "in_progress"
+    assert client.get("/timelines/o1").get_json()["status"] == "in_progress"
+
+
+def test_monitoring_has_no_flows_of_its_own(world: World, client: FlaskClient):
+    record_order(world, "o1")  # the saga's flows are the orchestrator's: GET :5005/flows/<order_id>
+    assert client.get("/flows/o1").status_code == 404
 
 
 def test_recent_orders_show_status_and_last_event(world: World, client: FlaskClient):
