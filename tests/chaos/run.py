@@ -47,37 +47,22 @@ from typing import Any
 
 import requests
 
-from devstack import infra, launcher
 from load.shop import CATALOGUE, DECLINED_CARD
 from services.payment.ledger import money_by_order, read_ledger
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import TOPIC_BY_EVENT, Envelope, iso_now
-from shared.kafka_utils import delete_topics, ensure_topics, make_publisher, topic_name
+from shared.kafka_utils import delete_topics, make_publisher, topic_name
 from shared.mongo import make_mongo_client
-from tests.chaos import checks, witnesses
+from tests.chaos import checks, faults, witnesses
 from tests.chaos.checks import Check, Placed
 
 # Every consumed topic gets each kind of poison.
 POISON_TOPICS = tuple(sorted(set(TOPIC_BY_EVENT.values())))
 RARE = {"rare_item": 99.99}  # the seed catalogue holds far fewer than an out-of-stock order asks for
-FAULT_KINDS = ("services", "broker", "store")
 
 
 class ApiError(Exception):
     """An API the suite reads answered other than 200 (after riding out restarts)."""
-
-
-@dataclass
-class Fault:
-    name: str
-    planned_at: float  # seconds into the load
-    action: Callable[[], str]
-    at: str = ""  # when it struck (ISO, UTC)
-    killed: str = ""  # PIDs killed
-    down_s: float = 0.0  # from the kill until it answered again
-    problem: str = ""
-    in_flight: int = 0
-    during_load: bool = False
 
 
 @dataclass
@@ -88,7 +73,7 @@ class Report:
     calls: int = 0
     retried_503: int = 0
     retried_down: int = 0
-    faults: list[Fault] = field(default_factory=list)
+    faults: list[faults.Fault] = field(default_factory=list)
     poison_keys: set[str] = field(default_factory=set)
     checks: list[Check] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -112,108 +97,12 @@ class Chaos:
             **{f"{name.upper()}_DATABASE": f"chaos_{name}" for name in SERVICE_NAMES},
         }
         self.settings: Settings = load_settings(env={**process_env(), **self.env})
-        self.children: list[launcher.Child] = []
+        self.stack = faults.Stack(self.settings, self.env, args.replicas, args.seed)
         self.lock = threading.Lock()
         self.report = Report()
-        self.downtime = random.Random(f"{args.seed}-downtime")  # how long each crashed thing stays down
 
     def url(self, service: str, path: str) -> str:
         return self.settings.services[service].url + path
-
-    # -- the stack -------------------------------------------------------------------------
-    def start_stack(self) -> None:
-        busy = [name for name in SERVICE_NAMES if launcher.health(self.settings, name)[0]]
-        if busy:
-            raise SystemExit(f"ports of {', '.join(busy)} are in use: stop the running stack first")
-        client = make_mongo_client(self.settings.mongo)
-        for name in SERVICE_NAMES:
-            client.drop_database(self.settings.services[name].database)
-        ensure_topics(self.settings.kafka)
-        self.children = launcher.start(SERVICE_NAMES, replicas=self.args.replicas, env=self.env)
-        launcher.wait_healthy(self.settings, SERVICE_NAMES, self.children, timeout=120)
-
-    # -- faults ----------------------------------------------------------------------------
-    def plan_faults(self) -> list[Fault]:
-        rng = random.Random(f"{self.args.seed}-faults")
-        duration = self.args.orders / self.args.rate
-        kinds = set(self.args.faults.split(","))
-        faults = []
-        if "services" in kinds:
-            for service in SERVICE_NAMES:
-                faults.append(
-                    Fault(f"kill -9 {service} (all)", rng.uniform(0.05, 0.85) * duration, self._crash(service))
-                )
-                if self.args.replicas > 1:
-                    replica = rng.randrange(self.args.replicas)
-                    name = f"kill -9 {service}-worker-{replica}"
-                    faults.append(Fault(name, rng.uniform(0.05, 0.85) * duration, self._crash(service, replica)))
-        if "broker" in kinds:
-            faults.append(Fault("kill -9 Kafka broker", rng.uniform(0.3, 0.6) * duration, self._crash_server("kafka")))
-        if "store" in kinds:
-            faults.append(
-                Fault("kill -9 document store", rng.uniform(0.3, 0.7) * duration, self._crash_server("mongo"))
-            )
-        return sorted(faults, key=lambda f: f.planned_at)
-
-    def _crash(self, service: str, replica: int | None = None) -> Callable[[], str]:
-        def crash() -> str:
-            with self.lock:
-                victims = [
-                    c
-                    for c in self.children
-                    if c.service == service and (replica is None or (c.role == "worker" and c.replica == replica))
-                ]
-                self.children = [c for c in self.children if c not in victims]
-            if not victims:
-                raise RuntimeError(f"no running process of {service} to kill")
-            pids = ",".join(str(c.process.pid) for c in victims)
-            launcher.kill(victims)
-            time.sleep(self.downtime.uniform(0.5, 2.0))
-            if replica is None:
-                started = launcher.start([service], replicas=self.args.replicas, env=self.env)
-            else:
-                started = launcher.start([service], replicas=1, env=self.env, roles=("worker",))
-            if replica is not None:  # keep its replica number, so the next fault finds it
-                for child in started:
-                    child.replica = replica
-            with self.lock:
-                self.children += started
-            launcher.wait_healthy(self.settings, [service], started, timeout=120)
-            return pids
-
-        return crash
-
-    def _crash_server(self, name: str) -> Callable[[], str]:
-        def crash() -> str:
-            server = self.settings.kafka if name == "kafka" else self.settings.mongo
-            if server.external:
-                raise RuntimeError(f"{name} is external: this suite cannot crash it (run with --faults services)")
-            pid = infra.crash(name)
-            if pid is None:
-                raise RuntimeError(f"our {name} server was not running")
-            time.sleep(self.downtime.uniform(1.0, 4.0))
-            (infra.start_kafka if name == "kafka" else infra.start_mongo)(self.settings)
-            return str(pid)
-
-        return crash
-
-    def run_faults(self, faults: list[Fault]) -> None:
-        started = time.monotonic()
-        for fault in faults:
-            wait = started + fault.planned_at - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            fault.at = iso_now()
-            began = time.monotonic()
-            try:
-                fault.killed = fault.action()
-            except Exception as err:
-                fault.problem = f"{type(err).__name__}: {err}"
-            fault.down_s = round(time.monotonic() - began, 1)
-            print(
-                f"  {fault.at} {fault.name}: pids {fault.killed or '-'}, back after {fault.down_s}s {fault.problem}",
-                flush=True,
-            )
 
     # -- load ------------------------------------------------------------------------------
     def plan_order(self, index: int) -> tuple[str, dict[str, Any], float | None, random.Random]:
@@ -459,15 +348,16 @@ class Chaos:
             f"faults {args.faults}; ledger {self.ledger_path}, notifications {self.notifications_path}",
             flush=True,
         )
-        self.start_stack()
+        self.stack.start()
         try:
             initial = {p["product_id"]: p for p in self.stock()}
             initial_db = witnesses.Databases(make_mongo_client(self.settings.mongo), self.settings).stock()
             self.inject_poison()
-            self.report.faults = self.plan_faults()
+            duration = args.orders / args.rate
+            self.report.faults = faults.plan(self.stack, set(args.faults.split(",")), duration, args.seed)
             load = threading.Thread(target=self.drive_load)
             load.start()
-            self.run_faults(self.report.faults)
+            faults.inflict(self.report.faults)
             load.join()
             load_ended = iso_now()
             for fault in self.report.faults:
@@ -478,7 +368,7 @@ class Chaos:
             except ApiError as err:
                 self.report.checks.append(Check("every API read answered 200", False, 1, str(err)))
         finally:
-            launcher.stop(self.children)
+            self.stack.stop()
             delete_topics(self.settings.kafka)
         return self.print_report()
 
@@ -514,12 +404,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--order-timeout", type=float, default=300.0)
     parser.add_argument("--drain", type=float, default=120.0, help="extra seconds to wait for the system to settle")
     parser.add_argument("--retry-for", type=float, default=120.0, help="how long the driver retries one call")
-    parser.add_argument("--faults", default=",".join(FAULT_KINDS), help=f"comma-separated, of {', '.join(FAULT_KINDS)}")
+    parser.add_argument(
+        "--faults", default=",".join(faults.FAULT_KINDS), help=f"comma-separated, of {', '.join(faults.FAULT_KINDS)}"
+    )
     parser.add_argument("--seed", type=int, default=None, help="reproduce a run (default: a new one, printed)")
     args = parser.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(10**6)
-    unknown = set(args.faults.split(",")) - set(FAULT_KINDS) - {""}
+    unknown = set(args.faults.split(",")) - set(faults.FAULT_KINDS) - {""}
     if unknown:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
     return args
