@@ -54,13 +54,16 @@ class MongoSagaRepository:
         self._sagas.create_index([("created_at", DESCENDING)])
         self._timers.create_index([("due_at", ASCENDING)])
 
-    def get(self, order_id: str) -> SagaState | None:
+    def get(self, order_id: str, *, fresh: bool = False) -> SagaState | None:
         with self._cache_lock:
-            cached = self._cache.get(order_id)
+            cached = None if fresh else self._cache.get(order_id)
         if cached is not None:
             return cached
         doc = self._sagas.find_one({"_id": order_id}, NO_OUTBOX)
-        return to_saga(doc) if doc else None
+        saga = to_saga(doc) if doc else None
+        if fresh:
+            self._forget(order_id)  # the cached copy may be outdated; the next write refills it
+        return saga
 
     def create(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
         events = list(events)

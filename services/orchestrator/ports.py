@@ -28,8 +28,9 @@ class SagaWrite:
 
 
 class SagaRepository(Protocol):
-    def get(self, order_id: str) -> SagaState | None:
-        """Return the saga of ``order_id`` or None."""
+    def get(self, order_id: str, *, fresh: bool = False) -> SagaState | None:
+        """Return the saga of ``order_id`` or None; ``fresh`` reads the store, past any cache of this process's
+        own writes (another worker may have moved the saga since)."""
 
     def create(self, saga: SagaState, events: Iterable[Envelope]) -> bool:
         """Insert a new saga with ``events`` in its outbox; return False if one already exists."""

@@ -90,7 +90,7 @@ class SagaService:
                 self._decide_again(plan.events, refused)
         for plan in plans:
             if plan.write is None and plan.redelivered and plan.stored is not None:
-                self._sync_timer(plan.stored, force=True)
+                self._resync_timer(plan.stored)
         return refused
 
     def _plan(self, order_id: str, events: list[Envelope], ctx: Context, refused: dict[str, InvalidEventData]) -> _Plan:
@@ -203,9 +203,7 @@ class SagaService:
             outcome = decide(current, Context(self._now(), self._timeouts))
             if outcome is None or not outcome.changed:
                 if current is not None and outcome is not None:
-                    # A redelivered event: if the first delivery died between the saga write and
-                    # the timer write, this is the moment to put the right deadline in place.
-                    self._sync_timer(current, force=True)
+                    self._resync_timer(current)
                 return outcome
             if current is None:
                 written = self._sagas.create(outcome.saga, outcome.events)
@@ -221,6 +219,13 @@ class SagaService:
             # A random pause breaks the lockstep of two writers that keep reading the same version.
             time.sleep(random.uniform(0, 0.002 * attempt))
         raise SagaConflict(f"saga {order_id} kept changing; gave up after {MAX_WRITE_ATTEMPTS} attempts")
+
+    def _resync_timer(self, decided_on: SagaState) -> None:
+        """After a redelivered event: if its first delivery died between the saga write and the timer
+        write, this is the moment to put the right deadline in place. From a fresh read: the copy the
+        event was decided on may be an outdated cached one (another worker moved the saga since), and
+        a finished saga must not get back the deadline of a state it left."""
+        self._sync_timer(self._sagas.get(decided_on.order_id, fresh=True) or decided_on, force=True)
 
     def _sync_timer(self, current: SagaState, *, before: SagaState | None = None, force: bool = False) -> None:
         due = saga.next_deadline(current, self._timeouts)

@@ -23,7 +23,7 @@ class InMemorySagaRepository:
         self.timers: dict[str, Timer] = {}
         self.bulk_writes = 0
 
-    def get(self, order_id: str) -> SagaState | None:
+    def get(self, order_id: str, *, fresh: bool = False) -> SagaState | None:
         return self.sagas.get(order_id)
 
     def create(self, saga: SagaState, events: Iterable[Envelope]) -> bool:

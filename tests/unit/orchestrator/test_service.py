@@ -154,7 +154,7 @@ def test_a_saga_that_breaks_its_timer_does_not_stop_the_other_timers(
         service.advance(reply("InventoryReserved", order_id))
     read = repo.get
 
-    def get(order_id: str):
+    def get(order_id: str, **_options: bool):
         if order_id == "broken":
             raise KeyError("state")  # a document that no longer maps to a saga
         return read(order_id)
@@ -349,3 +349,38 @@ def test_the_service_tells_when_a_saga_ends_and_how_long_it_took(
     assert len(ended) == 1
     service.advance(reply("InventoryReleased", "o-2"))
     assert ended[1] == (T0 + timedelta(seconds=5), T0 + timedelta(seconds=305))
+
+
+class OutdatedCacheRepository(InMemorySagaRepository):
+    """Serves a copy kept from earlier, as a worker's cache does after another worker moved the saga,
+    unless asked for a fresh read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outdated: dict[str, object] = {}
+
+    def get(self, order_id: str, *, fresh: bool = False):
+        return self.sagas.get(order_id) if fresh else self.outdated.get(order_id, self.sagas.get(order_id))
+
+
+@pytest.mark.parametrize("path", ["one by one", "batch"])
+def test_a_redelivery_decided_on_an_outdated_copy_gives_a_finished_saga_no_deadline(
+    settings: Settings, clock: FakeClock, path: str
+) -> None:
+    repo = OutdatedCacheRepository()
+    service = bootstrap(settings, sagas=repo, clock=clock)
+    reserved = reply("InventoryReserved", OID)
+    service.start(order_created(OID))
+    service.advance(reserved)
+    awaiting_payment = repo.sagas[OID]  # with a payment deadline
+    service.advance(reply("OrderCancelRequested", OID))
+    service.advance(reply("InventoryReleased", OID))
+    assert (repo.sagas[OID].state, repo.timers) == ("failed", {})
+    repo.outdated[OID] = awaiting_payment  # what this worker's cache still holds
+
+    if path == "batch":
+        service.apply_many([reserved])
+    else:
+        service.advance(reserved)  # found handled on the outdated copy
+
+    assert repo.timers == {}
