@@ -46,6 +46,9 @@ class KafkaSettings(_Section):
     linger_ms: int = Field(ge=0, le=1000)
     delivery_timeout_ms: int = Field(ge=1000)
     session_timeout_ms: int = Field(ge=1000)
+    # How long a consumer may go between polls before the group drops it. Outages of Mongo are
+    # waited out inside the handler loop, so this is long.
+    max_poll_interval_ms: int = Field(ge=1000)
     # What a consumer fetches ahead of its handler. librdkafka's default (64 MB) fills up in a
     # backlog and stays in every worker's RSS; a batch of 500 events is ~0.5 MB.
     consumer_queue_kb: int = Field(default=4096, ge=256, le=2_097_151)
@@ -68,6 +71,8 @@ class ConsumerSettings(_Section):
     max_attempts: int = Field(ge=1, le=100)
     backoff_base_s: float = Field(ge=0)
     backoff_max_s: float = Field(ge=0)
+    # The most events a batch handler takes in one call (each fetched batch, each linger).
+    max_batch: int = Field(ge=1, le=10_000)
     inbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
     inbox_prune_interval_s: float = Field(default=3600, gt=0)
     # How long a service's worker waits, once an event has come, for more to handle in the same
@@ -89,7 +94,7 @@ class OutboxSettings(_Section):
     # How long the relay gathers acknowledgements before clearing them from their documents in one
     # bulk write (sooner once it has 50). Clearing is off every order's path: a longer wait costs
     # nothing but duplicates after a crash, which consumers drop anyway.
-    clear_interval_s: float = Field(default=0.5, gt=0, le=10)
+    clear_interval_s: float = Field(gt=0, le=10)
 
 
 class SagaSettings(_Section):
@@ -144,6 +149,11 @@ class MonitoringSettings(_Section):
     health_poll_interval_s: float = Field(gt=0)
     health_timeout_s: float = Field(gt=0)
     timeline_limit: int = Field(ge=1)
+    # The store sorts the recent-events feed in memory on every read, so it is kept short
+    # (/events serves up to 500).
+    recent_events_kept: int = Field(ge=1)
+    # Housekeeping reads at most this many timelines of open orders per pass.
+    open_orders_checked: int = Field(ge=1)
     alerts: AlertThresholds
 
 

@@ -106,8 +106,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str, client_id: str) -> Consum
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": kafka.session_timeout_ms,
-            # Outages of Mongo are waited out inside the handler loop; give them room.
-            "max.poll.interval.ms": 900_000,
+            "max.poll.interval.ms": kafka.max_poll_interval_ms,
             # Bound the prefetch (librdkafka's defaults, 100,000 messages per partition or 64 MB,
             # fill up in a backlog and stay in the process): fetching stops at whichever of
             # 1,000 messages per partition or consumer_queue_kb comes first.
@@ -261,7 +260,7 @@ class ConsumerRunner:
     Errors that ``is_transient`` accepts (a database outage, say) are retried until they pass,
     because dead-lettering them would drop good events.
 
-    With a ``batch_handler``, every message already fetched (up to ``max_batch``) is handled in
+    With a ``batch_handler``, every message already fetched (up to ``retry.max_batch``) is handled in
     one call, so a handler can write them in a few bulk round trips; the offsets are stored
     only after the call returns. With ``linger_s``, the runner first waits that long after the
     first message for more to come (as a producer's linger.ms does), so that batches hold many
@@ -288,7 +287,6 @@ class ConsumerRunner:
         is_transient: Callable[[BaseException], bool] = lambda _err: False,
         on_idle: Callable[[], None] | None = None,
         batch_handler: BatchHandler | None = None,
-        max_batch: int = 500,
         linger_s: float = 0.0,
         gate: Gate | None = None,
     ) -> None:
@@ -310,7 +308,7 @@ class ConsumerRunner:
         self._is_transient = is_transient
         self._on_idle = on_idle
         self._batch_handler = batch_handler
-        self._max_batch = max_batch
+        self._max_batch = retry.max_batch
         self._linger_s = linger_s
         self._stop = threading.Event()
         self._prefix = publisher.topic_prefix

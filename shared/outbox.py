@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 # Statements per bulk write. A stock FerretDB 1.24 holds one connection per statement until the
 # command ends, and a database has 100: a bigger bulk write deadlocks it (our build is patched).
 BULK_CHUNK = 50
-CLEAR_INTERVAL_S = 0.05  # the default; services take outbox.clear_interval_s
 CLEAR_BATCH = BULK_CHUNK
 PENDING_FILTER = {"outbox": {"$exists": True, "$ne": {}}}
 # The recovery rescans take at most this share of the time (see _scan_periodically).
@@ -130,8 +129,8 @@ class OutboxRelay:
         publisher: EventPublisher,
         collections: Iterable[Collection],
         *,
-        retry_interval_s: float = 1.0,
-        clear_interval_s: float = CLEAR_INTERVAL_S,
+        retry_interval_s: float,
+        clear_interval_s: float,
         recover_interval_s: float = 300.0,
         scan_timeout_s: float = 300.0,
     ) -> None:

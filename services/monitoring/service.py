@@ -46,12 +46,10 @@ from shared.events import TOPIC_BY_EVENT, Envelope, utc_now
 
 logger = logging.getLogger(__name__)
 
-# FerretDB sorts this feed in memory on every read, so it is kept short (/events serves up to 500).
-RECENT_EVENTS_KEPT = 1000
+# The stuck-orders report looks at this many open orders at most.
 OPEN_ORDERS_SCANNED = 1000
-# Housekeeping reads at most this many timelines of open orders per pass, and reads one that is
-# still running again only after OPEN_ORDER_RECHECK.
-OPEN_ORDERS_CHECKED = 100
+# Housekeeping reads an open order that is still running again only after this long
+# (monitoring.open_orders_checked of them per pass).
 OPEN_ORDER_RECHECK = timedelta(minutes=5)
 OPEN_ORDER_RETENTION = timedelta(days=1)
 REPLAY_TIMEOUT_S = 10.0
@@ -183,7 +181,7 @@ class MonitoringService:
     def housekeep(self) -> None:
         """Trim the recent-events feed and old minute buckets; forget open orders that have ended."""
         now = self._clock()
-        self._recent.trim(RECENT_EVENTS_KEPT)
+        self._recent.trim(self._settings.recent_events_kept)
         self._stats.trim_minutes(stats.minute_key(now - timedelta(minutes=stats.MINUTES_KEPT)))
         # Two consumers may handle an order's first and last events at once and leave it marked
         # open; the timeline knows better. Orders open for a day are given up on (and logged).
@@ -193,7 +191,7 @@ class MonitoringService:
         cutoff = now - timedelta(seconds=self._settings.alerts.stuck_saga_s)
         ended: list[str] = []
         running: list[str] = []
-        for candidate in self._timelines.due_for_check(cutoff, now, OPEN_ORDERS_CHECKED):
+        for candidate in self._timelines.due_for_check(cutoff, now, self._settings.open_orders_checked):
             timeline = self._timelines.get(candidate.order_id)
             if timeline is not None and timeline.status != "in_progress":
                 ended.append(candidate.order_id)
@@ -287,7 +285,7 @@ class MonitoringService:
 
     def recent_orders(self, limit: int, status: str | None = None) -> list[Timeline]:
         """Return the timelines of the orders with the latest events (or latest completions/failures)."""
-        pairs = self._recent.newest(min(RECENT_EVENTS_KEPT, limit * 20), STATUS_EVENT.get(status or ""))
+        pairs = self._recent.newest(min(self._settings.recent_events_kept, limit * 20), STATUS_EVENT.get(status or ""))
         order_ids = list(dict.fromkeys(order_id for order_id, _event in pairs))[:limit]
         return [t for t in (self._timelines.get(order_id) for order_id in order_ids) if t is not None]
 

@@ -31,7 +31,7 @@ class TestMongoOrderRepository(OrderRepositoryContract):
         self.publisher = publisher
 
     def make_repo(self) -> MongoOrderRepository:
-        relay = OutboxRelay(self.publisher, [self.db["orders"]])
+        relay = OutboxRelay(self.publisher, [self.db["orders"]], retry_interval_s=1.0, clear_interval_s=0.5)
         repo = MongoOrderRepository(self.db["orders"], self.db["idempotency_keys"], relay)
         repo.ensure_indexes()
         return repo
@@ -43,7 +43,11 @@ class TestMongoOrderRepository(OrderRepositoryContract):
 
 
 def test_never_reads_the_card_number_back_from_the_outbox(mongo_db: Database, publisher: KafkaPublisher) -> None:
-    repo = MongoOrderRepository(mongo_db["orders"], mongo_db["idempotency_keys"], OutboxRelay(publisher, []))
+    repo = MongoOrderRepository(
+        mongo_db["orders"],
+        mongo_db["idempotency_keys"],
+        OutboxRelay(publisher, [], retry_interval_s=1.0, clear_interval_s=0.5),
+    )
     order = make_order()
     repo.add(order, [created_event(order, new_order())])
     assert CARD not in repr(repo.get(order.order_id))

@@ -13,8 +13,10 @@ from pymongo.errors import OperationFailure
 from shared.events import Envelope
 from shared.kafka_utils import PublishError, make_publisher, topic_name
 from shared.mongo import MongoAuthError, MongoInbox, make_mongo_client, ping
-from shared.outbox import CLEAR_INTERVAL_S, OutboxRelay, outbox_document
+from shared.outbox import OutboxRelay, outbox_document
 from tests.integration.test_kafka_utils import wait_for
+
+CLEAR_INTERVAL_S = 0.05  # short, so that the test that waits for a clear waits little
 
 
 def test_the_relay_delivers_an_event_written_before_a_crash(live_settings, mongo_db, unique):
@@ -34,7 +36,12 @@ def test_the_relay_delivers_an_event_written_before_a_crash(live_settings, mongo
     wait_for(lambda: reader.poll(0.2) is None and bool(reader.assignment()), what="the reader's assignment")
 
     # A new process starts: its relay's recovery scan finds and publishes the event.
-    relay = OutboxRelay(make_publisher(live_settings.kafka, "relay-test"), [mongo_db["things"]])
+    relay = OutboxRelay(
+        make_publisher(live_settings.kafka, "relay-test"),
+        [mongo_db["things"]],
+        retry_interval_s=1.0,
+        clear_interval_s=0.5,
+    )
     relay.start()
     received = []
     try:
@@ -102,7 +109,9 @@ def test_a_refused_publish_is_retried_and_does_not_hold_up_the_rest(mongo_db, un
         events[name] = event
         mongo_db["things"].insert_one({"_id": name, "outbox": outbox_document([event])})
     publisher = RefusingOncePublisher()
-    relay = OutboxRelay(publisher, [mongo_db["things"]], retry_interval_s=0.1, recover_interval_s=3600)
+    relay = OutboxRelay(
+        publisher, [mongo_db["things"]], retry_interval_s=0.1, clear_interval_s=0.5, recover_interval_s=3600
+    )
     relay.start()
     try:
         wait_for(lambda: len(publisher.published) == 2, timeout=10, what="both events")
@@ -132,7 +141,7 @@ def _commands(command: str, collection: str) -> float:
 
 def test_notified_events_are_published_without_a_read_and_cleared_in_one_write(live_settings, mongo_db, unique):
     publisher = make_publisher(live_settings.kafka, "relay-test")
-    relay = OutboxRelay(publisher, [mongo_db["things"]])
+    relay = OutboxRelay(publisher, [mongo_db["things"]], retry_interval_s=1.0, clear_interval_s=CLEAR_INTERVAL_S)
     events = {}
     for n in range(3):
         event = Envelope(event_type="NotificationSent", order_id=unique("order"), source="test")

@@ -10,6 +10,7 @@ from services.monitoring.handlers import HANDLERS
 from shared.events import TOPIC_BY_EVENT, Envelope
 from shared.kafka_utils import PermanentError, bind_handlers
 from tests.unit.monitoring.conftest import World, build_world, envelope
+from tests.unit.monitoring.fakes import FakeClock
 
 
 def flow(world: World, order_id: str = "o1", outcome: str = "OrderCompleted", took_s: float = 2.0) -> list[Envelope]:
@@ -123,9 +124,11 @@ def test_housekeeping_closes_open_orders_whose_timeline_has_ended(world: World):
 
 
 def test_housekeeping_reads_a_bounded_number_of_running_orders_and_not_again_soon(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    make_settings, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr("services.monitoring.service.OPEN_ORDERS_CHECKED", 2)
+    world = build_world(
+        make_settings("monitoring", kafka={"topic_prefix": ""}, monitoring={"open_orders_checked": 2}), FakeClock()
+    )
     long_ago = world.clock.now - timedelta(hours=1)
     for order_id in ("o1", "o2", "o3"):
         world.service.record(envelope("OrderCreated", order_id, long_ago))
@@ -142,8 +145,10 @@ def test_housekeeping_reads_a_bounded_number_of_running_orders_and_not_again_soo
     assert sorted(world.timelines.open_orders) == ["o1", "o2", "o3"]
 
 
-def test_housekeeping_trims_recent_events_and_old_minutes(world: World, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("services.monitoring.service.RECENT_EVENTS_KEPT", 2)
+def test_housekeeping_trims_recent_events_and_old_minutes(make_settings):
+    world = build_world(
+        make_settings("monitoring", kafka={"topic_prefix": ""}, monitoring={"recent_events_kept": 2}), FakeClock()
+    )
     for event in flow(world):
         world.service.record(event)
     world.figures.increment_minute("2025-03-01T10:00", {"created": 1})

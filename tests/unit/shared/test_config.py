@@ -7,15 +7,16 @@ from shared.config import ConfigError, load_settings
 FILE = """
 default:
   kafka: {bootstrap_servers: "file:9092", topic_partitions: 6, replication_factor: 1, linger_ms: 5,
-          delivery_timeout_ms: 30000, session_timeout_ms: 10000}
+          delivery_timeout_ms: 30000, session_timeout_ms: 10000, max_poll_interval_ms: 900000}
   mongo: {uri: "mongodb://file:27017", server_selection_timeout_ms: 1000, socket_timeout_ms: 1000}
-  consumer: {max_attempts: 3, backoff_base_s: 1.0, backoff_max_s: 30}
-  outbox: {retry_interval_s: 1}
+  consumer: {max_attempts: 3, backoff_base_s: 1.0, backoff_max_s: 30, max_batch: 500}
+  outbox: {retry_interval_s: 1, clear_interval_s: 0.5}
   saga: {payment_timeout_s: 60, order_timeout_s: 300, timer_interval_s: 1}
   inventory: {reservation_ttl_s: 900, expiry_interval_s: 30}
   payment: {decline_cards: ["4000000000000002"], amount_limit: 10000, latency_ms: 0, failure_rate: 0}
   notification: {sender: log, file_path: x, smtp_host: h, smtp_port: 25, smtp_from: a@b.c}
   monitoring: {health_poll_interval_s: 5, health_timeout_s: 2, timeline_limit: 10,
+               recent_events_kept: 1000, open_orders_checked: 100,
                alerts: {error_rate: 0.1, slow_order_s: 30, stuck_saga_s: 60, dlq_growth: 1}}
   http: {max_content_length: 2048, workers: 2, threads: 2}
   logging: {level: INFO, format: json}
