@@ -35,6 +35,7 @@ infra-status: venv
 	$(PY) -m devstack.infra status
 
 run: infra-up
+	$(PY) main.py inventory seed
 	$(PY) main.py
 
 status: venv

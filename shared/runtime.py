@@ -1,10 +1,19 @@
-"""Process wiring shared by the services: clients, the consumer worker and the HTTP server."""
+"""Process wiring shared by the services: clients, the consumer worker and the HTTP server.
+
+Every service has one shape: ``bootstrap(settings, *, clients=None, <ports>=None)`` in its
+``app.py`` returns the service, and ``create_app`` serves that same bootstrap over HTTP. The
+outbox relays are the runtime's: ``Clients.relay`` creates and registers them while a bootstrap
+builds its repositories; ``serve`` starts an API's (no scan) and ``run_worker`` a worker's (with
+the recovery scan), and each stops them when its process shuts down. A service whose worker is
+only its handlers runs through ``run_service_worker``; one with more (jobs, other consumers) has
+a ``worker.py``.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -16,13 +25,14 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Settings
-from shared.events import DEAD_LETTER_TOPIC
+from shared.events import DEAD_LETTER_TOPIC, Envelope
 from shared.kafka_utils import (
     BatchHandler,
     ConsumerRunner,
     Gate,
     Handler,
     KafkaPublisher,
+    bind_handlers,
     ensure_topics,
     make_consumer,
     make_producer,
@@ -38,6 +48,7 @@ from shared.mongo import (
     service_database,
 )
 from shared.outbox import OutboxRelay
+from shared.web import hold_writes_for_relay
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +62,8 @@ class Clients:
     db: Database
     publisher: KafkaPublisher
     producer: Any = field(repr=False)
+    # The outbox relays of this process's repositories, started and stopped by the runtime.
+    relays: list[OutboxRelay] = field(default_factory=list, repr=False)
 
     def health_checks(self) -> dict[str, Callable[[], None]]:
         return {"kafka": self.kafka_ping, "mongo": lambda: ping(self.mongo)}
@@ -62,13 +75,26 @@ class Clients:
             raise ConnectionError("no Kafka broker answered")
 
     def relay(self, *collection_names: str) -> OutboxRelay:
-        """The outbox relay of these collections of this service's database (not started)."""
-        return OutboxRelay(
+        """A new outbox relay of these collections of this service's database, registered here (not
+        started): the runtime starts and stops it with the process (see ``serve`` and ``run_worker``)."""
+        relay = OutboxRelay(
             self.publisher,
             [self.db[name] for name in collection_names],
             retry_interval_s=self.settings.outbox.retry_interval_s,
             clear_interval_s=self.settings.outbox.clear_interval_s,
         )
+        self.relays.append(relay)
+        return relay
+
+    def start_relays(self, *, scan: bool) -> None:
+        """Start this process's relays; ``scan`` (a worker) also looks for a crashed process's leftovers."""
+        for relay in self.relays:
+            relay.start(scan=scan)
+
+    def stop_relays(self, timeout: float = 3.0) -> None:
+        """Publish what the relays hold, for up to ``timeout`` each; what is left stays in the outbox."""
+        for relay in self.relays:
+            relay.stop(timeout=timeout)
 
 
 # The stores this process has found atomic (by URI): the probe runs once per process and store.
@@ -114,14 +140,14 @@ def run_worker(
     handlers: Mapping[str, Handler],
     *,
     group_id: str | None = None,
-    relay: OutboxRelay | None = None,
     periodic: list[Periodic] | None = None,
     background: list[Background] | None = None,
     inbox: bool = False,
     batch_handler: BatchHandler | None = None,
     gate: Gate | None = None,
 ) -> None:
-    """Consume this service's events until SIGTERM, running the relay and other jobs beside it.
+    """Consume this service's events until SIGTERM, running the clients' outbox relays (with the
+    recovery scan) and other jobs beside it.
 
     Every handler of our services is idempotent by a natural key (a forward-only status, one
     payment or notification per id, one hold per reservation, the saga's handled event ids), so
@@ -165,8 +191,7 @@ def run_worker(
         threading.Thread(target=_every, args=(interval, job, stop), daemon=True) for interval, job in periodic or []
     ]
     others = [threading.Thread(target=task.run, daemon=True) for task in background or []]
-    if relay:
-        relay.start()
+    clients.start_relays(scan=True)
     for thread in [*jobs, *others]:
         thread.start()
     try:
@@ -177,9 +202,33 @@ def run_worker(
             task.stop()
         for thread in others:
             thread.join(timeout=15)
-        if relay:
-            relay.stop(timeout=3)  # what is not published by then stays in the outbox for next time
+        clients.stop_relays(timeout=3)  # what is not published by then stays in the outbox for next time
         clients.publisher.flush(2)
+
+
+@dataclass(frozen=True)
+class ServiceWorker:
+    """A worker that is its service's handlers: what ``run_service_worker`` needs of the service."""
+
+    # event type -> handler(service, event): the service's handlers.HANDLERS
+    handlers: Mapping[str, Callable[[Any, Envelope], None]]
+    # batch(service, events) -> refused event ids: every fetched event at once (see ConsumerRunner)
+    batch: Callable[[Any, Sequence[Envelope]], Mapping[str, BaseException]]
+    # jobs(service, settings): periodic jobs beside the consumer
+    jobs: Callable[[Any, Settings], list[Periodic]] = lambda _service, _settings: []
+
+
+def run_service_worker(settings: Settings, bootstrap: Callable[..., Any], worker: ServiceWorker) -> None:
+    """The worker of a service that needs nothing but its handlers and jobs: build the service with
+    its ``bootstrap`` and consume its events (group ``<service>-service``) until SIGTERM."""
+    clients = connect(settings)
+    service = bootstrap(settings, clients=clients)
+    run_worker(
+        clients,
+        bind_handlers(worker.handlers, service),
+        periodic=worker.jobs(service, settings),
+        batch_handler=lambda events: worker.batch(service, events),
+    )
 
 
 def _every(interval: float, job: Callable[[], object], stop: threading.Event) -> None:
@@ -190,10 +239,26 @@ def _every(interval: float, job: Callable[[], object], stop: threading.Event) ->
             logger.exception("periodic job %s failed; will run again", getattr(job, "__name__", job))
 
 
+API_CLIENTS = "runtime.clients"  # app.extensions key: the clients whose relays the API process runs
+
+
+def publish_from_api(app: Flask, clients: Clients | None) -> None:
+    """Have this API process publish the events its writes queue: ``serve`` starts the clients'
+    relays (without the recovery scan: the worker's relay scans) and stops them at shutdown, and
+    every write waits while a relay is too far behind (see hold_writes_for_relay). Without clients
+    (a service passed in) there is nothing to run."""
+    if clients is None:
+        return
+    app.extensions[API_CLIENTS] = clients
+    for relay in clients.relays:
+        hold_writes_for_relay(app, relay, clients.settings.outbox)
+
+
 class _Gunicorn(BaseApplication):
     def __init__(self, app_factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self._factory = app_factory
         self._options = options
+        self.clients: Clients | None = None  # the loaded app's, in a worker process
         super().__init__()
 
     def load_config(self) -> None:
@@ -202,7 +267,11 @@ class _Gunicorn(BaseApplication):
 
     def load(self) -> Flask:
         # Called in each worker after the fork, so every worker gets its own clients.
-        return self._factory()
+        app = self._factory()
+        self.clients = app.extensions.get(API_CLIENTS)
+        if self.clients is not None:
+            self.clients.start_relays(scan=False)  # the worker scans for leftovers
+        return app
 
 
 def serve(app_factory: Callable[[], Flask], settings: Settings) -> None:
@@ -214,7 +283,12 @@ def serve(app_factory: Callable[[], Flask], settings: Settings) -> None:
 
             multiprocess.mark_process_dead(worker.pid, settings.prometheus_multiproc_dir)
 
-    _Gunicorn(
+    def worker_exit(_server: object, _worker: object) -> None:
+        # In the exiting worker process: publish what its relays hold; the rest stays in the outbox.
+        if server.clients is not None:
+            server.clients.stop_relays(timeout=3)
+
+    server = _Gunicorn(
         app_factory,
         {
             "bind": f"{settings.this.host}:{settings.this.port}",
@@ -225,5 +299,7 @@ def serve(app_factory: Callable[[], Flask], settings: Settings) -> None:
             "graceful_timeout": 15,
             "accesslog": None,
             "child_exit": child_exit,
+            "worker_exit": worker_exit,
         },
-    ).run()
+    )
+    server.run()

@@ -1,4 +1,5 @@
-"""Wiring of the notification service: bootstrap() builds the service, create_app() the HTTP API."""
+"""Wiring of the notification service: bootstrap() builds the service, create_app() the HTTP API,
+WORKER is what its worker runs (see shared.runtime)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ from flask import Flask
 
 from services.notification import api
 from services.notification.domain import NotificationError
+from services.notification.handlers import HANDLERS, handle_batch
 from services.notification.mongo import MongoNotificationRepository
 from services.notification.ports import NotificationRepository, NotificationSender
 from services.notification.senders import make_sender
 from services.notification.service import NotificationService
 from shared.config import Settings, load_settings
-from shared.outbox import OutboxRelay
-from shared.runtime import Clients, connect
+from shared.runtime import Clients, ServiceWorker, connect
 from shared.web import create_service_app
 
 
@@ -22,18 +23,17 @@ def bootstrap(
     clients: Clients | None = None,
     notifications: NotificationRepository | None = None,
     sender: NotificationSender | None = None,
-) -> tuple[NotificationService, OutboxRelay | None]:
-    """Build the notification service; the relay (None with an injected repository) must be started."""
-    relay = None
+) -> NotificationService:
+    """Build the notification service; a Mongo repository's outbox relay is registered on the clients
+    for the runtime."""
     if notifications is None:
         clients = clients or connect(settings)
-        relay = clients.relay("notifications")
-        mongo_notifications = MongoNotificationRepository(clients.db["notifications"], relay)
+        mongo_notifications = MongoNotificationRepository(clients.db["notifications"], clients.relay("notifications"))
         mongo_notifications.ensure_indexes()
         notifications = mongo_notifications
     if sender is None:
         sender = make_sender(settings.notification)
-    return NotificationService(notifications, sender), relay
+    return NotificationService(notifications, sender)
 
 
 def create_app(settings: Settings | None = None, service: NotificationService | None = None) -> Flask:
@@ -42,11 +42,15 @@ def create_app(settings: Settings | None = None, service: NotificationService | 
     checks = {}
     if service is None:
         clients = connect(settings)
-        # Direct sends queue no events, so this process runs no relay; the worker's publishes.
-        service, _relay = bootstrap(settings, clients=clients)
+        service = bootstrap(settings, clients=clients)
         checks = clients.health_checks()
+        # Direct sends queue no events, so this process runs no relay (no publish_from_api): the worker's publishes.
     app = create_service_app(settings, "notification", checks, import_name=__name__)
     app.extensions["notification"] = service
     app.register_blueprint(api.bp)
     app.register_error_handler(NotificationError, api.error_response)
     return app
+
+
+# Every fetched request at once: the new notifications and the sent ones each in one write.
+WORKER = ServiceWorker(HANDLERS, handle_batch)

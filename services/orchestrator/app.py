@@ -15,7 +15,6 @@ from services.orchestrator.service import Clock, SagaEnded, SagaService
 from shared.config import Settings, load_settings
 from shared.events import utc_now
 from shared.mongo import is_transient
-from shared.outbox import OutboxRelay
 from shared.runtime import Clients, connect
 from shared.web import create_service_app
 from shared.write_behind import WriteBehind
@@ -23,16 +22,17 @@ from shared.write_behind import WriteBehind
 SERVICE = "orchestrator"
 
 
-def mongo_sagas(
-    clients: Clients, cache_size: int = 0, timer_writes: WriteBehind | None = None
-) -> tuple[MongoSagaRepository, OutboxRelay]:
-    """Build the Mongo saga repository and the relay that publishes its outbox (not started)."""
-    relay = clients.relay("sagas")
+def mongo_sagas(clients: Clients, cache_size: int = 0, timer_writes: WriteBehind | None = None) -> MongoSagaRepository:
+    """Build the Mongo saga repository; its outbox relay is registered on the clients for the runtime."""
     sagas = MongoSagaRepository(
-        clients.db["sagas"], clients.db["saga_timers"], relay, cache_size=cache_size, timer_writes=timer_writes
+        clients.db["sagas"],
+        clients.db["saga_timers"],
+        clients.relay("sagas"),
+        cache_size=cache_size,
+        timer_writes=timer_writes,
     )
     sagas.ensure_indexes()
-    return sagas, relay
+    return sagas
 
 
 def bootstrap(
@@ -43,10 +43,9 @@ def bootstrap(
     clock: Clock | None = None,
     saga_ended: SagaEnded | None = None,
 ) -> SagaService:
-    """Build the saga service; without ``sagas`` it connects to Mongo and starts the outbox relay."""
+    """Build the saga service; without ``sagas``, over Mongo sagas without a cache (see mongo_sagas)."""
     if sagas is None:
-        sagas, relay = mongo_sagas(clients or connect(settings))
-        relay.start(scan=False)  # the worker scans for leftovers
+        sagas = mongo_sagas(clients or connect(settings))
     timeouts = Timeouts(
         payment=timedelta(seconds=settings.saga.payment_timeout_s),
         order=timedelta(seconds=settings.saga.order_timeout_s),
@@ -60,10 +59,10 @@ def create_app(settings: Settings | None = None, service: SagaService | None = N
     checks = {}
     if service is None:
         clients = connect(settings)
-        # The API only reads sagas, so it needs no outbox relay; the worker runs that.
-        db = clients.db
-        sagas = MongoSagaRepository(db["sagas"], db["saga_timers"])
-        service = bootstrap(settings, clients=clients, sagas=sagas)
+        # The same repository as the worker's, less the worker's saga cache and timer write-behind:
+        # the worker writes every saga, so a copy kept here would go stale. The API only reads
+        # sagas, so it queues no events and runs no relay (no publish_from_api).
+        service = bootstrap(settings, clients=clients)
         checks = clients.health_checks()
     app = create_service_app(settings, SERVICE, checks)
     app.extensions[SERVICE] = service

@@ -28,12 +28,12 @@ ADMISSION_COUNT_INTERVAL_S = 0.5
 
 
 def main(settings: Settings | None = None) -> None:
-    """Run the saga consumer, the outbox relay and the deadline job until SIGTERM."""
+    """Run the saga consumer and the deadline jobs until SIGTERM (the runtime runs the outbox relay)."""
     settings = settings or load_settings(SERVICE)
     clients = connect(settings)
     # The consumer writes every saga it reads; the API (which only reads) keeps no copies.
     timer_writes = WriteBehind(clients.db["saga_timers"])
-    sagas, relay = mongo_sagas(clients, cache_size=SAGA_CACHE_SIZE, timer_writes=timer_writes)
+    sagas = mongo_sagas(clients, cache_size=SAGA_CACHE_SIZE, timer_writes=timer_writes)
     background: list[Background] = [Flusher([timer_writes], TIMER_FLUSH_INTERVAL_S)]
     admission = None
     if settings.saga.max_in_flight:
@@ -52,7 +52,6 @@ def main(settings: Settings | None = None) -> None:
     run_worker(
         clients,
         bind_handlers(HANDLERS, service),
-        relay=relay,
         background=background,
         periodic=[
             (settings.saga.timer_interval_s, service.fire_due_timers),

@@ -1,47 +1,52 @@
-"""Wiring of the order service: bootstrap() builds it, create_app() serves it over HTTP."""
+"""Wiring of the order service: bootstrap() builds it, create_app() serves it over HTTP, WORKER
+is what its worker runs (see shared.runtime)."""
 
 from __future__ import annotations
 
 from flask import Flask
 
 from services.order import api
+from services.order.handlers import HANDLERS, apply_batch
 from services.order.mongo import MongoOrderRepository
 from services.order.ports import OrderRepository
 from services.order.service import OrderService
 from shared.config import Settings, load_settings
-from shared.outbox import OutboxRelay
-from shared.runtime import Clients, connect
-from shared.web import create_service_app, hold_writes_for_relay
+from shared.runtime import Clients, ServiceWorker, connect, publish_from_api
+from shared.web import create_service_app
+
+# Idempotency keys live 24 hours; sweeping hourly keeps the collection small.
+KEY_PURGE_INTERVAL_S = 3600.0
 
 
 def bootstrap(
     settings: Settings, *, clients: Clients | None = None, orders: OrderRepository | None = None
-) -> tuple[OrderService, OutboxRelay | None]:
-    """Build the service; return it with the outbox relay the caller must start (None with a given repo)."""
-    relay = None
+) -> OrderService:
+    """Build the service; a Mongo repository's outbox relay is registered on the clients for the runtime."""
     if orders is None:
         clients = clients or connect(settings)
-        relay = clients.relay("orders")
-        repository = MongoOrderRepository(clients.db["orders"], clients.db["idempotency_keys"], relay)
+        repository = MongoOrderRepository(clients.db["orders"], clients.db["idempotency_keys"], clients.relay("orders"))
         repository.ensure_indexes()
         orders = repository
-    return OrderService(orders), relay
+    return OrderService(orders)
 
 
 def create_app(settings: Settings | None = None, service: OrderService | None = None) -> Flask:
-    """Create the order API; without a service, connect to Kafka and MongoDB and start the relay."""
+    """Create the order API; without a service, connect to Kafka and MongoDB and bootstrap one."""
     settings = settings or load_settings("order")
-    checks = {}
-    relay = None
+    clients = None
     if service is None:
         clients = connect(settings)
-        service, relay = bootstrap(settings, clients=clients)
-        if relay is not None:
-            relay.start(scan=False)  # the worker scans for leftovers
-        checks = clients.health_checks()
-    app = create_service_app(settings, "order", checks, import_name=__name__)
-    if relay is not None:
-        hold_writes_for_relay(app, relay, settings.outbox)
+        service = bootstrap(settings, clients=clients)
+    app = create_service_app(settings, "order", clients.health_checks() if clients else {}, import_name=__name__)
+    publish_from_api(app, clients)  # new orders queue OrderCreated
     app.extensions["order"] = service
     app.register_blueprint(api.bp)
     return app
+
+
+WORKER = ServiceWorker(
+    HANDLERS,
+    # Every fetched report at once, in one bulk write.
+    apply_batch,
+    jobs=lambda service, _settings: [(KEY_PURGE_INTERVAL_S, service.purge_idempotency_keys)],
+)

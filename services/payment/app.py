@@ -1,4 +1,5 @@
-"""Wiring of the payment service: bootstrap() builds the service, create_app() the HTTP API."""
+"""Wiring of the payment service: bootstrap() builds the service, create_app() the HTTP API, WORKER
+is what its worker runs (see shared.runtime)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from flask import Flask
 from services.payment import api
 from services.payment.domain import PaymentError
 from services.payment.gateway import SimulatedGateway
+from services.payment.handlers import HANDLERS, handle_batch
 from services.payment.ledger import GatewayLedger
 from services.payment.mongo import MongoPaymentRepository
 from services.payment.ports import PaymentGateway, PaymentRepository
 from services.payment.service import PaymentService
 from shared.config import Settings, load_settings
-from shared.outbox import OutboxRelay
-from shared.runtime import Clients, connect
-from shared.web import create_service_app, hold_writes_for_relay
+from shared.runtime import Clients, ServiceWorker, connect, publish_from_api
+from shared.web import create_service_app
 
 
 def bootstrap(
@@ -23,9 +24,8 @@ def bootstrap(
     clients: Clients | None = None,
     payments: PaymentRepository | None = None,
     gateway: PaymentGateway | None = None,
-) -> tuple[PaymentService, OutboxRelay | None]:
-    """Build the payment service; the relay (None with an injected repository) must be started."""
-    relay = None
+) -> PaymentService:
+    """Build the payment service; a Mongo repository's outbox relay is registered on the clients for the runtime."""
     if payments is None:
         clients = clients or connect(settings)
         relay = clients.relay("payments")
@@ -35,24 +35,23 @@ def bootstrap(
     if gateway is None:
         ledger = GatewayLedger(settings.payment.ledger_path) if settings.payment.ledger_path else None
         gateway = SimulatedGateway(settings.payment, ledger=ledger)
-    return PaymentService(payments, gateway), relay
+    return PaymentService(payments, gateway)
 
 
 def create_app(settings: Settings | None = None, service: PaymentService | None = None) -> Flask:
     """Create the payment API; without ``service`` it connects to Kafka and MongoDB."""
     settings = settings or load_settings("payment")
-    checks = {}
-    relay = None
+    clients = None
     if service is None:
         clients = connect(settings)
-        service, relay = bootstrap(settings, clients=clients)
-        if relay:
-            relay.start(scan=False)  # REST refunds queue PaymentRefunded; the worker scans
-        checks = clients.health_checks()
-    app = create_service_app(settings, "payment", checks, import_name=__name__)
-    if relay is not None:
-        hold_writes_for_relay(app, relay, settings.outbox)
+        service = bootstrap(settings, clients=clients)
+    app = create_service_app(settings, "payment", clients.health_checks() if clients else {}, import_name=__name__)
+    publish_from_api(app, clients)  # REST refunds queue PaymentRefunded
     app.extensions["payment"] = service
     app.register_blueprint(api.bp)
     app.register_error_handler(PaymentError, api.error_response)
     return app
+
+
+# Every fetched command at once: new payments, claims and replies each go out in one write.
+WORKER = ServiceWorker(HANDLERS, handle_batch)

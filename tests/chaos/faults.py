@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devstack import infra, launcher
-from shared.config import SERVICE_NAMES, Settings
+from services.inventory.app import seed
+from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import iso_now
 from shared.kafka_utils import ensure_topics
 from shared.mongo import make_mongo_client
@@ -50,6 +51,7 @@ class Stack:
         client = make_mongo_client(self.settings.mongo)
         for name in SERVICE_NAMES:
             client.drop_database(self.settings.services[name].database)
+        seed(load_settings("inventory", env={**process_env(), **self.env}))  # the load orders from the catalogue
         ensure_topics(self.settings.kafka)
         self.children = launcher.start(SERVICE_NAMES, replicas=self.replicas, env=self.env)
         launcher.wait_healthy(self.settings, SERVICE_NAMES, self.children, timeout=120)

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from devstack import launcher
+from services.inventory.app import seed
 from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
 from shared.kafka_utils import delete_topics, ensure_topics
 from shared.mongo import make_mongo_client
@@ -59,6 +60,7 @@ def stack() -> Iterator[Stack]:
     client = make_mongo_client(settings.mongo)
     for name in SERVICE_NAMES:
         client.drop_database(settings.services[name].database)
+    seed(load_settings("inventory", env={**process_env(), **E2E_ENV}))  # the tests order from the catalogue
     ensure_topics(settings.kafka)  # the stack's topics carry the test prefix
     stack = Stack(settings)
     stack.children = launcher.start(SERVICE_NAMES, env=E2E_ENV)

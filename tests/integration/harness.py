@@ -2,7 +2,7 @@
 
 - ``isolated``: topics (a prefix of the test's own, deleted afterwards) and databases (dropped
   afterwards) that no other run touches, so a consumer group can read its topics from the start.
-- ``Worker``: one consumer worker of a service in a thread, built as the service's ``worker.main``
+- ``Worker``: one consumer worker of a service in a thread, built as the service's worker
   builds it (the same handlers, batch handler, outbox relay and consumer settings), with hooks
   where a test holds it.
 - ``Hold``: stops a worker's thread at one point until the test lets it go.
@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 
 from services.inventory.app import bootstrap as inventory_bootstrap
+from services.inventory.app import seed as inventory_seed
 from services.inventory.handlers import HANDLERS as INVENTORY_HANDLERS
 from services.inventory.handlers import handle_batch as inventory_batch
 from services.orchestrator import worker as orchestrator_worker_module
@@ -436,7 +437,8 @@ def orchestrator_worker(
     gate: no deadline comes due in these tests, and admission never closes for a few sagas.)
     ``wrap_sagas`` may wrap the saga repository, to hold a write."""
     clients = connect(settings)
-    sagas, relay = mongo_sagas(clients, cache_size=orchestrator_worker_module.SAGA_CACHE_SIZE)
+    sagas = mongo_sagas(clients, cache_size=orchestrator_worker_module.SAGA_CACHE_SIZE)
+    (relay,) = clients.relays
     service = orchestrator_bootstrap(settings, clients=clients, sagas=wrap_sagas(sagas) if wrap_sagas else sagas)
     handlers = bind_handlers(ORCHESTRATOR_HANDLERS, service)
     return Worker(
@@ -451,9 +453,11 @@ def orchestrator_worker(
 
 
 def inventory_worker(settings: Settings, name: str, *, group: str, consumer: Consumer | None = None) -> Worker:
-    """An inventory worker as ``services.inventory.worker.main`` builds it (the catalogue seeded)."""
+    """An inventory worker as ``run_service_worker`` builds it (the catalogue seeded, as `make run` does)."""
     clients = connect(settings)
-    service, relay = inventory_bootstrap(settings, clients=clients)
+    service = inventory_bootstrap(settings, clients=clients)
+    (relay,) = clients.relays
+    inventory_seed(settings)
     handlers = bind_handlers(INVENTORY_HANDLERS, service)
     return Worker(
         name,

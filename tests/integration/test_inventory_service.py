@@ -10,12 +10,14 @@ import pytest
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
-from services.inventory.app import bootstrap
+from services.inventory.app import bootstrap, seed
+from services.inventory.catalogue import seed_stock
 from services.inventory.domain import FAILED, RESERVED, Line, StockItem
 from services.inventory.mongo import MongoReservationRepository, MongoStockRepository
 from services.inventory.service import InventoryService
 from shared.config import Settings
-from shared.events import Envelope
+from shared.events import Envelope, utc_now
+from shared.runtime import connect
 
 
 @pytest.fixture
@@ -29,7 +31,8 @@ def service(
 ) -> InventoryService:
     reservations = MongoReservationRepository(mongo_db["reservations"], mongo_db["reservation_timers"])
     reservations.ensure_indexes()
-    built, _relay = bootstrap(service_settings("inventory"), stock=stock, reservations=reservations)
+    built = bootstrap(service_settings("inventory"), stock=stock, reservations=reservations)
+    seed_stock(stock, utc_now())
     return built
 
 
@@ -77,14 +80,22 @@ def test_reserve_commit_and_release_keep_stock_conserved(
     assert (laptop.available, laptop.reserved, laptop.sold, laptop.holds) == (48, 0, 2, {})
 
 
-def test_bootstrap_seeds_a_fresh_database_once(service_settings: Callable[..., Settings]) -> None:
+def test_seed_fills_a_fresh_database_once_and_bootstrap_writes_nothing(
+    service_settings: Callable[..., Settings], mongo_db: Database
+) -> None:
     settings = service_settings("inventory")
-    service, relay = bootstrap(settings)
-    assert relay is not None
-    service.put_product("rare_item", name=None, price=None, quantity=1)
-    restarted, _relay = bootstrap(settings)
-    assert restarted.get_product("rare_item").available == 6
-    assert len(restarted.list_products()) == 9
+    clients = connect(settings)
+    try:
+        service = bootstrap(settings, clients=clients)
+        assert len(clients.relays) == 1  # registered for the runtime to start
+        assert service.list_products() == []
+        assert seed(settings) == 9
+        service.put_product("rare_item", name=None, price=None, quantity=1)
+        assert seed(settings) == 0
+        assert service.get_product("rare_item").available == 6
+        assert len(service.list_products()) == 9
+    finally:
+        clients.mongo.close()
 
 
 def test_concurrent_reserves_releases_and_commits_conserve_stock(

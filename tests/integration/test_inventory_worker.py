@@ -52,8 +52,8 @@ def test_a_reserve_command_is_answered_with_inventory_reserved(
     settings = service_settings("inventory")
     ensure_topics(settings.kafka)
     clients = connect(settings)
-    service, relay = bootstrap(settings, clients=clients)
-    assert relay is not None
+    service = bootstrap(settings, clients=clients)
+    (relay,) = clients.relays
     stock = MongoStockRepository(mongo_db["stock"])
     product_id = unique("itest-product")
     stock.add(StockItem(product_id, "Integration product", 12.5, available=10))
@@ -107,7 +107,8 @@ def test_a_batch_of_commands_holds_and_settles_stock_as_one_by_one_would(
     settings = service_settings("inventory")
     ensure_topics(settings.kafka)
     clients = connect(settings)
-    service, relay = bootstrap(settings, clients=clients)
+    service = bootstrap(settings, clients=clients)
+    (relay,) = clients.relays
     stock = MongoStockRepository(mongo_db["stock"])
     scarce, plenty = unique("itest-scarce"), unique("itest-plenty")
     stock.add(StockItem(scarce, "Scarce", 3.0, available=10))

@@ -46,8 +46,8 @@ def clients(service_settings: Callable[..., Settings], log_path: Path) -> Iterat
 @pytest.fixture
 def worker(clients: Clients, unique: Callable[[str], str]) -> Iterator[str]:
     """The notification handler consuming as a fresh group (yielded), with the outbox relay running."""
-    service, relay = bootstrap(clients.settings, clients=clients)
-    assert relay is not None
+    service = bootstrap(clients.settings, clients=clients)
+    (relay,) = clients.relays
     group = unique("notification-it")
     handlers = bind_handlers(HANDLERS, service)
     with running_worker(clients, handlers, service="notification", group=group, relay=relay):

@@ -14,7 +14,7 @@ from services.orchestrator.handlers import HANDLERS, handle_batch
 from shared.config import Settings
 from shared.events import Envelope
 from shared.kafka_utils import Handler, bind_handlers, ensure_topics, make_consumer, topic_name
-from shared.runtime import connect
+from shared.runtime import Clients, connect
 from tests.integration.conftest import running_worker
 from tests.unit.orchestrator.fakes import order_created, reply
 
@@ -45,8 +45,8 @@ def test_order_created_from_kafka_starts_a_saga_and_sends_reserve_inventory(
 ) -> None:
     settings = service_settings("orchestrator")
     clients = connect(settings)
-    sagas, relay = mongo_sagas(clients)
-    service = bootstrap(settings, clients=clients, sagas=sagas)
+    service = bootstrap(settings, clients=clients)
+    (relay,) = clients.relays
     order_id = unique("order")
     handlers = only_for({order_id}, bind_handlers(HANDLERS, service))
     worker = running_worker(clients, handlers, service="orchestrator", group=unique("orchestrator-test"), relay=relay)
@@ -98,12 +98,16 @@ def test_worker_main_wires_the_handlers_the_relay_and_the_deadline_jobs(
 ) -> None:
     settings = service_settings("orchestrator", saga={"timer_interval_s": 0.5})
     wired: dict[str, Any] = {}
-    monkeypatch.setattr(worker, "run_worker", lambda clients, handlers, **kw: wired.update(handlers=handlers, **kw))
+
+    def run_worker(clients: Clients, handlers: Any, **kw: Any) -> None:
+        wired.update(kw, clients=clients, handlers=handlers)
+
+    monkeypatch.setattr(worker, "run_worker", run_worker)
 
     worker.main(settings)
 
     assert set(wired["handlers"]) == set(HANDLERS)
-    assert wired["relay"] is not None
+    assert len(wired["clients"].relays) == 1  # registered for run_worker to start and stop
     intervals = [interval for interval, _job in wired["periodic"]]
     assert intervals[0] == 0.5
     assert all(job() == 0 for _interval, job in wired["periodic"])
@@ -119,7 +123,8 @@ def test_the_worker_in_batch_mode_runs_sagas_to_the_end_through_kafka(
     settings = service_settings("orchestrator")
     ensure_topics(settings.kafka)
     clients = connect(settings)
-    sagas, relay = mongo_sagas(clients, cache_size=100)
+    sagas = mongo_sagas(clients, cache_size=100)
+    (relay,) = clients.relays
     service = bootstrap(settings, clients=clients, sagas=sagas)
     orders = [unique("order") for _ in range(10)]
     ours = set(orders)

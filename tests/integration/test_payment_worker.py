@@ -41,8 +41,8 @@ def clients(service_settings: Callable[..., Settings]) -> Iterator[Clients]:
 @pytest.fixture
 def worker(clients: Clients, unique: Callable[[str], str]) -> Iterator[ConsumerRunner]:
     """The payment handlers consuming as a fresh group, with the outbox relay running."""
-    service, relay = bootstrap(clients.settings, clients=clients)
-    assert relay is not None
+    service = bootstrap(clients.settings, clients=clients)
+    (relay,) = clients.relays
     group = unique("payment-it")
     handlers = bind_handlers(HANDLERS, service)
     with running_worker(clients, handlers, service="payment", group=group, relay=relay) as runner:

@@ -8,6 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from services.inventory.app import bootstrap, create_app
+from services.inventory.catalogue import seed_stock
 from services.inventory.service import InventoryService
 from shared.config import Settings
 from tests.unit.inventory.fakes import FakeClock, InMemoryReservationRepository, InMemoryStockRepository
@@ -40,8 +41,8 @@ def service(
     settings: Settings, stock: InMemoryStockRepository, reservations: InMemoryReservationRepository, clock: FakeClock
 ) -> InventoryService:
     """The service over fakes, with the catalogue seeded."""
-    built, relay = bootstrap(settings, stock=stock, reservations=reservations, clock=clock)
-    assert relay is None
+    built = bootstrap(settings, stock=stock, reservations=reservations, clock=clock)
+    seed_stock(stock, clock())
     return built
 
 

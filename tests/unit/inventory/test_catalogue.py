@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from services.inventory.app import bootstrap
-from services.inventory.catalogue import CATALOGUE
+from services.inventory.catalogue import CATALOGUE, seed_stock
 from services.inventory.domain import InvalidInput, ProductNotFound, StockItem
 from services.inventory.service import InventoryService
 from shared.config import Settings
-from tests.unit.inventory.fakes import InMemoryReservationRepository, InMemoryStockRepository
+from tests.unit.inventory.fakes import FakeClock, InMemoryReservationRepository, InMemoryStockRepository
 from tests.unit.inventory.helpers import levels, lines
 
 
@@ -23,10 +23,17 @@ def test_an_empty_store_is_seeded_with_the_whole_catalogue(
     assert stock.get("product456").name == "Sample Product"
 
 
-def test_a_store_with_any_product_is_never_seeded(settings: Settings) -> None:
+def test_a_store_with_any_product_is_never_seeded() -> None:
     stock = InMemoryStockRepository([StockItem("own", "Own product", 1.0, available=3)])
-    bootstrap(settings, stock=stock, reservations=InMemoryReservationRepository())
+    assert seed_stock(stock, FakeClock()()) == 0
     assert [item.product_id for item in stock.list()] == ["own"]
+
+
+def test_bootstrapping_writes_nothing(settings: Settings) -> None:
+    # Seeding is its own step (python main.py inventory seed), not a side effect of starting.
+    stock = InMemoryStockRepository()
+    bootstrap(settings, stock=stock, reservations=InMemoryReservationRepository())
+    assert stock.list() == []
 
 
 def test_a_restart_does_not_reset_stock(
@@ -37,8 +44,8 @@ def test_a_restart_does_not_reset_stock(
 ) -> None:
     service.reserve("r1", "o1", lines(("laptop", 3)))
     service.commit("r1")
-    restarted, _relay = bootstrap(settings, stock=stock, reservations=reservations)
-    assert restarted.seed() == 0
+    bootstrap(settings, stock=stock, reservations=reservations)
+    assert seed_stock(stock, FakeClock()()) == 0
     assert levels(stock, "laptop") == (47, 0, 3)
 
 

@@ -26,7 +26,7 @@ def sender() -> RecordingSender:
 def make_client(make_settings: Callable[..., Settings]) -> Callable[[RecordingSender], FlaskClient]:
     def make(sender: RecordingSender) -> FlaskClient:
         settings = make_settings("notification")
-        service, _ = bootstrap(settings, notifications=InMemoryNotificationRepository(), sender=sender)
+        service = bootstrap(settings, notifications=InMemoryNotificationRepository(), sender=sender)
         return create_app(settings, service=service).test_client()
 
     return make

@@ -26,9 +26,7 @@ def repo() -> InMemoryNotificationRepository:
 def build(
     make_settings: Callable[..., Settings], repo: InMemoryNotificationRepository, sender: RecordingSender
 ) -> NotificationService:
-    service, relay = bootstrap(make_settings("notification"), notifications=repo, sender=sender)
-    assert relay is None
-    return service
+    return bootstrap(make_settings("notification"), notifications=repo, sender=sender)
 
 
 def requested(order_id: str = "o-1", kind: str = "order_confirmation", **extra: object) -> Envelope:

@@ -20,9 +20,7 @@ def repo() -> InMemoryOrderRepository:
 
 @pytest.fixture
 def service(make_settings: Callable[..., Settings], repo: InMemoryOrderRepository) -> OrderService:
-    service, relay = bootstrap(make_settings("order"), orders=repo)
-    assert relay is None
-    return service
+    return bootstrap(make_settings("order"), orders=repo)
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ GOOD_CARD = "4242424242424242"
 
 
 def build(settings: Settings, repo: InMemoryPaymentRepository, gateway: PaymentGateway | None = None) -> PaymentService:
-    service, relay = bootstrap(settings, payments=repo, gateway=gateway)
-    assert relay is None
-    return service
+    return bootstrap(settings, payments=repo, gateway=gateway)
 
 
 def requested(order_id: str = "o-1", amount: object = 40.0, card: str | None = GOOD_CARD, **extra: object) -> Envelope:

@@ -35,7 +35,7 @@ def repo() -> InMemoryPaymentRepository:
 @pytest.fixture
 def client(make_settings: Callable[..., Settings], repo: InMemoryPaymentRepository) -> FlaskClient:
     settings = make_settings("payment")
-    service, _ = bootstrap(settings, payments=repo)
+    service = bootstrap(settings, payments=repo)
     return create_app(settings, service=service).test_client()
 
 
