@@ -43,7 +43,7 @@ def test_worker_moves_an_order_to_completed_from_kafka_events(
 ) -> None:
     settings = service_settings("order")
     publisher = make_publisher(settings.kafka, client_id=unique("order-test"))
-    relay = OutboxRelay(publisher, [mongo_db["orders"]])
+    relay = OutboxRelay(publisher, [mongo_db["orders"]], retry_interval_s=1.0, clear_interval_s=0.5)
     repo = MongoOrderRepository(mongo_db["orders"], mongo_db["idempotency_keys"], relay)
     service = bootstrap(settings, orders=repo)
     order = make_order(order_id=unique("order"))
