@@ -1,5 +1,6 @@
 # One image for every service; the command picks the service and the role:
 #   python main.py <order|payment|inventory|notification|orchestrator|monitoring> <api|worker>
+#   python main.py inventory seed   (once, before inventory starts on a fresh database)
 # It holds the runtime only (shared/, services/, main.py, config.yaml): development tooling
 # (devstack/), the load tests (load/) and the test suite stay out (see .dockerignore).
 FROM python:3.11-slim

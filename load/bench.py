@@ -43,6 +43,7 @@ from devstack import launcher
 from load.metrics import MetricsUnavailable, scrape, service_urls
 from load.shop import CATALOGUE, DECLINED_CARD, expected_outcome, outcome, outcome_problem, retry_after_s
 from load.usage import PsutilProcessTable, Roots, Sampler, StackUsage, children_roots, pid_file_roots
+from services.inventory.app import seed
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
 from shared.events import Envelope
 from shared.kafka_utils import delete_topics, topic_name
@@ -449,6 +450,7 @@ def compare_replicas(counts: list[int], args: argparse.Namespace) -> dict[str, d
         client = make_mongo_client(settings.mongo)
         for name in SERVICE_NAMES:
             client.drop_database(settings.services[name].database)
+        seed(load_settings("inventory", env={**process_env(), **env}))  # the catalogue it buys from
         children = launcher.start(SERVICE_NAMES, replicas=count, env=env)
         try:
             launcher.wait_healthy(settings, SERVICE_NAMES, children, timeout=90)

@@ -30,7 +30,16 @@ def test_each_container_runs_its_own_service_and_role(compose):
         if name in ("kafka", "mongo"):
             continue
         service, role = name.split("-")
-        assert spec["command"] == ["python", "main.py", service, "api" if role == "service" else "worker"]
+        roles = {"service": "api", "worker": "worker", "seed": "seed"}
+        assert spec["command"] == ["python", "main.py", service, roles[role]]
+
+
+def test_inventory_starts_after_its_catalogue_is_seeded_once(compose):
+    services = compose["services"]
+    assert services["inventory-seed"]["restart"] == "no"
+    for name in ("inventory-service", "inventory-worker"):
+        assert services[name]["depends_on"]["inventory-seed"] == {"condition": "service_completed_successfully"}
+        assert services[name]["depends_on"]["mongo"] == {"condition": "service_healthy"}
 
 
 def test_dependencies_name_existing_services(compose):
