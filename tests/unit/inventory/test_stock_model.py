@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
@@ -25,6 +24,7 @@ from shared.events import Envelope
 from tests.unit.batches import one_by_one
 from tests.unit.inventory.fakes import FakeClock, InMemoryReservationRepository, InMemoryStockRepository
 from tests.unit.inventory.helpers import command
+from tests.unit.models import model_settings
 
 TTL_S = 900
 PRICES = {"gadget": 10.0, "widget": 4.0}
@@ -32,16 +32,7 @@ INITIAL = {"gadget": 6, "widget": 3}
 ORDERS = ("o-0", "o-1", "o-2", "o-3")
 API_RESERVATIONS = ("api-0", "api-1")
 
-MODEL_SETTINGS = settings(
-    max_examples=150,
-    stateful_step_count=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    # No explain phase: it reruns the shrunk case under a tracer, too slow for the suite's 120 s limit.
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-)
+MODEL_SETTINGS = model_settings(150, 25)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import sys
 from collections import Counter, defaultdict, deque
 from datetime import timedelta
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
@@ -43,6 +43,7 @@ from services.payment.service import PaymentService
 from shared.events import Envelope
 from tests.unit.batches import one_by_one
 from tests.unit.inventory.fakes import InMemoryReservationRepository, InMemoryStockRepository
+from tests.unit.models import model_settings
 from tests.unit.orchestrator.fakes import FakeClock, InMemorySagaRepository, order_created, reply
 from tests.unit.orchestrator.test_batches import outcome
 from tests.unit.payment.fakes import InMemoryPaymentRepository
@@ -62,16 +63,7 @@ CONSUMERS = {
 }
 CONSUMER_OF = {event_type: name for name, (handlers, _batch) in CONSUMERS.items() for event_type in handlers}
 
-MODEL_SETTINGS = settings(
-    max_examples=200,
-    stateful_step_count=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    # No explain phase: it reruns the shrunk case under a tracer, too slow for the suite's 120 s limit.
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-)
+MODEL_SETTINGS = model_settings(200, 25)
 
 
 class SagaMachine(RuleBasedStateMachine):
@@ -315,7 +307,7 @@ POOL = [
 ]
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None, phases=MODEL_SETTINGS.phases)
+@model_settings(150)
 @given(
     chunks=st.lists(
         st.tuples(st.lists(st.sampled_from(POOL), min_size=1, max_size=6), st.sampled_from([0, 1, 61, 301])),

@@ -22,7 +22,6 @@ import sys
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
@@ -39,6 +38,7 @@ from services.payment.handlers import HANDLERS, handle_batch
 from services.payment.service import PaymentService
 from shared.events import Envelope
 from tests.unit.batches import one_by_one
+from tests.unit.models import model_settings
 from tests.unit.orchestrator.fakes import FakeClock
 from tests.unit.payment.fakes import InMemoryPaymentRepository
 
@@ -46,16 +46,7 @@ GOOD_CARD, DECLINED_CARD = "4242424242424242", "4000000000000002"
 ORDERS = {"o-1": (25.5, GOOD_CARD), "o-2": (40.0, DECLINED_CARD), "o-3": (12.0, None)}
 KEYS = (None, None, "key-a", "key-b")  # REST Idempotency-Keys; None: no key
 
-MODEL_SETTINGS = settings(
-    max_examples=200,
-    stateful_step_count=30,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    # No explain phase: it reruns the shrunk case under a tracer, too slow for the suite's 120 s limit.
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-)
+MODEL_SETTINGS = model_settings(200, 30)
 
 
 class Crash(Exception):
