@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from unittest import mock
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -37,7 +36,6 @@ from services.orchestrator.app import bootstrap as orchestrator_bootstrap
 from services.orchestrator.app import mongo_sagas
 from services.orchestrator.handlers import HANDLERS as ORCHESTRATOR_HANDLERS
 from services.orchestrator.handlers import handle_batch as orchestrator_batch
-from shared import kafka_utils
 from shared.config import Settings, load_settings
 from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, Envelope
 from shared.kafka_utils import (
@@ -275,10 +273,10 @@ class Hold:
 def impatient_consumer(settings: Settings, group: str, client_id: str, max_poll_ms: int) -> Consumer:
     """The services' consumer (make_consumer's settings) that leaves its group when its handler
     keeps it from polling for ``max_poll_ms`` instead of the deployed 15 minutes."""
-    real = kafka_utils.Consumer
-    overrides = {"max.poll.interval.ms": max_poll_ms, "session.timeout.ms": min(max_poll_ms, 10_000)}
-    with mock.patch.object(kafka_utils, "Consumer", lambda config: real({**config, **overrides})):
-        return make_consumer(settings.kafka, group, client_id)
+    impatient = settings.kafka.model_copy(
+        update={"max_poll_interval_ms": max_poll_ms, "session_timeout_ms": min(max_poll_ms, 10_000)}
+    )
+    return make_consumer(impatient, group, client_id)
 
 
 class TrackedConsumer:
