@@ -1,10 +1,12 @@
-"""Kafka plumbing for every service: producer, publisher, topic admin and the consumer runner."""
+"""Kafka plumbing for every service: producer, publisher, consumer factory, topic admin, handler types.
+
+The consumer runner is in shared/consuming.py.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,35 +22,23 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
-from shared.config import ConsumerSettings, KafkaSettings
+from shared.config import KafkaSettings
 from shared.events import (
     ALL_TOPICS,
-    DEAD_LETTER_TOPIC,
-    TOPIC_BY_EVENT,
     Envelope,
-    InvalidEvent,
-    redact_payload,
-    scrub_card_numbers,
 )
-from shared.logs import log_context
-from shared.ports import DeliveryCallback, Inbox
+from shared.ports import DeliveryCallback
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], None]
 # Applies several events at once and returns the ones it refuses for good (event id -> why);
-# raising instead means the whole batch failed (see ConsumerRunner).
+# raising instead means the whole batch failed (see shared.consuming.ConsumerRunner).
 BatchHandler = Callable[[Sequence[Envelope]], Mapping[str, BaseException]]
 
 EVENTS_PUBLISHED = Counter("events_published_total", "Events delivered to Kafka", ["topic", "outcome"])
-EVENTS_CONSUMED = Counter("events_consumed_total", "Events taken from Kafka by outcome", ["group", "topic", "outcome"])
-HANDLER_SECONDS = Histogram("event_handler_seconds", "Time spent handling one event", ["group", "topic"])
-BATCH_SECONDS = Histogram("event_batch_seconds", "Time spent handling one batch of events", ["group"])
-BATCH_SIZE = Histogram(
-    "event_batch_size", "Events handled together in one batch", ["group"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500)
-)
 
 
 class Gate(Protocol):
@@ -252,293 +242,16 @@ def consumer_lag(kafka: KafkaSettings, group_ids: Iterable[str], timeout: float 
     }
 
 
-class ConsumerRunner:
-    """Consume the topics of the registered event types and apply each event at least once.
-
-    An event that cannot be parsed, or whose handler keeps failing, goes to the dead-letter
-    topic with headers saying where it came from and why; the runner then moves on.
-    Errors that ``is_transient`` accepts (a database outage, say) are retried until they pass,
-    because dead-lettering them would drop good events.
-
-    With a ``batch_handler``, every message already fetched (up to ``retry.max_batch``) is handled in
-    one call, so a handler can write them in a few bulk round trips; the offsets are stored
-    only after the call returns. With ``linger_s``, the runner first waits that long after the
-    first message for more to come (as a producer's linger.ms does), so that batches hold many
-    events at a steady rate too, not only in a backlog. A batch that fails for a reason other
-    than an outage is handled again one event at a time by ``handlers``, which finds the event
-    at fault.
-
-    With a ``gate``, the partitions of the gated event types' topics are paused while it is
-    closed (librdkafka drops what it fetched of them and resumes from the next unconsumed
-    offset), so the consumer takes in new work only at the pace the gate allows while events
-    of its other topics (replies to work in progress) keep flowing.
-    """
-
-    def __init__(
-        self,
-        consumer: Consumer,
-        publisher: KafkaPublisher,
-        handlers: Mapping[str, Handler],
-        *,
-        service: str,
-        group_id: str,
-        retry: ConsumerSettings,
-        inbox: Inbox | None = None,
-        is_transient: Callable[[BaseException], bool] = lambda _err: False,
-        on_idle: Callable[[], None] | None = None,
-        batch_handler: BatchHandler | None = None,
-        linger_s: float = 0.0,
-        gate: Gate | None = None,
-    ) -> None:
-        unknown = set(handlers) - set(TOPIC_BY_EVENT)
-        if unknown:
-            raise ValueError(f"handlers for unknown event types: {sorted(unknown)}")
-        ungated = set(gate.event_types) - set(handlers) if gate else set()
-        if ungated:
-            raise ValueError(f"the gate names event types without a handler: {sorted(ungated)}")
-        if inbox is not None and batch_handler is not None:
-            raise ValueError("a batch handler must be idempotent by itself: it cannot use the inbox")
-        self._consumer = consumer
-        self._publisher = publisher
-        self._handlers = dict(handlers)
-        self._service = service
-        self._group = group_id
-        self._retry = retry
-        self._inbox = inbox
-        self._is_transient = is_transient
-        self._on_idle = on_idle
-        self._batch_handler = batch_handler
-        self._max_batch = retry.max_batch
-        self._linger_s = linger_s
-        self._stop = threading.Event()
-        self._prefix = publisher.topic_prefix
-        self.topics = sorted({self._prefix + TOPIC_BY_EVENT[t] for t in handlers})
-        self._gate = gate
-        self._gated_topics = {self._prefix + TOPIC_BY_EVENT[t] for t in gate.event_types} if gate else set()
-        self._gate_closed = False
-        self._reassigned = False  # set by a rebalance (inside poll): new partitions come unpaused
-
-    def stop(self, *_args: object) -> None:
-        self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def run(self, install_signal_handlers: bool = True) -> None:
-        """Poll until stopped (SIGTERM/SIGINT or ``stop()``); always close the consumer."""
-        if install_signal_handlers and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-        logger.info("consuming %s as group %s", ", ".join(self.topics), self._group)
-        try:
-            while not self._stop.is_set():
-                self._follow_gate()
-                msg = self._consumer.poll(0.5)
-                if msg is None:
-                    if self._on_idle:
-                        self._on_idle()
-                    continue
-                if self._batch_handler is not None:
-                    self._run_batch(self._gather(msg))
-                    continue
-                if msg.error():
-                    self._on_error(msg.error())
-                    continue
-                if self.process(msg) != "interrupted":
-                    self._store(msg)
-        finally:
-            self._consumer.close()
-            self._publisher.flush(3)  # dead letters in flight; shutdown must fit docker's 10 s grace
-            logger.info("consumer %s closed", self._group)
-
-    def process(self, msg: Message) -> str:
-        """Handle one message; return handled, duplicate, ignored, dead_lettered or interrupted."""
-        event = self._decode(msg)
-        if not isinstance(event, Envelope):
-            return event
-        with log_context(order_id=event.order_id, correlation_id=event.correlation_id, event=event.event_type):
-            return self._count(msg.topic(), self._apply(msg, event, self._handlers[event.event_type]))
-
-    def _gather(self, first: Message) -> list[Message]:
-        """``first`` and what is already fetched; then, for up to ``linger_s``, what comes next."""
-        batch = [first, *self._consumer.consume(self._max_batch - 1, 0)]
-        deadline = time.monotonic() + self._linger_s
-        while len(batch) < self._max_batch and not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            batch.extend(self._consumer.consume(self._max_batch - len(batch), remaining))
-        return batch
-
-    def _run_batch(self, msgs: list[Message]) -> None:
-        """Handle fetched messages together; store their offsets unless a stop interrupted them."""
-        fetched: list[Message] = []
-        ready: list[tuple[Message, Envelope]] = []
-        for msg in msgs:
-            if msg.error():
-                self._on_error(msg.error())
-                continue
-            fetched.append(msg)
-            event = self._decode(msg)
-            if event == "interrupted":
-                return
-            if isinstance(event, Envelope):
-                ready.append((msg, event))
-        if ready and not self._apply_batch(ready):
-            return
-        for msg in fetched:
-            self._store(msg)
-
-    def _decode(self, msg: Message) -> Envelope | str:
-        """The message's event if a handler wants it; otherwise how it was dealt with."""
-        topic = msg.topic()
-        try:
-            event = Envelope.from_json(msg.value())
-            if self._prefix + event.topic != topic:
-                raise InvalidEvent(f"event type {event.event_type} does not belong on topic {topic}")
-        except InvalidEvent as err:
-            return self._count(topic, self._dead_letter(msg, err, attempts=1))
-        if event.event_type not in self._handlers:
-            return self._count(topic, "ignored")
-        return event
-
-    def _apply_batch(self, ready: list[tuple[Message, Envelope]]) -> bool:
-        assert self._batch_handler is not None
-        BATCH_SIZE.labels(self._group).observe(len(ready))
-        delay = self._retry.backoff_base_s
-        while True:
-            try:
-                with BATCH_SECONDS.labels(self._group).time():
-                    refused = self._batch_handler([event for _msg, event in ready])
-                break
-            except Exception as err:
-                if not self._is_transient(err):
-                    logger.warning("a batch of %d events failed (%s); handling them one at a time", len(ready), err)
-                    return all(self.process(msg) != "interrupted" for msg, _event in ready)
-                logger.warning("transient failure handling a batch of %d events, will retry: %s", len(ready), err)
-                if self._stop.wait(delay):
-                    return False
-                delay = min(self._retry.backoff_max_s, delay * 2)
-        for msg, event in ready:
-            error = refused.get(event.event_id)
-            if error is not None:
-                logger.warning("%s refused: %s", event.event_type, scrub_card_numbers(str(error)))
-            outcome = self._dead_letter(msg, error, attempts=1) if error is not None else "handled"
-            if self._count(msg.topic(), outcome) == "interrupted":
-                return False
-        return True
-
-    def _apply(self, msg: Message, event: Envelope, handler: Handler) -> str:
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                if self._inbox and self._inbox.seen(event.event_id):
-                    return "duplicate"
-                with HANDLER_SECONDS.labels(self._group, msg.topic()).time():
-                    handler(event)
-                if self._inbox:
-                    self._inbox.mark(event.event_id)
-                return "handled"
-            except PermanentError as err:
-                logger.warning("%s rejected permanently: %s", event.event_type, scrub_card_numbers(str(err)))
-                return self._dead_letter(msg, err, attempts)
-            except Exception as err:
-                if self._is_transient(err):
-                    attempts -= 1  # an outage is not the event's fault; wait it out
-                    logger.warning("transient failure handling %s, will retry: %s", event.event_type, err)
-                elif attempts >= self._retry.max_attempts:
-                    logger.exception("giving up on %s after %d attempts", event.event_type, attempts)
-                    return self._dead_letter(msg, err, attempts)
-                else:
-                    logger.warning(
-                        "attempt %d of %s failed: %s", attempts, event.event_type, scrub_card_numbers(str(err))
-                    )
-                delay = min(self._retry.backoff_max_s, self._retry.backoff_base_s * 2 ** max(0, attempts - 1))
-                if self._stop.wait(delay):
-                    return "interrupted"
-
-    def _dead_letter(self, msg: Message, err: BaseException, attempts: int) -> str:
-        """Copy the message to the dead-letter topic; return dead_lettered, or interrupted by a stop."""
-        # Dead letters are kept and shown to people: no card number goes in, not even in the error.
-        error = scrub_card_numbers(f"{type(err).__name__}: {err}")[:1000]
-        headers = [
-            ("original_topic", msg.topic().encode()),
-            ("original_partition", str(msg.partition()).encode()),
-            ("original_offset", str(msg.offset()).encode()),
-            ("error", error.encode()),
-            ("attempts", str(attempts).encode()),
-            ("service", self._service.encode()),
-            ("consumer_group", self._group.encode()),
-        ]
-        logger.error("dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error)
-        # The offset is stored only after the dead letter is acknowledged, so it is never lost;
-        # a stop meanwhile leaves the offset where it is and the message is handled again later.
-        value = redact_payload(msg.value())
-        while not self._stop.is_set():
-            try:
-                topic = self._prefix + DEAD_LETTER_TOPIC
-                self._publisher.produce_sync(topic, msg.key(), value, headers, abort=self._stop)
-                return "dead_lettered"
-            except PublishError as publish_err:
-                logger.error("could not dead-letter, retrying: %s", publish_err)
-                self._stop.wait(self._retry.backoff_max_s or 1.0)
-        return "interrupted"
-
-    def _store(self, msg: Message) -> None:
-        try:
-            self._consumer.store_offsets(message=msg)
-        except KafkaException as err:
-            # The partition was revoked meanwhile; its new owner re-reads the event.
-            logger.warning("could not store offset for %s[%d]: %s", msg.topic(), msg.partition(), err)
-
-    def _follow_gate(self) -> None:
-        """Pause or resume the gated topics' partitions when the gate or the assignment changed."""
-        if self._gate is None:
-            return
-        closed = not self._gate.is_open()
-        if closed == self._gate_closed and not self._reassigned:
-            return
-        self._reassigned = False
-        gated = [p for p in self._consumer.assignment() if p.topic in self._gated_topics]
-        if gated:
-            (self._consumer.pause if closed else self._consumer.resume)(gated)
-        if closed != self._gate_closed:
-            logger.info("%s %s", "pausing" if closed else "resuming", ", ".join(sorted(self._gated_topics)))
-        self._gate_closed = closed
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        gated = [p for p in partitions if p.topic in self._gated_topics]
-        if gated and self._gate_closed:
-            # Take the assignment here and pause at once, so the poll that brought the rebalance
-            # cannot return an event the gate is holding back.
-            consumer.assign(partitions)
-            consumer.pause(gated)
-        self._reassigned = True
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as err:
-            if err.args[0].code() != KafkaError._NO_OFFSET:
-                logger.warning("commit on revoke failed: %s", err)
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.code() == KafkaError._PARTITION_EOF:
-            return
-        if err.fatal():
-            raise KafkaException(err)
-        logger.warning("consumer error (will keep going): %s", err)
-
-    def _count(self, topic: str, outcome: str) -> str:
-        EVENTS_CONSUMED.labels(self._group, topic, outcome).inc()
-        if self._gate is not None and outcome == "handled" and topic in self._gated_topics:
-            self._gate.admitted(1)
-        return outcome
-
-
 def bind_handlers(handlers: Mapping[str, Callable[[Any, Envelope], None]], service: Any) -> dict[str, Handler]:
     """Give each ``handler(service, event)`` of a service's HANDLERS table its service."""
     return {event_type: functools.partial(handler, service) for event_type, handler in handlers.items()}
+
+
+def __getattr__(name: str) -> Any:
+    # The runner moved to shared.consuming (it imports this module); callers not yet moved
+    # (shared/runtime.py) still find it here.
+    if name in ("ConsumerRunner", "ConsumerOptions"):
+        from shared import consuming
+
+        return getattr(consuming, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

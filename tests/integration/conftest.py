@@ -18,8 +18,9 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Settings, load_settings
+from shared.consuming import ConsumerOptions, ConsumerRunner
 from shared.events import Envelope, InvalidEvent
-from shared.kafka_utils import BatchHandler, ConsumerRunner, Handler, client_config, ensure_topics, make_consumer
+from shared.kafka_utils import BatchHandler, Handler, client_config, ensure_topics, make_consumer
 from shared.mongo import is_transient, make_mongo_client, ping
 from shared.outbox import OutboxRelay
 from shared.runtime import Clients
@@ -111,10 +112,7 @@ def running_worker(
         make_consumer(clients.settings.kafka, group, client_id=group),
         clients.publisher,
         handlers,
-        service=service,
-        group_id=group,
-        retry=clients.settings.consumer,
-        is_transient=is_transient,
+        ConsumerOptions(service, group, clients.settings.consumer, is_transient=is_transient),
         batch_handler=batch_handler,
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)

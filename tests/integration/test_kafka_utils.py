@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from shared.config import Settings
+from shared.consuming import ConsumerOptions, ConsumerRunner
 from shared.events import DEAD_LETTER_TOPIC, Envelope
 from shared.kafka_utils import (
-    ConsumerRunner,
     KafkaPublisher,
     consumer_lag,
     delete_topics,
@@ -101,12 +101,9 @@ def start_runner(
         make_consumer(settings.kafka, group, "test-consumer"),
         publisher,
         {EVENT_TYPE: handler},
-        service="integration-test",
-        group_id=group,
-        retry=settings.consumer,
+        ConsumerOptions("integration-test", group, settings.consumer, linger_s=linger_s),
         inbox=inbox,
         batch_handler=batch_handler,
-        linger_s=linger_s,
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
     thread.start()
@@ -415,9 +412,7 @@ def test_a_closed_gate_keeps_its_events_waiting_while_the_other_topics_flow(live
         make_consumer(kafka, group, "gate-test"),
         own_publisher,
         {"OrderCreated": gated, EVENT_TYPE: other},
-        service="integration-test",
-        group_id=group,
-        retry=live_settings.consumer,
+        ConsumerOptions("integration-test", group, live_settings.consumer),
         gate=gate,
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)
@@ -448,8 +443,6 @@ def test_a_gate_must_name_event_types_the_consumer_handles(live_settings, publis
             make_consumer(live_settings.kafka, "never-used", "gate-test"),
             publisher,
             {EVENT_TYPE: Recorder(set())},
-            service="integration-test",
-            group_id="never-used",
-            retry=live_settings.consumer,
+            ConsumerOptions("integration-test", "never-used", live_settings.consumer),
             gate=CountingGate(limit=1),
         )

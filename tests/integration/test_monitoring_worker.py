@@ -17,9 +17,9 @@ from services.monitoring.handlers import HANDLERS
 from services.monitoring.service import MonitoringService
 from services.monitoring.worker import DeadLetterConsumer
 from shared.config import Settings
+from shared.consuming import ConsumerOptions, ConsumerRunner
 from shared.events import DEAD_LETTER_TOPIC, TOPIC_BY_EVENT, Envelope, utc_now
 from shared.kafka_utils import (
-    ConsumerRunner,
     KafkaPublisher,
     bind_handlers,
     ensure_topics,
@@ -99,10 +99,7 @@ def test_the_worker_builds_a_fresh_orders_timeline_from_real_topics(
         make_consumer(settings.kafka, group, client_id="monitoring-test"),
         clients.publisher,
         bind_handlers(HANDLERS, service),
-        service="monitoring",
-        group_id=group,
-        retry=settings.consumer,
-        is_transient=is_transient,
+        ConsumerOptions("monitoring", group, settings.consumer, is_transient=is_transient),
     )
     thread = run_in_thread(lambda: runner.run(install_signal_handlers=False))
     try:
