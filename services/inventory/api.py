@@ -7,6 +7,7 @@ import re
 from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.inventory.catalogue import Catalogue
 from services.inventory.domain import (
     MAX_ITEMS,
     MAX_QUANTITY,
@@ -19,7 +20,7 @@ from services.inventory.domain import (
     ProductNotFound,
     ReservationNotFound,
 )
-from services.inventory.service import InventoryService
+from services.inventory.service import Reservations
 from shared.web import ApiError, error_body, parse_body
 
 bp = Blueprint("inventory", __name__)
@@ -66,25 +67,29 @@ def error_response(err: InventoryError) -> tuple[Response, int]:
     return error_body(status, code, str(err), err.details)
 
 
-def _service() -> InventoryService:
+def _catalogue() -> Catalogue:
+    return current_app.extensions["inventory"]
+
+
+def _reservations() -> Reservations:
     return current_app.extensions["inventory"]
 
 
 @bp.get("/inventory")
 def list_products() -> Response:
-    return jsonify({"products": [item.to_dict() for item in _service().list_products()]})
+    return jsonify({"products": [item.to_dict() for item in _catalogue().list_products()]})
 
 
 @bp.get("/inventory/<product_id>")
 def get_product(product_id: str) -> Response:
-    return jsonify(_service().get_product(product_id).to_dict())
+    return jsonify(_catalogue().get_product(product_id).to_dict())
 
 
 @bp.put("/inventory/<product_id>")
 def put_product(product_id: str) -> tuple[Response, int]:
     _check_product_id(product_id)
     body = parse_body(ProductBody)
-    item, created = _service().put_product(product_id, name=body.name, price=body.price, quantity=body.quantity)
+    item, created = _catalogue().put_product(product_id, name=body.name, price=body.price, quantity=body.quantity)
     return jsonify(item.to_dict()), 201 if created else 200
 
 
@@ -92,18 +97,18 @@ def put_product(product_id: str) -> tuple[Response, int]:
 def create_reservation() -> tuple[Response, int]:
     body = parse_body(ReservationBody)
     lines = [Line(item.product_id, item.quantity, item.price) for item in body.items]
-    reservation = _service().create_reservation(body.order_id, lines)
+    reservation = _reservations().create_reservation(body.order_id, lines)
     return jsonify(reservation.to_dict()), 201
 
 
 @bp.get("/reservations/<reservation_id>")
 def get_reservation(reservation_id: str) -> Response:
-    return jsonify(_service().get_reservation(reservation_id).to_dict())
+    return jsonify(_reservations().get_reservation(reservation_id).to_dict())
 
 
 @bp.delete("/reservations/<reservation_id>")
 def release_reservation(reservation_id: str) -> Response:
-    reservation, released = _service().release(reservation_id, reason="released over the API")
+    reservation, released = _reservations().release(reservation_id, reason="released over the API")
     return jsonify({"reservation_id": reservation_id, "status": reservation.status, "released": released})
 
 

@@ -6,14 +6,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.inventory.domain import InvalidInput, check_reservation_id, parse_lines
-from services.inventory.service import InventoryService, ReserveRequest, SettleRequest
+from services.inventory.service import Reservations, ReserveRequest, SettleRequest
 from shared.events import Envelope
 from shared.kafka_utils import PermanentError
 
 MAX_REASON_LENGTH = 200
 
 
-def reserve_inventory(service: InventoryService, event: Envelope) -> None:
+def reserve_inventory(service: Reservations, event: Envelope) -> None:
     """Hold the order's items (all or none) and reply InventoryReserved or InventoryReservationFailed."""
     rid = _reservation_id(event)
     try:
@@ -23,17 +23,17 @@ def reserve_inventory(service: InventoryService, event: Envelope) -> None:
     service.reserve(rid, event.order_id, lines, command=event)
 
 
-def release_inventory(service: InventoryService, event: Envelope) -> None:
+def release_inventory(service: Reservations, event: Envelope) -> None:
     """Return the reservation's units to stock and reply InventoryReleased."""
     service.release(_reservation_id(event), command=event, reason=_release_reason(event))
 
 
-def commit_inventory(service: InventoryService, event: Envelope) -> None:
+def commit_inventory(service: Reservations, event: Envelope) -> None:
     """Turn the reserved units into sold ones and reply InventoryCommitted."""
     service.commit(_reservation_id(event), command=event)
 
 
-def handle_batch(service: InventoryService, events: Sequence[Envelope]) -> dict[str, PermanentError]:
+def handle_batch(service: Reservations, events: Sequence[Envelope]) -> dict[str, PermanentError]:
     """Handle every fetched command, ending as one after another would; return the unusable ones
     by event id. Consecutive commands of one kind (reserve, or commit/release) about distinct
     reservations go to the service together, so their writes are shared."""
@@ -68,7 +68,7 @@ def _request(event: Envelope) -> ReserveRequest | SettleRequest:
     return SettleRequest(rid, event)
 
 
-def _handle_run(service: InventoryService, run: Sequence[ReserveRequest | SettleRequest]) -> None:
+def _handle_run(service: Reservations, run: Sequence[ReserveRequest | SettleRequest]) -> None:
     """Hand a run of one kind to the service."""
     if not run:
         return

@@ -1,4 +1,5 @@
-"""Inventory use cases: the catalogue, and reservations driven over REST or by saga commands.
+"""Inventory use cases: reservations driven over REST or by saga commands (the catalogue admin is
+in catalogue.py), and InventoryService, both over one stock store as bootstrap builds them.
 
 There are no transactions, so every step is one conditional single-document write and each
 use case can be run again after a crash at any point. A reservation's status is the decision;
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Counter
 
-from services.inventory.catalogue import seed_stock
+from services.inventory.catalogue import Catalogue
 from services.inventory.domain import (
     ACTIVE,
     COMMITTED,
@@ -29,11 +30,9 @@ from services.inventory.domain import (
     RESERVED,
     RESERVING,
     InsufficientStock,
-    InvalidInput,
     InvalidOrder,
     Line,
     ManagedBySaga,
-    ProductNotFound,
     Reservation,
     ReservationNotFound,
     Shortage,
@@ -77,7 +76,9 @@ class SettleRequest(NamedTuple):
     reason: str | None = None
 
 
-class InventoryService:
+class Reservations:
+    """Reserve, commit, release and expire stock holds, for REST callers and saga commands."""
+
     def __init__(
         self,
         stock: StockRepository,
@@ -90,47 +91,6 @@ class InventoryService:
         self._reservations = reservations
         self._ttl = timedelta(seconds=ttl_s)
         self._clock = clock
-
-    # --- catalogue -------------------------------------------------------------------------
-
-    def seed(self) -> int:
-        """Load the catalogue into an empty store; return how many products were added."""
-        return seed_stock(self._stock, self._clock())
-
-    def list_products(self) -> list[StockItem]:
-        """Return every product's stock, sorted by product id."""
-        return self._stock.list()
-
-    def get_product(self, product_id: str) -> StockItem:
-        """Return one product's stock or raise ProductNotFound."""
-        item = self._stock.get(product_id)
-        if item is None:
-            raise ProductNotFound(f"product {product_id} not found")
-        return item
-
-    def put_product(
-        self, product_id: str, *, name: str | None, price: float | None, quantity: int | None
-    ) -> tuple[StockItem, bool]:
-        """Create the product, or rename/reprice it and add ``quantity`` units; return it and whether created."""
-        now = self._clock()
-        price = None if price is None else round(price, 2)
-        if self._stock.get(product_id) is None:
-            if name is None or price is None or quantity is None:
-                raise InvalidInput("a new product needs name, price and quantity")
-            item = StockItem(product_id, name, price, available=quantity, updated_at=now)
-            if self._stock.add(item):
-                logger.info("created product %s with %d units", product_id, quantity)
-                return item, True
-        if name is None and price is None and quantity is None:
-            raise InvalidInput("give at least one of name, price and quantity")
-        updated = self._stock.update(product_id, name=name, price=price, restock=quantity or 0, now=now)
-        if updated is None:
-            raise ProductNotFound(f"product {product_id} not found")
-        if quantity:
-            logger.info("restocked %s with %d units", product_id, quantity)
-        return updated, False
-
-    # --- reservations ----------------------------------------------------------------------
 
     def create_reservation(self, order_id: str, lines: list[Line]) -> Reservation:
         """Reserve for a REST caller under a fresh id; raise InvalidOrder or InsufficientStock on failure."""
@@ -403,3 +363,9 @@ class InventoryService:
         if self._reservations.add(record, replies(command, command.order_id, event_type, unknown_reply)):
             logger.warning("%s for unknown reservation %s; recorded it as released", command.event_type, rid)
         return self.get_reservation(rid)
+
+
+class InventoryService(Reservations, Catalogue):
+    """The catalogue and the reservations over one stock store: what bootstrap builds for the API
+    (which uses both) and the worker (reservations only). Built as Reservations is: its stock store
+    and clock are the ones the catalogue's methods use."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.inventory.app import bootstrap
-from services.inventory.catalogue import CATALOGUE, seed_stock
+from services.inventory.catalogue import CATALOGUE, Catalogue, seed_stock
 from services.inventory.domain import InvalidInput, ProductNotFound, StockItem
 from services.inventory.service import InventoryService
 from shared.config import Settings
@@ -77,3 +77,12 @@ def test_put_renames_and_reprices_without_touching_stock(service: InventoryServi
 def test_put_with_nothing_to_change_is_refused(service: InventoryService) -> None:
     with pytest.raises(InvalidInput):
         service.put_product("mouse", name=None, price=None, quantity=None)
+
+
+def test_the_catalogue_works_on_its_own_over_a_stock_store() -> None:
+    # Catalogue admin needs no reservations: the API's product endpoints use only this part.
+    catalogue = Catalogue(InMemoryStockRepository(), clock=FakeClock())
+    item, created = catalogue.put_product("p1", name="P", price=1.0, quantity=2)
+    assert created
+    assert catalogue.get_product("p1") == item
+    assert catalogue.list_products() == [item]
