@@ -140,6 +140,8 @@ class NotificationSettings(_Section):
 
 class AlertThresholds(_Section):
     error_rate: float = Field(ge=0, le=1)
+    # The error rate is taken over this many minutes (monitoring keeps an hour of minute figures).
+    error_rate_window_min: int = Field(ge=1, le=60)
     slow_order_s: float = Field(gt=0)
     stuck_saga_s: float = Field(gt=0)
     dlq_growth: int = Field(ge=1)

@@ -11,8 +11,6 @@ from services.monitoring.domain import OpenOrder, ServiceHealth
 from services.monitoring.stats import window_count
 from shared.config import AlertThresholds
 
-ERROR_RATE_WINDOW_MIN = 15
-
 
 @dataclass(frozen=True)
 class Alert:
@@ -46,17 +44,19 @@ def service_alerts(health: Iterable[ServiceHealth]) -> list[Alert]:
     return alerts
 
 
-def error_rate_alert(minutes: Mapping[str, Mapping[str, int]], now: datetime, threshold: float) -> Alert | None:
-    """Alert when failed / (completed + failed) over the last 15 minutes exceeds the threshold."""
-    failed = window_count(minutes, now, ERROR_RATE_WINDOW_MIN, "failed")
-    finished = failed + window_count(minutes, now, ERROR_RATE_WINDOW_MIN, "completed")
+def error_rate_alert(
+    minutes: Mapping[str, Mapping[str, int]], now: datetime, threshold: float, window_min: int
+) -> Alert | None:
+    """Alert when failed / (completed + failed) over the last ``window_min`` minutes exceeds the threshold."""
+    failed = window_count(minutes, now, window_min, "failed")
+    finished = failed + window_count(minutes, now, window_min, "completed")
     if finished <= 0 or failed / finished <= threshold:
         return None
     rate = round(failed / finished, 4)
     return Alert(
         "high_error_rate",
         "critical",
-        f"{rate:.1%} of orders failed in the last {ERROR_RATE_WINDOW_MIN} minutes",
+        f"{rate:.1%} of orders failed in the last {window_min} minutes",
         rate,
         threshold,
     )
@@ -139,7 +139,7 @@ def evaluate(
     """Run every rule; critical alerts first."""
     found = [
         *service_alerts(health),
-        error_rate_alert(minutes, now, thresholds.error_rate),
+        error_rate_alert(minutes, now, thresholds.error_rate, thresholds.error_rate_window_min),
         slow_processing_alert(p95_s, thresholds.slow_order_s),
         stuck_sagas_alert(stuck, thresholds.stuck_saga_s),
         dlq_growth_alert(dlq_growth, thresholds.dlq_growth),

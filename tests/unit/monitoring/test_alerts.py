@@ -29,17 +29,19 @@ def test_a_down_service_raises_a_critical_alert_and_a_degraded_one_a_warning():
 
 def test_error_rate_above_the_threshold_over_fifteen_minutes_alerts():
     minutes = {"2025-03-01T11:50": {"completed": 8, "failed": 2}}
-    alert = alerts.error_rate_alert(minutes, NOW, 0.05)
+    alert = alerts.error_rate_alert(minutes, NOW, 0.05, 15)
     assert alert is not None and alert.value == 0.2
 
 
 def test_error_rate_at_or_below_the_threshold_or_without_orders_is_quiet():
-    assert alerts.error_rate_alert({"2025-03-01T11:50": {"completed": 19, "failed": 1}}, NOW, 0.05) is None
-    assert alerts.error_rate_alert({}, NOW, 0.05) is None
+    assert alerts.error_rate_alert({"2025-03-01T11:50": {"completed": 19, "failed": 1}}, NOW, 0.05, 15) is None
+    assert alerts.error_rate_alert({}, NOW, 0.05, 15) is None
 
 
-def test_failures_older_than_fifteen_minutes_do_not_count():
-    assert alerts.error_rate_alert({"2025-03-01T11:40": {"failed": 5}}, NOW, 0.05) is None
+def test_failures_older_than_the_window_do_not_count():
+    assert alerts.error_rate_alert({"2025-03-01T11:40": {"failed": 5}}, NOW, 0.05, 15) is None
+    wider = alerts.error_rate_alert({"2025-03-01T11:40": {"failed": 5}}, NOW, 0.05, 30)
+    assert wider is not None and "last 30 minutes" in wider.message
 
 
 def test_slow_processing_alerts_only_above_the_threshold():

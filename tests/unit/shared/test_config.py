@@ -17,7 +17,7 @@ default:
   notification: {sender: log, file_path: x, smtp_host: h, smtp_port: 25, smtp_from: a@b.c}
   monitoring: {health_poll_interval_s: 5, health_timeout_s: 2, timeline_limit: 10,
                recent_events_kept: 1000, open_orders_checked: 100,
-               alerts: {error_rate: 0.1, slow_order_s: 30, stuck_saga_s: 60, dlq_growth: 1}}
+               alerts: {error_rate: 0.1, error_rate_window_min: 15, slow_order_s: 30, stuck_saga_s: 60, dlq_growth: 1}}
   http: {max_content_length: 2048, workers: 2, threads: 2}
   logging: {level: INFO, format: json}
   services:
