@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Histogram
@@ -239,9 +238,6 @@ class ConsumerRunner:
     event at fault.
 
     With a ``gate``, the gated event types' topics are paused while it is closed (GateFollower).
-
-    ``options`` may also be given as its fields (service=, group_id=, retry=, linger_s=,
-    is_transient=), as shared/runtime.py still does.
     """
 
     def __init__(
@@ -249,18 +245,13 @@ class ConsumerRunner:
         consumer: Consumer,
         publisher: KafkaPublisher,
         handlers: Mapping[str, Handler],
-        options: ConsumerOptions | None = None,
+        options: ConsumerOptions,
         *,
         inbox: Inbox | None = None,
         batch_handler: BatchHandler | None = None,
         gate: Gate | None = None,
         on_idle: Callable[[], None] | None = None,
-        **option_fields: Any,
     ) -> None:
-        if options is None:
-            options = ConsumerOptions(**option_fields)
-        elif option_fields:
-            raise TypeError(f"give options or their fields, not both: {sorted(option_fields)}")
         unknown = set(handlers) - set(TOPIC_BY_EVENT)
         if unknown:
             raise ValueError(f"handlers for unknown event types: {sorted(unknown)}")

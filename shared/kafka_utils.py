@@ -245,13 +245,3 @@ def consumer_lag(kafka: KafkaSettings, group_ids: Iterable[str], timeout: float 
 def bind_handlers(handlers: Mapping[str, Callable[[Any, Envelope], None]], service: Any) -> dict[str, Handler]:
     """Give each ``handler(service, event)`` of a service's HANDLERS table its service."""
     return {event_type: functools.partial(handler, service) for event_type, handler in handlers.items()}
-
-
-def __getattr__(name: str) -> Any:
-    # The runner moved to shared.consuming (it imports this module); callers not yet moved
-    # (shared/runtime.py) still find it here.
-    if name in ("ConsumerRunner", "ConsumerOptions"):
-        from shared import consuming
-
-        return getattr(consuming, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

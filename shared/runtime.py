@@ -25,10 +25,10 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Settings
+from shared.consuming import ConsumerOptions, ConsumerRunner
 from shared.events import DEAD_LETTER_TOPIC, Envelope
 from shared.kafka_utils import (
     BatchHandler,
-    ConsumerRunner,
     Gate,
     Handler,
     KafkaPublisher,
@@ -170,13 +170,15 @@ def run_worker(
         make_consumer(settings.kafka, group_id, client_id=f"{settings.service}-worker"),
         clients.publisher,
         handlers,
-        service=settings.service or "unknown",
-        group_id=group_id,
-        retry=settings.consumer,
+        ConsumerOptions(
+            service=settings.service or "unknown",
+            group_id=group_id,
+            retry=settings.consumer,
+            linger_s=settings.consumer.linger_s(settings.service),
+            is_transient=is_transient,
+        ),
         inbox=mongo_inbox,
-        is_transient=is_transient,
         batch_handler=batch_handler,
-        linger_s=settings.consumer.linger_s(settings.service),
         gate=gate,
     )
     if mongo_inbox:

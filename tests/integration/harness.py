@@ -37,10 +37,10 @@ from services.orchestrator.app import mongo_sagas
 from services.orchestrator.handlers import HANDLERS as ORCHESTRATOR_HANDLERS
 from services.orchestrator.handlers import handle_batch as orchestrator_batch
 from shared.config import Settings, load_settings
+from shared.consuming import ConsumerOptions, ConsumerRunner
 from shared.events import ALL_TOPICS, DEAD_LETTER_TOPIC, Envelope
 from shared.kafka_utils import (
     BatchHandler,
-    ConsumerRunner,
     Handler,
     bind_handlers,
     client_config,
@@ -348,12 +348,14 @@ class Worker:
             self.consumer,  # type: ignore[arg-type]
             clients.publisher,
             handlers,
-            service=settings.service or "unknown",
-            group_id=group,
-            retry=settings.consumer,
-            is_transient=is_transient,
+            ConsumerOptions(
+                service=settings.service or "unknown",
+                group_id=group,
+                retry=settings.consumer,
+                linger_s=settings.consumer.linger_s(settings.service),
+                is_transient=is_transient,
+            ),
             batch_handler=self._handle if batch_handler else None,
-            linger_s=settings.consumer.linger_s(settings.service),
             inbox=inbox,
         )
         self._thread = threading.Thread(

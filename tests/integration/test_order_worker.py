@@ -14,9 +14,9 @@ from services.order.handlers import HANDLERS, apply_batch
 from services.order.mongo import MongoOrderRepository
 from services.order.service import OrderService
 from shared.config import Settings
+from shared.consuming import ConsumerOptions, ConsumerRunner
 from shared.events import Envelope
 from shared.kafka_utils import (
-    ConsumerRunner,
     bind_handlers,
     make_consumer,
     make_publisher,
@@ -54,10 +54,7 @@ def test_worker_moves_an_order_to_completed_from_kafka_events(
         make_consumer(settings.kafka, group, client_id=group),
         publisher,
         bind_handlers(HANDLERS, service),
-        service="order",
-        group_id=group,
-        retry=settings.consumer,
-        is_transient=is_transient,
+        ConsumerOptions(service="order", group_id=group, retry=settings.consumer, is_transient=is_transient),
         batch_handler=lambda events: apply_batch(service, events),  # as the worker runs it
     )
     thread = threading.Thread(target=runner.run, kwargs={"install_signal_handlers": False}, daemon=True)

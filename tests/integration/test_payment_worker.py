@@ -11,8 +11,9 @@ from confluent_kafka import Consumer
 from services.payment.app import bootstrap
 from services.payment.handlers import HANDLERS
 from shared.config import Settings
+from shared.consuming import ConsumerRunner
 from shared.events import Envelope
-from shared.kafka_utils import ConsumerRunner, bind_handlers, ensure_topics, make_consumer, topic_name
+from shared.kafka_utils import bind_handlers, ensure_topics, make_consumer, topic_name
 from shared.runtime import Clients, connect
 from tests.integration.conftest import next_event_of as read_next_event_of
 from tests.integration.conftest import running_worker
