@@ -43,11 +43,9 @@ from devstack import launcher
 from load.metrics import MetricsUnavailable, scrape, service_urls
 from load.shop import CATALOGUE, DECLINED_CARD, expected_outcome, outcome, outcome_problem, retry_after_s
 from load.usage import PsutilProcessTable, Roots, Sampler, StackUsage, children_roots, pid_file_roots
-from services.inventory.app import seed
-from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings, process_env
+from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings
 from shared.events import Envelope
 from shared.kafka_utils import delete_topics, topic_name
-from shared.mongo import make_mongo_client
 
 REPORT_DIR = LOCAL_DIR / "bench"
 
@@ -446,14 +444,8 @@ def compare_replicas(counts: list[int], args: argparse.Namespace) -> dict[str, d
             "LOG_LEVEL": "WARNING",
             "APP__KAFKA__TOPIC_PREFIX": f"bench-{int(time.time())}-{count}.",
         }
-        settings = load_settings(env={**process_env(), **env})
-        client = make_mongo_client(settings.mongo)
-        for name in SERVICE_NAMES:
-            client.drop_database(settings.services[name].database)
-        seed(load_settings("inventory", env={**process_env(), **env}))  # the catalogue it buys from
-        children = launcher.start(SERVICE_NAMES, replicas=count, env=env)
+        settings, children = launcher.start_fresh(env, replicas=count, timeout=90)
         try:
-            launcher.wait_healthy(settings, SERVICE_NAMES, children, timeout=90)
             time.sleep(5)  # let every worker join its group before measuring
             # Exactly the processes started here (and their gunicorn workers), nothing else on the box.
             results[f"{count} worker(s)"] = bench(settings, args, roots=children_roots(children))

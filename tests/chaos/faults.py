@@ -11,11 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devstack import infra, launcher
-from services.inventory.app import seed
-from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
+from shared.config import SERVICE_NAMES, Settings
 from shared.events import iso_now
-from shared.kafka_utils import ensure_topics
-from shared.mongo import make_mongo_client
 
 FAULT_KINDS = ("services", "broker", "store")
 
@@ -45,16 +42,10 @@ class Stack:
         self._downtime = random.Random(f"{seed}-downtime")
 
     def start(self) -> None:
-        busy = [name for name in SERVICE_NAMES if launcher.health(self.settings, name)[0]]
-        if busy:
-            raise SystemExit(f"ports of {', '.join(busy)} are in use: stop the running stack first")
-        client = make_mongo_client(self.settings.mongo)
-        for name in SERVICE_NAMES:
-            client.drop_database(self.settings.services[name].database)
-        seed(load_settings("inventory", env={**process_env(), **self.env}))  # the load orders from the catalogue
-        ensure_topics(self.settings.kafka)
-        self.children = launcher.start(SERVICE_NAMES, replicas=self.replicas, env=self.env)
-        launcher.wait_healthy(self.settings, SERVICE_NAMES, self.children, timeout=120)
+        try:
+            _settings, self.children = launcher.start_fresh(self.env, replicas=self.replicas)
+        except RuntimeError as err:
+            raise SystemExit(str(err)) from err
 
     def stop(self) -> None:
         launcher.stop(self.children)

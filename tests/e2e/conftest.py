@@ -16,9 +16,8 @@ import pytest
 import requests
 
 from devstack import launcher
-from services.inventory.app import seed
-from shared.config import SERVICE_NAMES, Settings, load_settings, process_env
-from shared.kafka_utils import delete_topics, ensure_topics
+from shared.config import SERVICE_NAMES, Settings
+from shared.kafka_utils import delete_topics
 from shared.mongo import make_mongo_client
 
 E2E_ENV = {
@@ -53,19 +52,12 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    settings = load_settings(env={**process_env(), **E2E_ENV})
-    busy = [name for name in SERVICE_NAMES if launcher.health(settings, name)[0]]
-    if busy:
-        pytest.fail(f"ports of {', '.join(busy)} are already in use: stop `make run` before the e2e tests")
-    client = make_mongo_client(settings.mongo)
-    for name in SERVICE_NAMES:
-        client.drop_database(settings.services[name].database)
-    seed(load_settings("inventory", env={**process_env(), **E2E_ENV}))  # the tests order from the catalogue
-    ensure_topics(settings.kafka)  # the stack's topics carry the test prefix
-    stack = Stack(settings)
-    stack.children = launcher.start(SERVICE_NAMES, env=E2E_ENV)
     try:
-        launcher.wait_healthy(settings, SERVICE_NAMES, stack.children, timeout=90)
+        settings, children = launcher.start_fresh(E2E_ENV, timeout=90)
+    except RuntimeError as err:
+        pytest.fail(f"the e2e stack did not start: {err}")
+    stack = Stack(settings, children)
+    try:
         yield stack
     finally:
         launcher.stop(stack.children)
