@@ -42,7 +42,7 @@ class KafkaSettings(_Section):
     bootstrap_servers: str = Field(min_length=1)
     topic_partitions: int = Field(ge=1, le=1000)
     replication_factor: int = Field(ge=1, le=10)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
     linger_ms: int = Field(ge=0, le=1000)
     delivery_timeout_ms: int = Field(ge=1000)
     session_timeout_ms: int = Field(ge=1000)
@@ -51,7 +51,7 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(ge=1000)
     # What a consumer fetches ahead of its handler. librdkafka's default (64 MB) fills up in a
     # backlog and stays in every worker's RSS; a batch of 500 events is ~0.5 MB.
-    consumer_queue_kb: int = Field(default=4096, ge=256, le=2_097_151)
+    consumer_queue_kb: int = Field(ge=256, le=2_097_151)
     # Prepended to every topic name, so test runs never share topics with `make run`.
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=40)
     # True when KAFKA_BOOTSTRAP_SERVERS points at a broker we must not start or stop.
@@ -73,12 +73,13 @@ class ConsumerSettings(_Section):
     backoff_max_s: float = Field(ge=0)
     # The most events a batch handler takes in one call (each fetched batch, each linger).
     max_batch: int = Field(ge=1, le=10_000)
-    inbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
-    inbox_prune_interval_s: float = Field(default=3600, gt=0)
+    # How long an inbox (run_worker(inbox=True)) keeps a handled event id, and how often it is pruned.
+    inbox_retention_s: float = Field(gt=0)
+    inbox_prune_interval_s: float = Field(gt=0)
     # How long a service's worker waits, once an event has come, for more to handle in the same
     # batch (one bulk write for all); a service not named takes only what is already fetched.
     # Only workers off the saga's path should wait: every wait on the path adds to each order.
-    batch_linger_ms: dict[ServiceName, Annotated[int, Field(ge=0, le=5000)]] = Field(default_factory=dict)
+    batch_linger_ms: dict[ServiceName, Annotated[int, Field(ge=0, le=5000)]]
 
     def linger_s(self, service: str | None) -> float:
         """The batch linger of ``service``'s worker, in seconds."""
@@ -89,12 +90,16 @@ class OutboxSettings(_Section):
     retry_interval_s: float = Field(gt=0)
     # An API process holds at most this many outbox documents to publish or clear; a write that
     # would queue more waits up to api_backlog_wait_s for the relay, then gets 503 and Retry-After.
-    api_backlog_limit: int = Field(default=5000, ge=10)
-    api_backlog_wait_s: float = Field(default=5.0, ge=0, le=60)
+    api_backlog_limit: int = Field(ge=10)
+    api_backlog_wait_s: float = Field(ge=0, le=60)
     # How long the relay gathers acknowledgements before clearing them from their documents in one
     # bulk write (sooner once it has 50). Clearing is off every order's path: a longer wait costs
     # nothing but duplicates after a crash, which consumers drop anyway.
     clear_interval_s: float = Field(gt=0, le=10)
+    # A worker's relay rescans for a crashed process's unpublished events this often, and gives
+    # one scan this long (the store may read the whole collection for it).
+    recover_interval_s: float = Field(gt=0)
+    scan_timeout_s: float = Field(gt=0)
 
 
 class SagaSettings(_Section):
@@ -103,16 +108,33 @@ class SagaSettings(_Section):
     timer_interval_s: float = Field(gt=0)
     # New orders wait in Kafka while this many sagas are in flight (0: no limit). Work in
     # flight costs every write of the stock it holds; see services/orchestrator/admission.py.
-    max_in_flight: int = Field(default=200, ge=0)
+    max_in_flight: int = Field(ge=0)
     # Within that ceiling, as many as keep sagas ending within this time (None: half the payment
     # deadline or a quarter of the order deadline, whichever is shorter); see SagaWindow.
-    admission_target_s: float | None = Field(default=None, gt=0)
+    admission_target_s: float | None = Field(gt=0)
+    # How often the sagas in flight are counted for the admission of new orders.
+    admission_count_interval_s: float = Field(gt=0)
+    # The most due deadlines one timer pass fires.
+    timer_batch: int = Field(ge=1)
+    # Timer writes wait this long to go out together (see WriteBehind).
+    timer_flush_interval_s: float = Field(gt=0)
+    # How often the worker looks for active sagas that lost their timer (a crash between two writes).
+    reconcile_interval_s: float = Field(gt=0)
+    # Sagas the worker keeps in memory (a few KB each).
+    cache_size: int = Field(ge=0)
+    # A saga write that keeps finding the saga changed by another writer gives up after this many.
+    max_write_attempts: int = Field(ge=1)
 
     @property
     def admission_target(self) -> float:
         # Under the payment deadline: a box slowed by other work must shrink the window while sagas
         # still end in time, not after payment commands have begun to wait past their deadline.
         return self.admission_target_s or min(self.payment_timeout_s / 2, self.order_timeout_s / 4)
+
+
+class OrderSettings(_Section):
+    # How often the worker deletes expired idempotency keys.
+    idempotency_key_purge_interval_s: float = Field(gt=0)
 
 
 class InventorySettings(_Section):
@@ -127,7 +149,9 @@ class PaymentSettings(_Section):
     failure_rate: float = Field(ge=0, le=1)
     # The simulated gateway's own books (services/payment/ledger.py): every charge attempt and
     # refund, shared by all payment processes and kept across restarts. Empty: in memory only.
-    ledger_path: str = ""
+    ledger_path: str
+    # A batch of saga charges is charged and its replies written this many at a time.
+    charges_per_write: int = Field(ge=1, le=1000)
 
 
 class NotificationSettings(_Section):
@@ -136,6 +160,8 @@ class NotificationSettings(_Section):
     smtp_host: str
     smtp_port: int = Field(ge=1, le=65535)
     smtp_from: str
+    # A batch of notifications is sent and stored as sent this many at a time.
+    sends_per_write: int = Field(ge=1, le=1000)
 
 
 class AlertThresholds(_Section):
@@ -156,6 +182,10 @@ class MonitoringSettings(_Section):
     recent_events_kept: int = Field(ge=1)
     # Housekeeping reads at most this many timelines of open orders per pass.
     open_orders_checked: int = Field(ge=1)
+    # How often the worker's housekeeping (trim the feed and old minutes, forget ended open orders)
+    # runs at most, and how often it writes its buffered figures and recent events.
+    housekeeping_interval_s: float = Field(gt=0)
+    flush_interval_s: float = Field(gt=0)
     alerts: AlertThresholds
 
 
@@ -191,6 +221,7 @@ class Settings(_Section):
     consumer: ConsumerSettings
     outbox: OutboxSettings
     saga: SagaSettings
+    order: OrderSettings
     inventory: InventorySettings
     payment: PaymentSettings
     notification: NotificationSettings

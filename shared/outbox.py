@@ -131,8 +131,8 @@ class OutboxRelay:
         *,
         retry_interval_s: float,
         clear_interval_s: float,
-        recover_interval_s: float = 300.0,
-        scan_timeout_s: float = 300.0,
+        recover_interval_s: float,
+        scan_timeout_s: float,
     ) -> None:
         self._publisher = publisher
         self._collections = {c.full_name: c for c in collections}

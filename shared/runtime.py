@@ -82,6 +82,8 @@ class Clients:
             [self.db[name] for name in collection_names],
             retry_interval_s=self.settings.outbox.retry_interval_s,
             clear_interval_s=self.settings.outbox.clear_interval_s,
+            recover_interval_s=self.settings.outbox.recover_interval_s,
+            scan_timeout_s=self.settings.outbox.scan_timeout_s,
         )
         self.relays.append(relay)
         return relay

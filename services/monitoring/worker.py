@@ -25,11 +25,9 @@ logger = logging.getLogger(__name__)
 
 GROUP_ID = "monitoring-service"
 DLQ_GROUP_ID = "monitoring-dlq"
-HOUSEKEEPING_INTERVAL_S = 10.0
 # Housekeeping scans the open orders; in a backlog of thousands that takes seconds of the store's
 # time, so it runs less often then, taking at most this share of the time.
 HOUSEKEEPING_SHARE = 0.05
-FLUSH_INTERVAL_S = 1.0
 
 
 class DeadLetterConsumer:
@@ -120,9 +118,9 @@ def main(settings: Settings | None = None) -> None:
         bind_handlers(HANDLERS, service),
         group_id=GROUP_ID,
         batch_handler=service.record_many,
-        background=[dlq, Flusher([figures, recent], FLUSH_INTERVAL_S)],
+        background=[dlq, Flusher([figures, recent], settings.monitoring.flush_interval_s)],
         periodic=[
             (settings.monitoring.health_poll_interval_s, service.poll_health),
-            (HOUSEKEEPING_INTERVAL_S, Paced(service.housekeep, HOUSEKEEPING_SHARE)),
+            (settings.monitoring.housekeeping_interval_s, Paced(service.housekeep, HOUSEKEEPING_SHARE)),
         ],
     )

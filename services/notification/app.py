@@ -33,7 +33,7 @@ def bootstrap(
         notifications = mongo_notifications
     if sender is None:
         sender = make_sender(settings.notification)
-    return NotificationService(notifications, sender)
+    return NotificationService(notifications, sender, sends_per_write=settings.notification.sends_per_write)
 
 
 def create_app(settings: Settings | None = None, service: NotificationService | None = None) -> Flask:

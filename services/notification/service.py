@@ -36,9 +36,6 @@ logger = logging.getLogger(__name__)
 SOURCE = "notification"
 SENT_TOTAL = Counter("notifications_sent_total", "Notifications delivered", ["type", "channel"])
 FAILED_TOTAL = Counter("notifications_failed_total", "Notification delivery attempts that failed")
-# A batch is sent this many at a time, each group stored as sent before the next is sent: a crash
-# or an outage mid-batch then repeats at most one group's sends (at-least-once, as one by one).
-SENDS_PER_WRITE = 50
 
 
 @dataclass(frozen=True)
@@ -62,11 +59,15 @@ class NotificationService:
         notifications: NotificationRepository,
         sender: NotificationSender,
         *,
+        sends_per_write: int,
         clock: Callable[[], datetime] = now_ms,
         new_id: Callable[[], str] = new_notification_id,
     ) -> None:
         self._notifications = notifications
         self._sender = sender
+        # A batch is sent this many at a time, each group stored as sent before the next is sent: a
+        # crash or an outage mid-batch then repeats at most one group's sends (at-least-once, as one by one).
+        self._sends_per_write = sends_per_write
         self._clock = clock
         self._new_id = new_id
 
@@ -93,7 +94,7 @@ class NotificationService:
 
     def process_notification_requests(self, requests: Sequence[tuple[NotificationRequest, Envelope]]) -> None:
         """Deliver many saga notifications as ``process_notification_request`` would one by one,
-        ``SENDS_PER_WRITE`` at a time: the new notifications in one write, then the sent ones, with
+        ``sends_per_write`` at a time: the new notifications in one write, then the sent ones, with
         their replies, in another.
 
         One already stored (a redelivery, or twice in the batch) goes the single path after the
@@ -101,8 +102,9 @@ class NotificationService:
         runner then takes the batch one event at a time, and each finds its notification sent or
         still to send.
         """
-        for start in range(0, len(requests), SENDS_PER_WRITE):
-            self._deliver_group(requests[start : start + SENDS_PER_WRITE])
+        step = self._sends_per_write
+        for start in range(0, len(requests), step):
+            self._deliver_group(requests[start : start + step])
 
     def _deliver_group(self, requests: Sequence[tuple[NotificationRequest, Envelope]]) -> None:
         notifications = [self._new(self._saga_id(request), request) for request, _cause in requests]

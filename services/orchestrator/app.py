@@ -50,7 +50,15 @@ def bootstrap(
         payment=timedelta(seconds=settings.saga.payment_timeout_s),
         order=timedelta(seconds=settings.saga.order_timeout_s),
     )
-    return SagaService(sagas, timeouts, clock or utc_now, is_transient, saga_ended)
+    return SagaService(
+        sagas,
+        timeouts,
+        clock or utc_now,
+        is_transient,
+        saga_ended,
+        timer_batch=settings.saga.timer_batch,
+        max_write_attempts=settings.saga.max_write_attempts,
+    )
 
 
 def create_app(settings: Settings | None = None, service: SagaService | None = None) -> Flask:

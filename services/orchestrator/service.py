@@ -16,8 +16,6 @@ from shared.events import Envelope
 
 logger = logging.getLogger(__name__)
 
-TIMER_BATCH = 100
-
 Clock = Callable[[], datetime]
 
 
@@ -31,12 +29,16 @@ class SagaService:
         clock: Clock,
         is_transient: Callable[[BaseException], bool] = lambda _err: False,
         saga_ended: SagaEnded | None = None,
+        *,
+        timer_batch: int,
+        max_write_attempts: int,
     ) -> None:
         self._sagas = sagas
         self._timeouts = timeouts
         self._clock = clock
         self._is_transient = is_transient
-        self._writer = SagaWriter(sagas, timeouts, self._context, saga_ended)
+        self._timer_batch = timer_batch  # the most due deadlines one pass fires
+        self._writer = SagaWriter(sagas, timeouts, self._context, saga_ended, max_attempts=max_write_attempts)
 
     def start(self, event: Envelope) -> Transition | None:
         """Start the saga of a new order; for an existing saga OrderCreated is just a late event."""
@@ -105,7 +107,7 @@ class SagaService:
     def fire_due_timers(self) -> int:
         """Apply every deadline that has passed; return how many sagas it changed."""
         changed = 0
-        for timer in self._sagas.due_timers(self._now(), TIMER_BATCH):
+        for timer in self._sagas.due_timers(self._now(), self._timer_batch):
             try:
                 # A stale timer (its saga moved on meanwhile) is pointed at the real deadline by
                 # the writer, as for any outcome that changes nothing.

@@ -17,15 +17,6 @@ from shared.write_behind import Flusher, WriteBehind
 
 logger = logging.getLogger(__name__)
 
-# Timers lost to a crash between the saga write and the timer write are rare; look for them now and then.
-RECONCILE_INTERVAL_S = 300.0
-# Sagas kept in memory: far more than are in flight at once, a few MB (one saga is a few KB).
-SAGA_CACHE_SIZE = 2000
-# Timer writes wait this long to go out together (see WriteBehind).
-TIMER_FLUSH_INTERVAL_S = 0.1
-# How often the sagas in flight are counted for the admission of new orders.
-ADMISSION_COUNT_INTERVAL_S = 0.5
-
 
 def main(settings: Settings | None = None) -> None:
     """Run the saga consumer and the deadline jobs until SIGTERM (the runtime runs the outbox relay)."""
@@ -33,12 +24,14 @@ def main(settings: Settings | None = None) -> None:
     clients = connect(settings)
     # The consumer writes every saga it reads; the API (which only reads) keeps no copies.
     timer_writes = WriteBehind(clients.db["saga_timers"])
-    sagas = mongo_sagas(clients, cache_size=SAGA_CACHE_SIZE, timer_writes=timer_writes)
-    background: list[Background] = [Flusher([timer_writes], TIMER_FLUSH_INTERVAL_S)]
+    sagas = mongo_sagas(clients, cache_size=settings.saga.cache_size, timer_writes=timer_writes)
+    background: list[Background] = [Flusher([timer_writes], settings.saga.timer_flush_interval_s)]
     admission = None
     if settings.saga.max_in_flight:
         window = SagaWindow(settings.saga.max_in_flight, settings.saga.admission_target, since=utc_now())
-        admission = SagaAdmission(sagas.timed_count, settings.saga.max_in_flight, ADMISSION_COUNT_INTERVAL_S, window)
+        admission = SagaAdmission(
+            sagas.timed_count, settings.saga.max_in_flight, settings.saga.admission_count_interval_s, window
+        )
         try:
             admission.refresh()  # after a restart in a backlog, the sagas already in flight count
         except PyMongoError as err:
@@ -55,7 +48,8 @@ def main(settings: Settings | None = None) -> None:
         background=background,
         periodic=[
             (settings.saga.timer_interval_s, service.fire_due_timers),
-            (RECONCILE_INTERVAL_S, service.reconcile_timers),
+            # Timers lost to a crash between the saga write and the timer write are rare.
+            (settings.saga.reconcile_interval_s, service.reconcile_timers),
         ],
         gate=admission,
         # Every fetched event at once: the sagas they move are written in one bulk write.

@@ -30,8 +30,6 @@ SAGA_DURATION = Histogram(
 SAGA_COMPENSATIONS = Counter("saga_compensations_total", "Compensations started, by reason", ["reason"])
 SAGA_REFUNDS = Counter("saga_refunds_total", "Refunds requested for payments that arrived too late")
 
-MAX_WRITE_ATTEMPTS = 10
-
 # Told the start and end of every saga that ends here (the admission's latency window listens).
 SagaEnded = Callable[[datetime, datetime], None]
 # A pure decision: how an event or a deadline moves the saga (None when there is none), given the clock.
@@ -63,11 +61,14 @@ class SagaWriter:
         timeouts: saga.Timeouts,
         context: Callable[[], Context],
         saga_ended: SagaEnded | None = None,
+        *,
+        max_attempts: int,
     ) -> None:
         self._sagas = sagas
         self._timeouts = timeouts
         self._context = context
         self._saga_ended = saga_ended
+        self._max_attempts = max_attempts  # of a write that keeps finding the saga changed
 
     def write(self, order_id: str, decide: Decide, *, assume_new: bool = False) -> Transition | None:
         """Decide on the freshest saga and write the outcome if nobody changed the saga meanwhile.
@@ -76,7 +77,7 @@ class SagaWriter:
         shared.mongo.check_atomic_updates refuses one that does not). ``assume_new`` tries the
         insert without reading first; when the saga exists after all, the next attempt reads it.
         """
-        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        for attempt in range(1, self._max_attempts + 1):
             current = None if assume_new and attempt == 1 else self._sagas.get(order_id)
             outcome = decide(current, self._context())
             if outcome is None or not outcome.changed:
@@ -94,7 +95,7 @@ class SagaWriter:
             logger.info("saga %s changed concurrently (attempt %d); applying again", order_id, attempt)
             # A random pause breaks the lockstep of two writers that keep reading the same version.
             time.sleep(random.uniform(0, 0.002 * attempt))
-        raise SagaConflict(f"saga {order_id} kept changing; gave up after {MAX_WRITE_ATTEMPTS} attempts")
+        raise SagaConflict(f"saga {order_id} kept changing; gave up after {self._max_attempts} attempts")
 
     def write_many(self, decided: Sequence[Decided]) -> list[bool]:
         """Write the changed sagas in one bulk write, then check the timers of those found redelivered.

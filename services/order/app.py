@@ -14,9 +14,6 @@ from shared.config import Settings, load_settings
 from shared.runtime import Clients, ServiceWorker, connect, publish_from_api
 from shared.web import create_service_app
 
-# Idempotency keys live 24 hours; sweeping hourly keeps the collection small.
-KEY_PURGE_INTERVAL_S = 3600.0
-
 
 def bootstrap(
     settings: Settings, *, clients: Clients | None = None, orders: OrderRepository | None = None
@@ -48,5 +45,6 @@ WORKER = ServiceWorker(
     HANDLERS,
     # Every fetched report at once, in one bulk write.
     apply_batch,
-    jobs=lambda service, _settings: [(KEY_PURGE_INTERVAL_S, service.purge_idempotency_keys)],
+    # Idempotency keys live 24 hours; sweeping now and then keeps the collection small.
+    jobs=lambda service, settings: [(settings.order.idempotency_key_purge_interval_s, service.purge_idempotency_keys)],
 )

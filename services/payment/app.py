@@ -35,7 +35,7 @@ def bootstrap(
     if gateway is None:
         ledger = GatewayLedger(settings.payment.ledger_path) if settings.payment.ledger_path else None
         gateway = SimulatedGateway(settings.payment, ledger=ledger)
-    return PaymentService(payments, gateway)
+    return PaymentService(payments, gateway, charges_per_write=settings.payment.charges_per_write)
 
 
 def create_app(settings: Settings | None = None, service: PaymentService | None = None) -> Flask:

@@ -46,9 +46,6 @@ SOURCE = "payment"
 PAYMENTS = Counter("payments_total", "Charges settled, by outcome", ["outcome"])
 PAYMENT_AMOUNT = Counter("payment_amount_total", "Amount charged successfully")
 REFUNDS = Counter("refunds_total", "Payments refunded")
-# A batch is charged this many at a time, each group's replies written before the next group is
-# charged: with a slow gateway, a whole batch's first reply would otherwise wait for every charge.
-CHARGES_PER_WRITE = 50
 
 
 def new_payment_id() -> str:
@@ -61,11 +58,15 @@ class PaymentService:
         payments: PaymentRepository,
         gateway: PaymentGateway,
         *,
+        charges_per_write: int,
         clock: Callable[[], datetime] = now_ms,
         new_id: Callable[[], str] = new_payment_id,
     ) -> None:
         self._payments = payments
         self._gateway = gateway
+        # A batch is charged this many at a time, each group's replies written before the next group
+        # is charged: with a slow gateway, a whole batch's first reply would otherwise wait for every charge.
+        self._charges_per_write = charges_per_write
         self._clock = clock
         self._new_id = new_id
 
@@ -120,7 +121,7 @@ class PaymentService:
 
     def process_payment_requests(self, requests: Sequence[tuple[ChargeRequest, Envelope]]) -> dict[str, InvalidPayment]:
         """Charge for many saga commands as ``process_payment_request`` would one by one,
-        ``CHARGES_PER_WRITE`` at a time, each group in three writes: the new payments, the claims of
+        ``charges_per_write`` at a time, each group in three writes: the new payments, the claims of
         the approved ones, the settled payments with their replies.
 
         A payment id already stored (a redelivery, or twice in the batch) goes through the single
@@ -128,8 +129,9 @@ class PaymentService:
         break the contract, by event id.
         """
         refused: dict[str, InvalidPayment] = {}
-        for start in range(0, len(requests), CHARGES_PER_WRITE):
-            refused.update(self._process_group(requests[start : start + CHARGES_PER_WRITE]))
+        step = self._charges_per_write
+        for start in range(0, len(requests), step):
+            refused.update(self._process_group(requests[start : start + step]))
         return refused
 
     def _process_group(self, requests: Sequence[tuple[ChargeRequest, Envelope]]) -> dict[str, InvalidPayment]:

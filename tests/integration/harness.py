@@ -31,7 +31,6 @@ from services.inventory.app import bootstrap as inventory_bootstrap
 from services.inventory.app import seed as inventory_seed
 from services.inventory.handlers import HANDLERS as INVENTORY_HANDLERS
 from services.inventory.handlers import handle_batch as inventory_batch
-from services.orchestrator import worker as orchestrator_worker_module
 from services.orchestrator.app import bootstrap as orchestrator_bootstrap
 from services.orchestrator.app import mongo_sagas
 from services.orchestrator.handlers import HANDLERS as ORCHESTRATOR_HANDLERS
@@ -437,7 +436,7 @@ def orchestrator_worker(
     gate: no deadline comes due in these tests, and admission never closes for a few sagas.)
     ``wrap_sagas`` may wrap the saga repository, to hold a write."""
     clients = connect(settings)
-    sagas = mongo_sagas(clients, cache_size=orchestrator_worker_module.SAGA_CACHE_SIZE)
+    sagas = mongo_sagas(clients, cache_size=settings.saga.cache_size)
     (relay,) = clients.relays
     service = orchestrator_bootstrap(settings, clients=clients, sagas=wrap_sagas(sagas) if wrap_sagas else sagas)
     handlers = bind_handlers(ORCHESTRATOR_HANDLERS, service)

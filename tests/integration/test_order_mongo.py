@@ -15,6 +15,8 @@ from shared.outbox import OutboxRelay
 from tests.unit.order.contract import OrderRepositoryContract, make_order
 from tests.unit.order.samples import CARD, new_order
 
+SCAN = {"recover_interval_s": 300, "scan_timeout_s": 300}  # the recovery scan, as config.yaml sets it
+
 
 @pytest.fixture(scope="module")
 def publisher(live_settings: Settings) -> Iterator[KafkaPublisher]:
@@ -31,7 +33,7 @@ class TestMongoOrderRepository(OrderRepositoryContract):
         self.publisher = publisher
 
     def make_repo(self) -> MongoOrderRepository:
-        relay = OutboxRelay(self.publisher, [self.db["orders"]], retry_interval_s=1.0, clear_interval_s=0.5)
+        relay = OutboxRelay(self.publisher, [self.db["orders"]], retry_interval_s=1.0, clear_interval_s=0.5, **SCAN)
         repo = MongoOrderRepository(self.db["orders"], self.db["idempotency_keys"], relay)
         repo.ensure_indexes()
         return repo
@@ -46,7 +48,7 @@ def test_never_reads_the_card_number_back_from_the_outbox(mongo_db: Database, pu
     repo = MongoOrderRepository(
         mongo_db["orders"],
         mongo_db["idempotency_keys"],
-        OutboxRelay(publisher, [], retry_interval_s=1.0, clear_interval_s=0.5),
+        OutboxRelay(publisher, [], retry_interval_s=1.0, clear_interval_s=0.5, **SCAN),
     )
     order = make_order()
     repo.add(order, [created_event(order, new_order())])

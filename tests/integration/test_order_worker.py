@@ -25,6 +25,8 @@ from shared.mongo import is_transient
 from shared.outbox import OutboxRelay
 from tests.unit.order.contract import make_order
 
+SCAN = {"recover_interval_s": 300, "scan_timeout_s": 300}  # the recovery scan, as config.yaml sets it
+
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
@@ -43,7 +45,7 @@ def test_worker_moves_an_order_to_completed_from_kafka_events(
 ) -> None:
     settings = service_settings("order")
     publisher = make_publisher(settings.kafka, client_id=unique("order-test"))
-    relay = OutboxRelay(publisher, [mongo_db["orders"]], retry_interval_s=1.0, clear_interval_s=0.5)
+    relay = OutboxRelay(publisher, [mongo_db["orders"]], retry_interval_s=1.0, clear_interval_s=0.5, **SCAN)
     repo = MongoOrderRepository(mongo_db["orders"], mongo_db["idempotency_keys"], relay)
     service = bootstrap(settings, orders=repo)
     order = make_order(order_id=unique("order"))

@@ -16,6 +16,7 @@ from shared.mongo import MongoAuthError, MongoInbox, make_mongo_client, ping
 from shared.outbox import OutboxRelay, outbox_document
 from tests.integration.test_kafka_utils import wait_for
 
+SCAN = {"recover_interval_s": 300, "scan_timeout_s": 300}  # the recovery scan, as config.yaml sets it
 CLEAR_INTERVAL_S = 0.05  # short, so that the test that waits for a clear waits little
 
 
@@ -41,6 +42,7 @@ def test_the_relay_delivers_an_event_written_before_a_crash(live_settings, mongo
         [mongo_db["things"]],
         retry_interval_s=1.0,
         clear_interval_s=0.5,
+        **SCAN,
     )
     relay.start()
     received = []
@@ -110,7 +112,12 @@ def test_a_refused_publish_is_retried_and_does_not_hold_up_the_rest(mongo_db, un
         mongo_db["things"].insert_one({"_id": name, "outbox": outbox_document([event])})
     publisher = RefusingOncePublisher()
     relay = OutboxRelay(
-        publisher, [mongo_db["things"]], retry_interval_s=0.1, clear_interval_s=0.5, recover_interval_s=3600
+        publisher,
+        [mongo_db["things"]],
+        retry_interval_s=0.1,
+        clear_interval_s=0.5,
+        recover_interval_s=3600,
+        scan_timeout_s=300,
     )
     relay.start()
     try:
@@ -141,7 +148,9 @@ def _commands(command: str, collection: str) -> float:
 
 def test_notified_events_are_published_without_a_read_and_cleared_in_one_write(live_settings, mongo_db, unique):
     publisher = make_publisher(live_settings.kafka, "relay-test")
-    relay = OutboxRelay(publisher, [mongo_db["things"]], retry_interval_s=1.0, clear_interval_s=CLEAR_INTERVAL_S)
+    relay = OutboxRelay(
+        publisher, [mongo_db["things"]], retry_interval_s=1.0, clear_interval_s=CLEAR_INTERVAL_S, **SCAN
+    )
     events = {}
     for n in range(3):
         event = Envelope(event_type="NotificationSent", order_id=unique("order"), source="test")

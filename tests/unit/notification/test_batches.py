@@ -22,7 +22,7 @@ World = tuple[NotificationService, InMemoryNotificationRepository, RecordingSend
 
 def world(*failures: Exception) -> World:
     repo, sender = InMemoryNotificationRepository(), RecordingSender(*failures)
-    return NotificationService(repo, sender, clock=lambda: T0), repo, sender
+    return NotificationService(repo, sender, sends_per_write=50, clock=lambda: T0), repo, sender
 
 
 def outcome(w: World) -> tuple[object, ...]:

@@ -72,7 +72,11 @@ class SagaMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.sagas = InMemorySagaRepository()
         self.orchestrator = SagaService(
-            self.sagas, Timeouts(timedelta(seconds=PAYMENT_TIMEOUT_S), timedelta(seconds=ORDER_TIMEOUT_S)), self.clock
+            self.sagas,
+            Timeouts(timedelta(seconds=PAYMENT_TIMEOUT_S), timedelta(seconds=ORDER_TIMEOUT_S)),
+            self.clock,
+            timer_batch=100,
+            max_write_attempts=10,
         )
         self.stock = InMemoryStockRepository(
             StockItem(pid, pid, price, available=STOCK[pid], updated_at=self.clock()) for pid, price in PRICES.items()
@@ -81,7 +85,7 @@ class SagaMachine(RuleBasedStateMachine):
         self.inventory = InventoryService(self.stock, self.reservations, ttl_s=TTL_S, clock=self.clock)
         self.payments = InMemoryPaymentRepository()
         self.gateway = LedgerGateway()
-        self.payment = PaymentService(self.payments, self.gateway, clock=self.clock)
+        self.payment = PaymentService(self.payments, self.gateway, charges_per_write=50, clock=self.clock)
         self.services = {"orchestrator": self.orchestrator, "inventory": self.inventory, "payment": self.payment}
         # Kafka: per (topic, order) the events not yet consumed; per consumer what it has consumed.
         self.queues: dict[tuple[str, str], deque[Envelope]] = defaultdict(deque)
@@ -322,7 +326,7 @@ def test_batches_end_as_one_event_after_another(chunks: list[tuple[list[Envelope
     worlds = []
     for batched in (True, False):
         repo, clock = InMemorySagaRepository(), FakeClock()
-        service = SagaService(repo, timeouts, clock)
+        service = SagaService(repo, timeouts, clock, timer_batch=100, max_write_attempts=10)
         refused: list[str] = []
         for events, seconds in chunks:
             if batched:

@@ -16,7 +16,7 @@ CTX = Context(T0, TIMEOUTS)
 
 def test_a_batch_reports_only_the_writes_that_did_not_land_and_resyncs_the_redelivered() -> None:
     repo = ConflictingSagaRepository(conflicts=0)
-    writer = SagaWriter(repo, TIMEOUTS, lambda: CTX)
+    writer = SagaWriter(repo, TIMEOUTS, lambda: CTX, max_attempts=10)
     for oid in ("lost", "landed", "redelivered"):
         writer.write(oid, lambda _current, ctx, oid=oid: saga.start(order_created(oid), ctx), assume_new=True)
     repo.clear_timer("redelivered")  # its first delivery died between the saga write and the timer write

@@ -161,7 +161,10 @@ def test_list_payments_of_an_order_newest_first(
     settings = make_settings("payment")
     ticks = itertools.count()
     service = PaymentService(
-        repo, SimulatedGateway(settings.payment), clock=lambda: START + timedelta(seconds=next(ticks))
+        repo,
+        SimulatedGateway(settings.payment),
+        charges_per_write=settings.payment.charges_per_write,
+        clock=lambda: START + timedelta(seconds=next(ticks)),
     )
     client = create_app(settings, service=service).test_client()
     failed = client.post("/payments", json={**SEED_DECLINED, "order_id": "o-1"}).get_json()

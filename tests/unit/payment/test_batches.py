@@ -58,7 +58,11 @@ class World:
 def world(settings: Settings) -> World:
     repo = InMemoryPaymentRepository()
     gateway = LedgerGateway(settings)
-    return World(PaymentService(repo, gateway, clock=lambda: T0), repo, gateway)
+    return World(
+        PaymentService(repo, gateway, charges_per_write=settings.payment.charges_per_write, clock=lambda: T0),
+        repo,
+        gateway,
+    )
 
 
 def outcome(w: World) -> tuple[object, ...]:

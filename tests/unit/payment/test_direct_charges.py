@@ -49,7 +49,7 @@ def test_a_rest_charge_that_loses_the_race_for_the_order_is_not_made() -> None:
                 self.claim_order("o-1", "pay_winner")
 
     repo, gateway = ConcurrentWinner(), ScriptedGateway()
-    racing = PaymentService(repo, gateway, new_id=lambda: "pay_loser")
+    racing = PaymentService(repo, gateway, charges_per_write=50, new_id=lambda: "pay_loser")
     with pytest.raises(AlreadyPaid) as err:
         racing.charge(ChargeRequest("o-1", 10.0, "credit_card", None))
     assert err.value.payment_id == "pay_winner"

@@ -1,22 +1,30 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from shared.config import ConfigError, load_settings
 
 FILE = """
 default:
   kafka: {bootstrap_servers: "file:9092", topic_partitions: 6, replication_factor: 1, linger_ms: 5,
-          delivery_timeout_ms: 30000, session_timeout_ms: 10000, max_poll_interval_ms: 900000}
+          delivery_timeout_ms: 30000, session_timeout_ms: 10000, max_poll_interval_ms: 900000,
+          security_protocol: PLAINTEXT, consumer_queue_kb: 4096}
   mongo: {uri: "mongodb://file:27017", server_selection_timeout_ms: 1000, socket_timeout_ms: 1000}
-  consumer: {max_attempts: 3, backoff_base_s: 1.0, backoff_max_s: 30, max_batch: 500}
-  outbox: {retry_interval_s: 1, clear_interval_s: 0.5}
-  saga: {payment_timeout_s: 60, order_timeout_s: 300, timer_interval_s: 1}
+  consumer: {max_attempts: 3, backoff_base_s: 1.0, backoff_max_s: 30, max_batch: 500, batch_linger_ms: {},
+             inbox_retention_s: 604800, inbox_prune_interval_s: 3600}
+  outbox: {retry_interval_s: 1, clear_interval_s: 0.5, api_backlog_limit: 5000, api_backlog_wait_s: 5,
+           recover_interval_s: 300, scan_timeout_s: 300}
+  saga: {payment_timeout_s: 60, order_timeout_s: 300, timer_interval_s: 1, max_in_flight: 200,
+         admission_target_s: null, admission_count_interval_s: 0.5, timer_batch: 100,
+         timer_flush_interval_s: 0.1, reconcile_interval_s: 300, cache_size: 2000, max_write_attempts: 10}
+  order: {idempotency_key_purge_interval_s: 3600}
   inventory: {reservation_ttl_s: 900, expiry_interval_s: 30}
-  payment: {decline_cards: ["4000000000000002"], amount_limit: 10000, latency_ms: 0, failure_rate: 0}
-  notification: {sender: log, file_path: x, smtp_host: h, smtp_port: 25, smtp_from: a@b.c}
+  payment: {decline_cards: ["4000000000000002"], amount_limit: 10000, latency_ms: 0, failure_rate: 0,
+            ledger_path: "", charges_per_write: 50}
+  notification: {sender: log, file_path: x, smtp_host: h, smtp_port: 25, smtp_from: a@b.c, sends_per_write: 50}
   monitoring: {health_poll_interval_s: 5, health_timeout_s: 2, timeline_limit: 10,
-               recent_events_kept: 1000, open_orders_checked: 100,
+               recent_events_kept: 1000, open_orders_checked: 100, housekeeping_interval_s: 10, flush_interval_s: 1,
                alerts: {error_rate: 0.1, error_rate_window_min: 15, slow_order_s: 30, stuck_saga_s: 60, dlq_growth: 1}}
   http: {max_content_length: 2048, workers: 2, threads: 2}
   logging: {level: INFO, format: json}
@@ -147,3 +155,27 @@ def test_the_repository_config_lingers_only_off_the_saga_path():
 def test_the_admission_target_ends_sagas_before_their_payment_deadline(config_file, saga, target):
     settings = load_settings("orchestrator", overrides={"saga": saga}, env={}, config_file=config_file)
     assert settings.saga.admission_target == target
+
+
+def test_every_key_of_the_default_layer_has_its_one_default_there():
+    """A key config.yaml's default layer sets has no default in its model as well (the two would drift)."""
+    from pydantic import BaseModel
+
+    from shared.config import CONFIG_FILE, Settings
+
+    def twice(model: type[BaseModel], layer: dict, path: str) -> list[str]:
+        found = []
+        for name, value in layer.items():
+            field = model.model_fields[name]
+            if not field.is_required():
+                found.append(f"{path}{name}")
+            if (
+                isinstance(value, dict)
+                and isinstance(field.annotation, type)
+                and issubclass(field.annotation, BaseModel)
+            ):
+                found += twice(field.annotation, value, f"{path}{name}.")
+        return found
+
+    default = yaml.safe_load(CONFIG_FILE.read_text())["default"]
+    assert twice(Settings, default, "") == []

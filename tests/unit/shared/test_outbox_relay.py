@@ -13,6 +13,7 @@ from shared.events import Envelope
 from shared.outbox import OutboxRelay
 
 TIMING = {"retry_interval_s": 1.0, "clear_interval_s": 0.05}  # the relay's two intervals, as a service passes them
+SCAN = {"recover_interval_s": 300, "scan_timeout_s": 300}  # the recovery scan's, as config.yaml sets them
 
 
 class ThingsCollection:
@@ -73,7 +74,7 @@ def wait_until(condition, timeout: float = 5.0) -> bool:
 
 def test_a_failing_recovery_scan_neither_holds_up_new_events_nor_stops_retrying():
     things, publisher = ThingsCollection(scan_failures=2), AcceptingPublisher()
-    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, clear_interval_s=0.05)  # type: ignore[list-item]
+    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, clear_interval_s=0.05, **SCAN)  # type: ignore[list-item]
     relay.start()
     try:
         event = Envelope("NotificationSent", "order-1", "test")
@@ -88,7 +89,8 @@ def test_a_failing_recovery_scan_neither_holds_up_new_events_nor_stops_retrying(
 
 def test_an_api_relay_never_scans_and_leaves_leftovers_to_the_worker():
     things, publisher = ThingsCollection(), AcceptingPublisher()
-    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, clear_interval_s=0.05, recover_interval_s=0.01)  # type: ignore[list-item]
+    scan_soon = {**SCAN, "recover_interval_s": 0.01}
+    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, clear_interval_s=0.05, **scan_soon)  # type: ignore[list-item]
     relay.start(scan=False)
     try:
         relay.notify(things, "doc-1", [Envelope("NotificationSent", "order-1", "test")])  # type: ignore[arg-type]
@@ -104,7 +106,7 @@ def test_recovery_publishes_the_events_it_scanned_without_reading_each_document_
     events = [Envelope("NotificationSent", f"order-{n}", "test") for n in range(7)]
     leftovers = [{"_id": f"doc-{n}", "outbox": {e.event_id: e.to_dict()}} for n, e in enumerate(events)]
     things, publisher = ThingsCollection(leftovers=leftovers), AcceptingPublisher()
-    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, clear_interval_s=0.05)  # type: ignore[list-item]
+    relay = OutboxRelay(publisher, [things], retry_interval_s=0.01, clear_interval_s=0.05, **SCAN)  # type: ignore[list-item]
     relay.start()
     try:
         assert wait_until(lambda: len(publisher.published) == 7)
@@ -131,7 +133,7 @@ def test_a_slow_rescan_waits_until_it_has_used_only_its_share_of_the_time(monkey
             return True
 
     monkeypatch.setattr("shared.outbox.time.monotonic", lambda: clock[0])
-    relay = OutboxRelay(AcceptingPublisher(), [SlowThings()], **TIMING, recover_interval_s=300)  # type: ignore[list-item]
+    relay = OutboxRelay(AcceptingPublisher(), [SlowThings()], **TIMING, **SCAN)  # type: ignore[list-item]
     stop = StopAfterFirstWait()
     relay._stop = stop
     relay._scan_periodically()
@@ -140,7 +142,7 @@ def test_a_slow_rescan_waits_until_it_has_used_only_its_share_of_the_time(monkey
 
 def test_wait_for_room_waits_while_the_backlog_is_at_the_limit_and_gives_up_after_the_timeout():
     things = ThingsCollection()
-    relay = OutboxRelay(AcceptingPublisher(), [things], **TIMING)  # type: ignore[list-item]  # not started
+    relay = OutboxRelay(AcceptingPublisher(), [things], **TIMING, **SCAN)  # type: ignore[list-item]  # not started
     for n in range(3):
         relay.notify(things, f"doc-{n}", [Envelope("NotificationSent", f"order-{n}", "test")])  # type: ignore[arg-type]
     assert relay.backlog() == 3
@@ -158,7 +160,7 @@ def test_wait_for_room_waits_while_the_backlog_is_at_the_limit_and_gives_up_afte
 
 def test_acknowledged_entries_wait_for_the_clear_interval_and_a_stop_clears_them_at_once():
     things, publisher = ThingsCollection(), AcceptingPublisher()
-    relay = OutboxRelay(publisher, [things], retry_interval_s=1.0, clear_interval_s=30)  # type: ignore[list-item]
+    relay = OutboxRelay(publisher, [things], retry_interval_s=1.0, clear_interval_s=30, **SCAN)  # type: ignore[list-item]
     relay.start(scan=False)
     try:
         for n in range(3):
