@@ -36,6 +36,7 @@ infra-status: venv
 
 run: infra-up
 	$(PY) main.py inventory seed
+	$(PY) -m devstack.credentials
 	$(PY) main.py
 
 status: venv

@@ -7,6 +7,8 @@ python main.py --status               health table of the running services
 python main.py --logs [NAME]          the last lines of the services' logs
 python main.py order api|worker       one process in the foreground (what containers run)
 python main.py inventory seed         load the catalogue into an empty inventory database
+python main.py keys create --name N --scopes S [S ...]   make an API key (shown once)
+python main.py keys list | keys revoke KEY_ID            list keys (never secrets), revoke one
 """
 
 from __future__ import annotations
@@ -52,7 +54,55 @@ def seed(service: str) -> None:
         print(f"{service}: {where} already holds products; nothing added")
 
 
+def keys(argv: list[str]) -> int:
+    """Create, list and revoke API keys in the auth database the settings name."""
+    from datetime import UTC, datetime
+
+    from shared.apikeys import MongoKeyStore, new_key
+    from shared.auth import SCOPES
+    from shared.mongo import make_mongo_client
+
+    parser = argparse.ArgumentParser(prog="main.py keys", description="API keys of operators, back ends and services")
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="make a key; its secret is printed once and only its hash is stored")
+    create.add_argument("--name", required=True, help="who or what holds it, e.g. 'checkout backend'")
+    create.add_argument("--scopes", required=True, nargs="+", choices=sorted(SCOPES), metavar="SCOPE")
+    commands.add_parser("list", help="every key with its scopes and state (never a secret)")
+    revoke = commands.add_parser("revoke", help="revoke a key: refused everywhere within auth.key_cache_s")
+    revoke.add_argument("key_id")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    client = make_mongo_client(settings.mongo)
+    try:
+        store = MongoKeyStore(client[settings.auth.database]["api_keys"])
+        if args.command == "create":
+            try:
+                whole, stored = new_key(args.name, args.scopes, SCOPES)
+            except ValueError as err:
+                parser.error(str(err))
+            store.add(stored)
+            print(f"key id {stored.key_id} ({stored.name}): {' '.join(stored.scopes)}")
+            print(whole)
+            print("This is the only time the key is shown; keep it in a secret store.", file=sys.stderr)
+        elif args.command == "list":
+            for key in store.all():
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                print(f"{key.key_id}  {state:<24}  {key.name:<30}  {' '.join(key.scopes)}")
+        elif not store.revoke(args.key_id, datetime.now(UTC)):
+            print(f"no active key {args.key_id}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.key_id}; refused within {settings.auth.key_cache_s:g} s everywhere")
+    finally:
+        client.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        return keys(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("service_name", nargs="?", choices=SERVICE_NAMES, help="run one process of this service")
     parser.add_argument("role", nargs="?", choices=ROLES, help="api or worker (or seed, for inventory)")

@@ -13,10 +13,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
 from shared.config import LOCAL_DIR, ROOT, SERVICE_NAMES, Settings, load_settings, process_env
+
+if TYPE_CHECKING:
+    from devstack.credentials import Credentials
 
 LOG_DIR = LOCAL_DIR / "logs"
 METRICS_DIR = LOCAL_DIR / "prometheus"
@@ -155,24 +159,34 @@ def kill(children: list[Child]) -> None:
         remove_pid_file(child)
 
 
-def start_fresh(env: dict[str, str], replicas: int = 1, timeout: float = 120) -> tuple[Settings, list[Child]]:
-    """Start all six services on the databases and topics ``env`` names, the databases emptied and
-    the catalogue seeded first: a stack of its own for a test or benchmark run. Refuse when the
-    services' ports are taken; stop what was started if it does not come up."""
+def start_fresh(
+    env: dict[str, str], replicas: int = 1, timeout: float = 120
+) -> tuple[Settings, list[Child], Credentials]:
+    """Start all six services on the databases and topics ``env`` names, the databases emptied, the
+    catalogue seeded and credentials made first: a stack of its own for a test or benchmark run.
+    ``env`` must name the run's key database (AUTH_DATABASE); the stack's JWT secret and service
+    keys are added to it, so a service restarted with ``start(..., env=env)`` accepts the same
+    credentials. Refuse when the services' ports are taken; stop what was started if it does not
+    come up."""
+    from devstack.credentials import provision
     from services.inventory.app import seed  # the catalogue the runs order from
     from shared.kafka_utils import ensure_topics
     from shared.mongo import make_mongo_client
 
+    if not env.get("AUTH_DATABASE"):
+        raise ValueError("name the run's key database (AUTH_DATABASE), so the local one is left alone")
     settings = load_settings(env={**process_env(), **env})
     busy = [name for name in SERVICE_NAMES if health(settings, name)[0]]
     if busy:
         raise RuntimeError(f"ports of {', '.join(busy)} are in use: stop the running stack (`make run`) first")
     client = make_mongo_client(settings.mongo)
     try:
-        for name in SERVICE_NAMES:
-            client.drop_database(settings.services[name].database)
+        for database in [settings.services[name].database for name in SERVICE_NAMES] + [settings.auth.database]:
+            client.drop_database(database)
     finally:
         client.close()
+    credentials = provision(settings)
+    env.update(credentials.service_env)
     seed(load_settings("inventory", env={**process_env(), **env}))
     ensure_topics(settings.kafka)
     children = start(SERVICE_NAMES, replicas=replicas, env=env)
@@ -181,7 +195,7 @@ def start_fresh(env: dict[str, str], replicas: int = 1, timeout: float = 120) ->
     except BaseException:
         stop(children)
         raise
-    return settings, children
+    return settings, children, credentials
 
 
 def _interrupt(*_args: object) -> None:

@@ -40,7 +40,8 @@ import requests
 from confluent_kafka import Consumer
 
 from devstack import launcher
-from load.metrics import MetricsUnavailable, scrape, service_urls
+from devstack.credentials import Credentials, from_local_files
+from load.metrics import MetricsUnavailable, http_get, scrape, service_urls
 from load.shop import CATALOGUE, DECLINED_CARD, expected_outcome, outcome, outcome_problem, retry_after_s
 from load.usage import PsutilProcessTable, Roots, Sampler, StackUsage, children_roots, pid_file_roots
 from shared.config import LOCAL_DIR, SERVICE_NAMES, Settings, load_settings
@@ -73,19 +74,20 @@ def percentile(values: list[float], q: float) -> float:
 COUNTERS = ("events_published_total", "mongo_commands_total")  # read from each service's /metrics
 
 
-def stock(settings: Settings) -> dict[str, dict[str, int]]:
-    products = requests.get(settings.services["inventory"].url + "/inventory", timeout=10).json()["products"]
-    return {p["product_id"]: p for p in products}
+def stock(settings: Settings, headers: dict[str, str]) -> dict[str, dict[str, int]]:
+    response = requests.get(settings.services["inventory"].url + "/inventory", headers=headers, timeout=10)
+    response.raise_for_status()
+    return {p["product_id"]: p for p in response.json()["products"]}
 
 
-def restock(settings: Settings, current: dict[str, dict[str, int]], units: int) -> None:
+def restock(settings: Settings, current: dict[str, dict[str, int]], units: int, headers: dict[str, str]) -> None:
     """Top up every product the benchmark buys to ``units`` available, so repeated runs never sell out
     (a sold-out product fails orders fast and would flatter the figures)."""
     for product_id in CATALOGUE:
         missing = units - current.get(product_id, {}).get("available", 0)
         if missing > 0:
             url = f"{settings.services['inventory'].url}/inventory/{product_id}"
-            requests.put(url, json={"quantity": missing}, timeout=10).raise_for_status()
+            requests.put(url, json={"quantity": missing}, headers=headers, timeout=10).raise_for_status()
 
 
 def follow_terminal_events(settings: Settings, run: Run, ready: threading.Event, stop: threading.Event) -> None:
@@ -151,7 +153,7 @@ def post_order(
         return Posted(None, shed, f"status {response.status_code} without an order_id")
 
 
-def post_orders(settings: Settings, run: Run, args: argparse.Namespace) -> float:
+def post_orders(settings: Settings, run: Run, args: argparse.Namespace, headers: dict[str, str]) -> float:
     url = settings.services["order"].url + "/orders"
     rate = parse_rate(args.rate)
     local = threading.local()
@@ -164,8 +166,10 @@ def post_orders(settings: Settings, run: Run, args: argparse.Namespace) -> float
             delay = started + index / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.headers.update(headers)
         chosen = random.sample(products, k=random.randint(1, 3))
         items = [{"product_id": p, "quantity": 1, "price": CATALOGUE[p]} for p in chosen]
         body = {
@@ -193,10 +197,13 @@ def post_orders(settings: Settings, run: Run, args: argparse.Namespace) -> float
     return time.monotonic() - started
 
 
-def bench(settings: Settings, args: argparse.Namespace, roots: Roots | None = None) -> dict:
+def bench(settings: Settings, args: argparse.Namespace, credentials: Credentials, roots: Roots | None = None) -> dict:
     """Run one benchmark against the stack described by ``settings``; return the figures.
 
+    It calls as an admin (restocking, ordering as a checkout back end, scraping /metrics).
     ``roots`` finds the stack's processes; by default, the launcher's PID files."""
+    headers = credentials.headers("ADMIN_KEY")
+    fetch = functools.partial(http_get, headers=headers)
     table = PsutilProcessTable()
     if roots is None:
         roots = functools.partial(pid_file_roots, table)
@@ -214,10 +221,10 @@ def bench(settings: Settings, args: argparse.Namespace, roots: Roots | None = No
     if not ready.wait(30):
         raise SystemExit("could not subscribe to the terminal topics")
     time.sleep(1)
-    restock(settings, stock(settings), units=args.orders)
-    stock_before = stock(settings)
+    restock(settings, stock(settings, headers), units=args.orders, headers=headers)
+    stock_before = stock(settings, headers)
     try:
-        counters_before = scrape(urls, COUNTERS)
+        counters_before = scrape(urls, COUNTERS, fetch)
     except MetricsUnavailable as err:
         raise SystemExit(f"cannot measure: {err}") from err
     usage = StackUsage(roots, table)
@@ -226,14 +233,14 @@ def bench(settings: Settings, args: argparse.Namespace, roots: Roots | None = No
     sampler.start()
 
     started = time.monotonic()
-    post_seconds = post_orders(settings, run, args)
+    post_seconds = post_orders(settings, run, args, headers)
     deadline = time.monotonic() + args.timeout
     while not all(o in run.terminal for o in run.expected) and time.monotonic() < deadline:
         time.sleep(0.2)
     ended = {o: run.terminal[o] for o in run.expected if o in run.terminal}
     last_terminal = max((t for *_, t in ended.values()), default=time.monotonic())
     elapsed = last_terminal - started
-    settle_stock(settings, stock_before, args.timeout)  # commits trail the terminal events
+    settle_stock(settings, stock_before, args.timeout, headers)  # commits trail the terminal events
     sampler.stop.set()
     sampler.join()
     usage.sample()
@@ -243,14 +250,14 @@ def bench(settings: Settings, args: argparse.Namespace, roots: Roots | None = No
     if sampler.error:
         problems.append(f"CPU and RSS sampling stopped during the run: {sampler.error!r}")
     try:
-        counters_after = scrape(urls, COUNTERS)
+        counters_after = scrape(urls, COUNTERS, fetch)
         moved = {
             counter: {s: counters_after[counter][s] - counters_before[counter][s] for s in urls} for counter in COUNTERS
         }
     except MetricsUnavailable as err:
         problems.append(f"cannot count Kafka messages and Mongo round trips: {err}")
         moved = None
-    stock_after = stock(settings)
+    stock_after = stock(settings, headers)
 
     completed = [o for o, (status, *_) in ended.items() if status == "completed"]
     flow = [ended[o][-1] - run.posted_at[o] for o in ended]
@@ -287,11 +294,13 @@ def bench(settings: Settings, args: argparse.Namespace, roots: Roots | None = No
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
 
-def settle_stock(settings: Settings, before: dict[str, dict[str, int]], timeout: float) -> None:
+def settle_stock(
+    settings: Settings, before: dict[str, dict[str, int]], timeout: float, headers: dict[str, str]
+) -> None:
     """Wait (bounded) until no more stock is reserved than before the run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = stock(settings)
+        now = stock(settings, headers)
         if all(now[p]["reserved"] <= before[p]["reserved"] for p in CATALOGUE):
             return
         time.sleep(0.5)
@@ -443,12 +452,13 @@ def compare_replicas(counts: list[int], args: argparse.Namespace) -> dict[str, d
             **{f"{name.upper()}_DATABASE": f"bench_{name}" for name in SERVICE_NAMES},
             "LOG_LEVEL": "WARNING",
             "APP__KAFKA__TOPIC_PREFIX": f"bench-{int(time.time())}-{count}.",
+            "AUTH_DATABASE": "bench_auth",
         }
-        settings, children = launcher.start_fresh(env, replicas=count, timeout=90)
+        settings, children, credentials = launcher.start_fresh(env, replicas=count, timeout=90)
         try:
             time.sleep(5)  # let every worker join its group before measuring
             # Exactly the processes started here (and their gunicorn workers), nothing else on the box.
-            results[f"{count} worker(s)"] = bench(settings, args, roots=children_roots(children))
+            results[f"{count} worker(s)"] = bench(settings, args, credentials, roots=children_roots(children))
         finally:
             launcher.stop(children)
             delete_topics(settings.kafka)
@@ -476,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         results = compare_replicas([int(n) for n in args.compare_replicas.split(",")], args)
     else:
         settings = load_settings()
-        results = {"this stack": bench(settings, args)}
+        results = {"this stack": bench(settings, args, from_local_files())}
     print_table(results)
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     report = REPORT_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -2,6 +2,8 @@
 
 Headless: `make load` (50 users, 60 s, CSV + HTML reports in load/reports/).
 Each user talks to several services, so hosts come from the config, not from --host.
+Every user is a customer of its own with a token minted from the local stack's development JWT
+secret (`make run` writes it to .local/), as a shop's identity provider would issue it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import uuid
 
 from locust import HttpUser, between, events, task
 
+from devstack.credentials import from_local_files
 from load.shop import CATALOGUE, DECLINED_CARD, expected_outcome, outcome_mismatch, retry_after_s
 from shared.config import load_settings
 
 SETTINGS = load_settings()
+CREDENTIALS = from_local_files()
 ORDER_URL = SETTINGS.services["order"].url
 INVENTORY_URL = SETTINGS.services["inventory"].url
 TERMINAL = {"completed", "failed"}
@@ -36,6 +40,7 @@ class Shopper(HttpUser):
 
     def on_start(self) -> None:
         self.customer_id = f"load-{uuid.uuid4().hex[:12]}"
+        self.client.headers["Authorization"] = f"Bearer {CREDENTIALS.customer_token(self.customer_id)}"
 
     @task(5)
     def place_and_follow(self) -> None:
@@ -112,6 +117,10 @@ class Browser(HttpUser):
     host = INVENTORY_URL
     wait_time = between(0.5, 2.0)
     weight = 1
+
+    def on_start(self) -> None:
+        customer_id = f"browse-{uuid.uuid4().hex[:12]}"
+        self.client.headers["Authorization"] = f"Bearer {CREDENTIALS.customer_token(customer_id)}"
 
     @task(3)
     def catalogue(self) -> None:

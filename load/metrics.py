@@ -20,9 +20,10 @@ class MetricsUnavailable(RuntimeError):
 Fetch = Callable[[str], tuple[int, str]]  # url -> (HTTP status, 0 when unreachable; body)
 
 
-def http_get(url: str) -> tuple[int, str]:
+def http_get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """GET ``url`` (/metrics needs a key with metrics:read, passed in ``headers``)."""
     try:
-        response = requests.get(url, timeout=10)
+        response = requests.get(url, headers=dict(headers or {}), timeout=10)
     except requests.RequestException as err:
         return 0, f"{type(err).__name__}: {err}"
     return response.status_code, response.text

@@ -13,16 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yaml"
 # Resolved, so a checkout whose .local is a symlink (a worktree sharing the servers) names the same
 # paths as the servers it started (their PID files are checked against these).
 LOCAL_DIR = (ROOT / ".local").resolve()
-# Written by `make infra-up` with the generated local Mongo credentials; read as
-# environment defaults so `python main.py` works without exporting anything.
+# Written by `make infra-up` with the generated local Mongo credentials, and by `make run` with the
+# local JWT secret and service keys; read as environment defaults so `python main.py` works
+# without exporting anything.
 LOCAL_ENV_FILE = LOCAL_DIR / "infra.env"
+LOCAL_AUTH_FILE = LOCAL_DIR / "auth.env"
 
 ServiceName = Literal["order", "payment", "inventory", "notification", "orchestrator", "monitoring"]
 SERVICE_NAMES: tuple[str, ...] = get_args(ServiceName)
@@ -200,6 +202,34 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"]
 
 
+class AuthSettings(_Section):
+    """Who may call the APIs (shared/auth.py). Secrets come from the environment only."""
+
+    # "off" answers every caller as an admin: throwaway development only, refused in production.
+    mode: Literal["on", "off"]
+    # HS256 tokens of a development identity provider (JWT_SECRET).
+    jwt_secret: SecretStr | None = None
+    # RS256/ES256 tokens of a real identity provider, checked against its published keys.
+    jwks_url: str | None = None
+    algorithms: tuple[Literal["HS256", "RS256", "ES256"], ...] = Field(min_length=1)
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    clock_skew_s: float = Field(ge=0, le=300)
+    # How long a process trusts an API key lookup: a revoked key is refused everywhere after this.
+    key_cache_s: float = Field(ge=0, le=300)
+    # The database holding the API keys, shared by every service.
+    database: str = Field(min_length=1, max_length=60)
+    # This service's own key for the calls it makes (<SERVICE>_API_KEY), e.g. monitoring's polling.
+    service_key: SecretStr | None = None
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters (HS256 needs a 256-bit key)")
+        return value
+
+
 class ServiceEndpoint(_Section):
     host: str
     port: int = Field(ge=1, le=65535)
@@ -228,11 +258,18 @@ class Settings(_Section):
     monitoring: MonitoringSettings
     http: HttpSettings
     logging: LoggingSettings
+    auth: AuthSettings
     services: dict[str, ServiceEndpoint]
     # Set under gunicorn with several workers so /metrics adds up every worker's figures.
     prometheus_multiproc_dir: str | None = None
     # A consumer worker in a container of its own serves its metrics on this port.
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _auth_on_in_production(self) -> Settings:
+        if self.environment == "production" and self.auth.mode == "off":
+            raise ValueError("AUTH_MODE=off is for development only; production services refuse to start with it")
+        return self
 
     @property
     def this(self) -> ServiceEndpoint:
@@ -262,6 +299,8 @@ def load_settings(
     data = copy.deepcopy(layers.get("default") or {})
     _deep_merge(data, layers.get(environment) or {})
     _apply_env(data, env)
+    if service is not None and env.get(f"{service.upper()}_API_KEY"):
+        data.setdefault("auth", {})["service_key"] = env[f"{service.upper()}_API_KEY"]
     if overrides:
         _deep_merge(data, copy.deepcopy(dict(overrides)))
     data["environment"] = environment
@@ -276,6 +315,7 @@ def load_settings(
 def process_env() -> dict[str, str]:
     """Return the environment with the local infra credentials file as lower-priority defaults."""
     merged = read_env_file(LOCAL_ENV_FILE)
+    merged.update(read_env_file(LOCAL_AUTH_FILE))
     merged.update(os.environ)
     return merged
 
@@ -319,6 +359,10 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for key in ("level", "format"):
         if env.get(f"LOG_{key.upper()}"):
             logging_[key] = env[f"LOG_{key.upper()}"].lower() if key == "format" else env[f"LOG_{key.upper()}"]
+    auth = data.setdefault("auth", {})
+    for key in ("AUTH_MODE", "JWT_SECRET", "JWKS_URL", "AUTH_DATABASE"):
+        if env.get(key):
+            auth[key.lower().removeprefix("auth_")] = env[key]
     if env.get("WORKER_METRICS_PORT"):
         data["worker_metrics_port"] = env["WORKER_METRICS_PORT"]
     if env.get("PROMETHEUS_MULTIPROC_DIR"):

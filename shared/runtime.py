@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from shared.apikeys import MongoKeyStore
 from shared.config import Settings
 from shared.consuming import ConsumerOptions, ConsumerRunner
 from shared.events import DEAD_LETTER_TOPIC, Envelope
@@ -67,6 +68,10 @@ class Clients:
 
     def health_checks(self) -> dict[str, Callable[[], None]]:
         return {"kafka": self.kafka_ping, "mongo": lambda: ping(self.mongo)}
+
+    def keys(self) -> MongoKeyStore:
+        """The API keys every service checks callers against (the shared auth database)."""
+        return MongoKeyStore(self.mongo[self.settings.auth.database]["api_keys"])
 
     def kafka_ping(self) -> None:
         """Ask the broker for metadata; raise when it does not answer."""

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from shared import auth
+from shared.apikeys import KeyCache, KeyStore
 from shared.config import OutboxSettings, Settings
 from shared.kafka_utils import PublishError
 from shared.mongo import DatabaseUnavailable
@@ -54,22 +56,18 @@ def error_body(status: int, code: str, message: str, details: Any = None) -> tup
 
 
 def parse_body(model: type[Model], *, allow_empty: bool = False) -> Model:
-    """Validate the JSON request body against ``model``: 415, 400 or the parsed model."""
+    """Validate the JSON request body against ``model``: 415, 400 or the parsed model.
+
+    Only ``application/json``: a form post (which any web page can make a browser send) is refused."""
     raw = request.get_data(cache=True)
     if not raw and allow_empty:
         return model()
-    # A bare `curl -d '{...}'` labels JSON as form-urlencoded: take it when it is a JSON object.
-    curl_default = request.mimetype == "application/x-www-form-urlencoded"
-    if not request.is_json and not curl_default:
+    if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-        data = None
-    if request.is_json and data is None:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON")
-    if curl_default and not isinstance(data, dict):
-        raise ApiError(415, "unsupported_media_type", "request body must be JSON (Content-Type: application/json)")
+        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
     return validate(model, data)
 
 
@@ -117,8 +115,11 @@ def create_service_app(
     name: str,
     checks: Mapping[str, HealthCheck],
     import_name: str | None = None,
+    keys: KeyStore | None = None,
 ) -> Flask:
-    """Build the Flask app skeleton of one service: errors, health, metrics and request logging."""
+    """Build the Flask app skeleton of one service: credentials checked on every route, errors,
+    security headers, health, metrics and request logging. ``keys`` is where API keys are looked up
+    (without it only customer tokens are accepted)."""
     app = Flask(import_name or name)
     app.config["MAX_CONTENT_LENGTH"] = settings.http.max_content_length
     app.json.sort_keys = False
@@ -126,13 +127,38 @@ def create_service_app(
     app.extensions["health_checks"] = dict(checks)
     app.extensions["started_at"] = time.time()
     app.extensions["settings"] = settings
-    _register_errors(app)
+    # Timing first, so a refused request is logged and counted like any other.
     _register_request_logging(app)
+    cache = KeyCache(keys, settings.auth.key_cache_s) if keys is not None else None
+    auth.install(app, auth.Authenticator(settings.auth, cache), settings.auth.mode)
+    _register_errors(app)
+    _register_security_headers(app)
     app.add_url_rule("/health", "health", _health)
     app.add_url_rule("/health/detailed", "health_detailed", _health_detailed)
     app.add_url_rule("/metrics", "metrics", _metrics)
     app.add_url_rule("/metrics/custom", "metrics_custom", _metrics_custom)
     return app
+
+
+# Every answer is JSON or the dashboard's own files: nothing may frame them, sniff them into
+# something else, or leak the URL (ids) to another site. The dashboard sets its own CSP.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def _register_security_headers(app: Flask) -> None:
+    @app.after_request
+    def add_security_headers(response: Response) -> Response:
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
+        if "Authorization" in request.headers or "X-API-Key" in request.headers:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
 
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -169,7 +195,9 @@ def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, dict[str, Any]]:
             check()
             status, error = "up", None
         except Exception as err:
-            status, error = "down", f"{type(err).__name__}: {err}"[:300]
+            # The reason is logged here; callers see its kind only, never exception text.
+            logger.warning("health check %s failed: %s: %s", dependency, type(err).__name__, err)
+            status, error = "down", type(err).__name__
         result = {"status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
         if error:
             result["error"] = error
@@ -177,6 +205,7 @@ def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, dict[str, Any]]:
     return results
 
 
+@auth.public
 def _health() -> Response:
     return jsonify(
         {
@@ -187,6 +216,7 @@ def _health() -> Response:
     )
 
 
+@auth.requires("monitoring:read")
 def _health_detailed() -> tuple[Response, int]:
     results = run_checks(current_app.extensions["health_checks"])
     healthy = all(r["status"] == "up" for r in results.values())
@@ -208,10 +238,12 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
+@auth.requires("metrics:read")
 def _metrics() -> Response:
     return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
 
 
+@auth.requires("metrics:read")
 def _metrics_custom() -> Response:
     figures: dict[str, list[dict[str, Any]]] = {}
     for metric in metrics_registry().collect():

@@ -30,9 +30,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def make_settings() -> Callable[..., Settings]:
-    """Build test settings for a service without touching any server."""
+    """Build test settings for a service without touching any server.
+
+    Credentials are off unless a test asks for them (``auth={"mode": "on", ...}``): tests of a
+    route's behaviour use fakes without keys or tokens; tests/unit/test_route_access.py checks every
+    route with credentials on, and the e2e stack runs with them on."""
 
     def make(service: str | None = None, **overrides: Any) -> Settings:
+        overrides["auth"] = {"mode": "off", **overrides.get("auth", {})}
         return load_settings(service, environment="test", overrides=overrides)
 
     return make

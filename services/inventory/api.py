@@ -21,6 +21,7 @@ from services.inventory.domain import (
     ReservationNotFound,
 )
 from services.inventory.service import Reservations
+from shared.auth import requires
 from shared.web import ApiError, error_body, parse_body
 
 bp = Blueprint("inventory", __name__)
@@ -76,16 +77,19 @@ def _reservations() -> Reservations:
 
 
 @bp.get("/inventory")
+@requires("inventory:read")
 def list_products() -> Response:
     return jsonify({"products": [item.to_dict() for item in _catalogue().list_products()]})
 
 
 @bp.get("/inventory/<product_id>")
+@requires("inventory:read")
 def get_product(product_id: str) -> Response:
     return jsonify(_catalogue().get_product(product_id).to_dict())
 
 
 @bp.put("/inventory/<product_id>")
+@requires("inventory:write")
 def put_product(product_id: str) -> tuple[Response, int]:
     _check_product_id(product_id)
     body = parse_body(ProductBody)
@@ -94,6 +98,7 @@ def put_product(product_id: str) -> tuple[Response, int]:
 
 
 @bp.post("/reservations")
+@requires("inventory:reserve")
 def create_reservation() -> tuple[Response, int]:
     body = parse_body(ReservationBody)
     lines = [Line(item.product_id, item.quantity, item.price) for item in body.items]
@@ -102,11 +107,13 @@ def create_reservation() -> tuple[Response, int]:
 
 
 @bp.get("/reservations/<reservation_id>")
+@requires("inventory:reserve")
 def get_reservation(reservation_id: str) -> Response:
     return jsonify(_reservations().get_reservation(reservation_id).to_dict())
 
 
 @bp.delete("/reservations/<reservation_id>")
+@requires("inventory:reserve")
 def release_reservation(reservation_id: str) -> Response:
     reservation, released = _reservations().release(reservation_id, reason="released over the API")
     return jsonify({"reservation_id": reservation_id, "status": reservation.status, "released": released})

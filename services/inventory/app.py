@@ -62,7 +62,13 @@ def create_app(settings: Settings | None = None, service: InventoryService | Non
     if service is None:
         clients = connect(settings)
         service = bootstrap(settings, clients=clients)
-    app = create_service_app(settings, "inventory", clients.health_checks() if clients else {}, import_name=__name__)
+    app = create_service_app(
+        settings,
+        "inventory",
+        clients.health_checks() if clients else {},
+        import_name=__name__,
+        keys=clients.keys() if clients else None,
+    )
     publish_from_api(app, clients)  # REST reservations and releases queue their events
     app.extensions["inventory"] = service
     app.register_blueprint(api.bp)

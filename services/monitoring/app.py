@@ -80,7 +80,12 @@ def bootstrap(
         figures=figures,
         letters=letters,
         health=health,
-        probe=probe or HttpHealthProbe(settings.monitoring.health_timeout_s, clock=clock),
+        probe=probe
+        or HttpHealthProbe(
+            settings.monitoring.health_timeout_s,
+            api_key=settings.auth.service_key.get_secret_value() if settings.auth.service_key else None,
+            clock=clock,
+        ),
         publisher=publisher,
         services=[(name, endpoint.url) for name, endpoint in settings.services.items()],
         settings=settings.monitoring,
@@ -93,12 +98,13 @@ def bootstrap(
 def create_app(settings: Settings | None = None, service: MonitoringService | None = None) -> Flask:
     """Build the monitoring API: dashboards, timelines, figures, alerts and the DLQ."""
     settings = settings or load_settings("monitoring")
-    checks = {}
+    checks, keys = {}, None
     if service is None:
         clients = connect(settings)
+        keys = clients.keys()
         service = bootstrap(settings, clients=clients)
         checks = clients.health_checks()
-    app = create_service_app(settings, "monitoring", checks, import_name=__name__)
+    app = create_service_app(settings, "monitoring", checks, import_name=__name__, keys=keys)
     app.extensions["monitoring"] = service
     app.register_blueprint(api.bp)
     app.register_error_handler(MonitoringError, api.error_response)

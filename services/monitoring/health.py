@@ -18,16 +18,18 @@ MAX_DEPENDENCIES = 20
 class HttpHealthProbe:
     """Poll over HTTP: 200 is up, 503 with a dependency report is degraded, anything else is down."""
 
-    def __init__(self, timeout_s: float, clock: Clock = utc_now) -> None:
+    def __init__(self, timeout_s: float, api_key: str | None = None, clock: Clock = utc_now) -> None:
         self._timeout = timeout_s
         self._clock = clock
+        # /health/detailed needs monitoring:read: monitoring asks with its own service key.
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def check(self, service: str, url: str) -> ServiceHealth:
         checked_at = self._clock()
         started = time.perf_counter()
         try:
             # A plain requests.get per call: Session objects are not safe to share across threads.
-            response = requests.get(f"{url.rstrip('/')}/health/detailed", timeout=self._timeout)
+            response = requests.get(f"{url.rstrip('/')}/health/detailed", headers=self._headers, timeout=self._timeout)
         except requests.RequestException as err:
             return ServiceHealth(
                 service, "down", checked_at, latency_ms=_elapsed_ms(started), error=self._describe(err, url)
@@ -38,6 +40,8 @@ class HttpHealthProbe:
         elif response.status_code == 503 and dependencies:
             down = sorted(name for name, dep in dependencies.items() if dep.get("status") != "up")
             status, error = "degraded", f"dependencies down: {', '.join(down)}" if down else "HTTP 503"
+        elif response.status_code in (401, 403):
+            status, error = "down", f"HTTP {response.status_code}: monitoring's service key was refused"
         else:
             status, error = "down", f"HTTP {response.status_code}"
         return ServiceHealth(

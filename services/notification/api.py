@@ -10,6 +10,7 @@ from pydantic import BaseModel, StringConstraints
 
 from services.notification.domain import DeliveryFailed, Notification, NotificationError, NotificationNotFound
 from services.notification.service import NotificationRequest, NotificationService
+from shared.auth import requires
 from shared.web import error_body, parse_body, query_int, validate
 
 bp = Blueprint("notification", __name__)
@@ -37,6 +38,7 @@ def _service() -> NotificationService:
 
 
 @bp.post("/notifications")
+@requires("notifications:write")
 def create_notification() -> tuple[Response, int]:
     body = parse_body(NotificationBody)
     notification = _service().send(
@@ -54,11 +56,13 @@ def create_notification() -> tuple[Response, int]:
 
 
 @bp.get("/notifications/<notification_id>")
+@requires("notifications:read")
 def get_notification(notification_id: str) -> Response:
     return jsonify(notification_json(_service().get(notification_id)))
 
 
 @bp.get("/notifications")
+@requires("notifications:read")
 def list_notifications() -> Response:
     query = validate(CustomerQuery, {"customer_id": request.args.get("customer_id")})
     found = _service().list_for_customer(query.customer_id, query_int("limit", 50, 1, 200))

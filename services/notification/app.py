@@ -39,13 +39,14 @@ def bootstrap(
 def create_app(settings: Settings | None = None, service: NotificationService | None = None) -> Flask:
     """Create the notification API; without ``service`` it connects to Kafka and MongoDB."""
     settings = settings or load_settings("notification")
-    checks = {}
+    checks, keys = {}, None
     if service is None:
         clients = connect(settings)
+        keys = clients.keys()
         service = bootstrap(settings, clients=clients)
         checks = clients.health_checks()
         # Direct sends queue no events, so this process runs no relay (no publish_from_api): the worker's publishes.
-    app = create_service_app(settings, "notification", checks, import_name=__name__)
+    app = create_service_app(settings, "notification", checks, import_name=__name__, keys=keys)
     app.extensions["notification"] = service
     app.register_blueprint(api.bp)
     app.register_error_handler(NotificationError, api.error_response)

@@ -10,12 +10,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from services.orchestrator.domain import SagaError, SagaNotFound, Step
 from services.orchestrator.saga import STATES, Deadline, SagaState
 from services.orchestrator.service import SagaService
+from shared.auth import requires
 from shared.web import ApiError, error_body, query_int
 
 bp = Blueprint("orchestrator", __name__)
 
 
 @bp.get("/flows")
+@requires("sagas:read")
 def list_flows() -> Response:
     state = request.args.get("state") or None
     if state is not None and state not in STATES:
@@ -30,6 +32,7 @@ def list_flows() -> Response:
 
 
 @bp.get("/flows/<order_id>")
+@requires("sagas:read")
 def get_flow(order_id: str) -> Response:
     service = _service()
     flow = service.flow(order_id)
@@ -54,6 +57,7 @@ def get_flow(order_id: str) -> Response:
 
 
 @bp.get("/orders/<order_id>/events")
+@requires("sagas:read")
 def order_events(order_id: str) -> Response:
     """Answer the saga's steps of ``order_id`` as its timeline, in the order the saga recorded them."""
     flow = _service().flow(order_id)

@@ -64,15 +64,16 @@ def bootstrap(
 def create_app(settings: Settings | None = None, service: SagaService | None = None) -> Flask:
     """Build the orchestrator's Flask app."""
     settings = settings or load_settings(SERVICE)
-    checks = {}
+    checks, keys = {}, None
     if service is None:
         clients = connect(settings)
+        keys = clients.keys()
         # The same repository as the worker's, less the worker's saga cache and timer write-behind:
         # the worker writes every saga, so a copy kept here would go stale. The API only reads
         # sagas, so it queues no events and runs no relay (no publish_from_api).
         service = bootstrap(settings, clients=clients)
         checks = clients.health_checks()
-    app = create_service_app(settings, SERVICE, checks)
+    app = create_service_app(settings, SERVICE, checks, keys=keys)
     app.extensions[SERVICE] = service
     app.register_blueprint(api.bp)
     app.register_error_handler(SagaError, api.error_response)

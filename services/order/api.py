@@ -29,6 +29,7 @@ from services.order.domain import (
     iso,
 )
 from services.order.service import OrderService, Page
+from shared.auth import Principal, current_principal, requires
 from shared.events import ORDER_STATUSES
 from shared.mongo import DatabaseUnavailable
 from shared.web import ApiError, error_body, field_errors, parse_body, query_int
@@ -110,23 +111,33 @@ def _service() -> OrderService:
 
 
 @bp.post("/orders")
+@requires("orders:write", "orders:write:any")
 def place_order() -> tuple[Response, int]:
     body = parse_body(OrderBody)
+    _may_place_for(current_principal(), body.customer_id)
     order, created = _service().place_order(body.to_request(), _idempotency_key())
     return jsonify(order_view(order)), 201 if created else 200
 
 
 @bp.post("/orders/bulk")
+@requires("orders:write", "orders:write:any")
 def place_orders() -> tuple[Response, int]:
     body = parse_body(BulkBody)
+    principal = current_principal()
     results: list[dict[str, Any]] = [{} for _ in body.orders]
     valid: list[tuple[int, NewOrder]] = []
     for index, raw in enumerate(body.orders):
         try:
-            valid.append((index, OrderBody.model_validate(raw).to_request()))
+            new = OrderBody.model_validate(raw).to_request()
         except ValidationError as err:
             error = {"code": "validation_error", "message": "order is invalid", "details": field_errors(err)}
             results[index] = {"index": index, "status": 400, "error": error}
+            continue
+        if principal.may("orders:write", "orders:write:any", new.customer_id):
+            valid.append((index, new))
+        else:
+            error = {"code": "forbidden", "message": FOREIGN_CUSTOMER, "details": None}
+            results[index] = {"index": index, "status": 403, "error": error}
     created = 0
     for index, new in valid:
         # One at a time: if the database goes away part-way, each result still says whether
@@ -147,25 +158,38 @@ def place_orders() -> tuple[Response, int]:
 
 
 @bp.get("/orders/<order_id>")
+@requires("orders:read", "orders:read:any")
 def get_order(order_id: str) -> Response:
-    return jsonify(order_view(_service().get_order(order_id)))
+    return jsonify(order_view(_visible_order(order_id, "orders:read", "orders:read:any")))
 
 
 @bp.get("/orders")
+@requires("orders:read", "orders:read:any")
 def list_orders() -> Response:
     customer_id = request.args.get("customer_id") or None
     if customer_id is not None:
         customer_id = _bounded_id("customer_id", customer_id)
+    principal = current_principal()
+    if not principal.has("orders:read:any"):
+        # A customer lists their own orders: no filter means theirs, another's is not theirs to see.
+        customer_id = _own_customer(principal, customer_id or principal.customer_id)
     return jsonify(_page_view(_list(customer_id)))
 
 
 @bp.get("/customers/<customer_id>/orders")
+@requires("orders:read", "orders:read:any")
 def list_customer_orders(customer_id: str) -> Response:
-    return jsonify(_page_view(_list(_bounded_id("customer_id", customer_id))))
+    customer_id = _bounded_id("customer_id", customer_id)
+    principal = current_principal()
+    if not principal.has("orders:read:any"):
+        _own_customer(principal, customer_id)
+    return jsonify(_page_view(_list(customer_id)))
 
 
 @bp.post("/orders/<order_id>/cancel")
+@requires("orders:cancel", "orders:cancel:any")
 def cancel_order(order_id: str) -> tuple[Response, int]:
+    _visible_order(order_id, "orders:cancel", "orders:cancel:any")
     order = _service().cancel_order(order_id)
     return jsonify({"order_id": order.order_id, "status": order.status, "cancel_requested": True}), 202
 
@@ -233,6 +257,29 @@ def _list(customer_id: str | None) -> Page:
 
 def _page_view(page: Page) -> dict[str, Any]:
     return {"orders": [order_view(o) for o in page.orders], "next_cursor": page.next_cursor}
+
+
+FOREIGN_CUSTOMER = "you may place orders only for your own customer id"
+
+
+def _may_place_for(principal: Principal, customer_id: str) -> None:
+    if not principal.may("orders:write", "orders:write:any", customer_id):
+        raise ApiError(403, "forbidden", FOREIGN_CUSTOMER, [{"field": "customer_id", "message": FOREIGN_CUSTOMER}])
+
+
+def _visible_order(order_id: str, own_scope: str, any_scope: str) -> Order:
+    """The order, if the caller may see it; another customer's order is answered as not found,
+    so ids cannot be probed."""
+    order = _service().get_order(order_id)
+    if not current_principal().may(own_scope, any_scope, order.customer_id):
+        raise OrderNotFound(order_id)
+    return order
+
+
+def _own_customer(principal: Principal, customer_id: str | None) -> str:
+    if customer_id is None or not principal.may("orders:read", "orders:read:any", customer_id):
+        raise ApiError(404, "not_found", f"customer {customer_id} not found")
+    return customer_id
 
 
 def _bounded_id(field: str, value: str) -> str:

@@ -34,7 +34,13 @@ def create_app(settings: Settings | None = None, service: OrderService | None = 
     if service is None:
         clients = connect(settings)
         service = bootstrap(settings, clients=clients)
-    app = create_service_app(settings, "order", clients.health_checks() if clients else {}, import_name=__name__)
+    app = create_service_app(
+        settings,
+        "order",
+        clients.health_checks() if clients else {},
+        import_name=__name__,
+        keys=clients.keys() if clients else None,
+    )
     publish_from_api(app, clients)  # new orders queue OrderCreated
     app.extensions["order"] = service
     app.register_blueprint(api.bp)

@@ -21,6 +21,7 @@ from services.payment.domain import (
     to_cents,
 )
 from services.payment.service import PaymentService
+from shared.auth import requires
 from shared.web import ApiError, error_body, parse_body, query_int, validate
 
 bp = Blueprint("payment", __name__)
@@ -56,6 +57,7 @@ def _service() -> PaymentService:
 
 
 @bp.post("/payments")
+@requires("payments:write")
 def create_payment() -> tuple[Response, int]:
     body = parse_body(PaymentBody)
     key = request.headers.get("Idempotency-Key") or None
@@ -81,11 +83,13 @@ def create_payment() -> tuple[Response, int]:
 
 
 @bp.get("/payments/<payment_id>")
+@requires("payments:read")
 def get_payment(payment_id: str) -> Response:
     return jsonify(payment_json(_service().get(payment_id)))
 
 
 @bp.get("/payments")
+@requires("payments:read")
 def list_payments() -> Response:
     query = validate(OrderQuery, {"order_id": request.args.get("order_id")})
     payments = _service().list_for_order(query.order_id, query_int("limit", 50, 1, 200))
@@ -93,6 +97,7 @@ def list_payments() -> Response:
 
 
 @bp.post("/payments/<payment_id>/refund")
+@requires("payments:refund")
 def refund_payment(payment_id: str) -> Response:
     body = parse_body(RefundBody, allow_empty=True)
     return jsonify(payment_json(_service().refund(payment_id, body.reason)))

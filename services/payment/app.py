@@ -45,7 +45,13 @@ def create_app(settings: Settings | None = None, service: PaymentService | None 
     if service is None:
         clients = connect(settings)
         service = bootstrap(settings, clients=clients)
-    app = create_service_app(settings, "payment", clients.health_checks() if clients else {}, import_name=__name__)
+    app = create_service_app(
+        settings,
+        "payment",
+        clients.health_checks() if clients else {},
+        import_name=__name__,
+        keys=clients.keys() if clients else None,
+    )
     publish_from_api(app, clients)  # REST refunds queue PaymentRefunded
     app.extensions["payment"] = service
     app.register_blueprint(api.bp)

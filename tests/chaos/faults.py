@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devstack import infra, launcher
+from devstack.credentials import Credentials
 from shared.config import SERVICE_NAMES, Settings
 from shared.events import iso_now
 
@@ -38,12 +39,13 @@ class Stack:
         self.env = env
         self.replicas = replicas
         self.children: list[launcher.Child] = []
+        self.credentials: Credentials | None = None
         self._lock = threading.Lock()
         self._downtime = random.Random(f"{seed}-downtime")
 
     def start(self) -> None:
         try:
-            _settings, self.children = launcher.start_fresh(self.env, replicas=self.replicas)
+            _settings, self.children, self.credentials = launcher.start_fresh(self.env, replicas=self.replicas)
         except RuntimeError as err:
             raise SystemExit(str(err)) from err
 

@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import requests
@@ -94,6 +95,7 @@ class Chaos:
             "APP__PAYMENT__LEDGER_PATH": str(self.ledger_path),
             # Topics of this run only, deleted at its end: nothing left over from other runs gets in.
             "APP__KAFKA__TOPIC_PREFIX": f"chaos-{run_id}.",
+            "AUTH_DATABASE": "chaos_auth",
             **{f"{name.upper()}_DATABASE": f"chaos_{name}" for name in SERVICE_NAMES},
         }
         self.settings: Settings = load_settings(env={**process_env(), **self.env})
@@ -103,6 +105,10 @@ class Chaos:
 
     def url(self, service: str, path: str) -> str:
         return self.settings.services[service].url + path
+
+    def customer_headers(self, customer_id: str) -> dict[str, str]:
+        token = self.stack.credentials.customer_token(customer_id, ttl=timedelta(hours=2))
+        return {"Authorization": f"Bearer {token}"}
 
     # -- load ------------------------------------------------------------------------------
     def plan_order(self, index: int) -> tuple[str, dict[str, Any], float | None, random.Random]:
@@ -157,8 +163,15 @@ class Chaos:
         kind, body, cancel_after, _rng = self.plan_order(index)
         key = f"chaos-{self.args.seed}-{index}"  # the same key on every retry: one order, whatever happens
         try:
+            # Placed and cancelled as the customer, with a token of their own (customer ids are per order).
+            customer = self.customer_headers(body["customer_id"])
             response = self.call(
-                "POST", "/orders", ok=(200, 201), what=f"order {index}", json=body, headers={"Idempotency-Key": key}
+                "POST",
+                "/orders",
+                ok=(200, 201),
+                what=f"order {index}",
+                json=body,
+                headers={**customer, "Idempotency-Key": key},
             )
         except ApiError as err:
             with self.lock:
@@ -175,7 +188,9 @@ class Chaos:
             self.report.placed.append(placed)
         if cancel_after is not None:
             time.sleep(cancel_after)
-            answer = self.call("POST", f"/orders/{placed.order_id}/cancel", ok=(202, 409), what="cancel")
+            answer = self.call(
+                "POST", f"/orders/{placed.order_id}/cancel", ok=(202, 409), what="cancel", headers=customer
+            )
             placed.cancel = "accepted" if answer.status_code == 202 else "too_late"
 
     def drive_load(self) -> None:
@@ -213,7 +228,12 @@ class Chaos:
         deadline = time.monotonic() + 60
         while True:
             try:
-                response = requests.get(self.url(service, path), params=params, timeout=15)
+                response = requests.get(
+                    self.url(service, path),
+                    params=params,
+                    headers=self.stack.credentials.headers("OPERATOR_KEY"),
+                    timeout=15,
+                )
                 if response.status_code == 200:
                     return response.json()
                 if response.status_code == 404 and missing_ok:

@@ -16,12 +16,14 @@ import pytest
 import requests
 
 from devstack import launcher
+from devstack.credentials import Credentials
 from shared.config import SERVICE_NAMES, Settings
 from shared.kafka_utils import delete_topics
 from shared.mongo import make_mongo_client
 
 E2E_ENV = {
     "ENVIRONMENT": "test",
+    "AUTH_DATABASE": "e2e_auth",
     # Topics of this session only, deleted at its end.
     "APP__KAFKA__TOPIC_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}.",
     "APP__NOTIFICATION__FILE_PATH": ".local/e2e-notifications.log",
@@ -29,10 +31,43 @@ E2E_ENV = {
 }
 
 
+class Http:
+    """requests with this stack's credentials on every call (an admin key unless told otherwise)."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None, **kwargs: Any):
+        return requests.request(method, url, headers={**self._headers, **(headers or {})}, **kwargs)
+
+    def get(self, url: str, **kwargs: Any):
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any):
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any):
+        return self.request("PUT", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any):
+        return self.request("DELETE", url, **kwargs)
+
+
 @dataclass
 class Stack:
     settings: Settings
+    credentials: Credentials
     children: list[launcher.Child] = field(default_factory=list)
+
+    @property
+    def http(self) -> Http:
+        return Http(self.credentials.headers("ADMIN_KEY"))
+
+    def as_customer(self, customer_id: str) -> Http:
+        return Http({"Authorization": f"Bearer {self.credentials.customer_token(customer_id)}"})
+
+    def with_key(self, name: str) -> Http:
+        return Http(self.credentials.headers(name))
 
     def url(self, service: str, path: str = "") -> str:
         return self.settings.services[service].url + path
@@ -53,10 +88,10 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     try:
-        settings, children = launcher.start_fresh(E2E_ENV, timeout=90)
+        settings, children, credentials = launcher.start_fresh(E2E_ENV, timeout=90)
     except RuntimeError as err:
         pytest.fail(f"the e2e stack did not start: {err}")
-    stack = Stack(settings, children)
+    stack = Stack(settings, credentials, children)
     try:
         yield stack
     finally:
@@ -91,7 +126,7 @@ def place(stack: Stack) -> Callable[..., dict[str, Any]]:
     """POST an order and return its body; asserts it was accepted."""
 
     def place(body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-        response = requests.post(stack.url("order", "/orders"), json=body, headers=headers, timeout=10)
+        response = stack.http.post(stack.url("order", "/orders"), json=body, headers=headers, timeout=10)
         assert response.status_code in (200, 201), response.text
         return response.json()
 
@@ -104,7 +139,7 @@ def terminal(stack: Stack) -> Callable[[str], dict[str, Any]]:
 
     def terminal(order_id: str, timeout: float = 60) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
-            order = requests.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()
+            order = stack.http.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()
             return order if order.get("status") in ("completed", "failed") else None
 
         return wait_until(check, timeout, what=f"order {order_id} to finish")
@@ -113,7 +148,7 @@ def terminal(stack: Stack) -> Callable[[str], dict[str, Any]]:
 
 
 def stock(stack: Stack, product_id: str) -> dict[str, Any]:
-    response = requests.get(stack.url("inventory", f"/inventory/{product_id}"), timeout=5)
+    response = stack.http.get(stack.url("inventory", f"/inventory/{product_id}"), timeout=5)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -121,5 +156,5 @@ def stock(stack: Stack, product_id: str) -> dict[str, Any]:
 def create_product(stack: Stack, product_id: str, price: float, quantity: int) -> None:
     """Add a product of the test's own, so stock assertions don't depend on other tests."""
     body = {"name": f"E2E {product_id}", "price": price, "quantity": quantity}
-    response = requests.put(stack.url("inventory", f"/inventory/{product_id}"), json=body, timeout=5)
+    response = stack.http.put(stack.url("inventory", f"/inventory/{product_id}"), json=body, timeout=5)
     assert response.status_code == 201, response.text

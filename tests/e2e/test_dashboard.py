@@ -42,12 +42,41 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
+def sign_in(browser, stack, key_name: str = "OPERATOR_KEY") -> WebDriverWait:
+    """Open the dashboard: only the sign-in form shows until a key with monitoring:read is given."""
+    browser.get(stack.url("monitoring", "/dashboard"))
+    wait = WebDriverWait(browser, 30, poll_frequency=0.3)
+    wait.until(lambda b: b.find_element(By.ID, "signin").is_displayed())
+    assert not browser.find_element(By.ID, "board").is_displayed()
+    browser.find_element(By.ID, "signin-key").send_keys(stack.credentials.keys[key_name])
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    return wait
+
+
+def test_a_key_without_monitoring_read_shows_nothing_but_the_sign_in_form(stack, browser):
+    wait = sign_in(browser, stack, "METRICS_KEY")
+    wait.until(lambda b: "monitoring:read" in b.find_element(By.ID, "signin-error").text)
+    assert not browser.find_element(By.ID, "board").is_displayed()
+    assert "order" not in browser.find_element(By.TAG_NAME, "body").text.lower().split("monitor", 1)[1]
+
+
+def test_hostile_strings_are_shown_as_text_and_never_run(stack, browser):
+    hostile = '<img src=x onerror="window.__pwned=1">'
+    wait = sign_in(browser, stack)
+    wait.until(lambda b: b.find_element(By.ID, "board").is_displayed())
+    field = browser.find_element(By.ID, "flow-order-id")
+    field.send_keys(hostile)
+    browser.find_element(By.ID, "flow-load").click()
+    wait.until(lambda b: hostile in b.find_element(By.ID, "flow-view").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#flow-view img") == []
+    assert browser.execute_script("return window.__pwned === undefined")
+
+
 def test_the_dashboard_shows_health_orders_and_a_flow(stack, place, terminal, browser):
     order_id = place(order_body([("mouse", 1, 29.99)]))["order_id"]
     terminal(order_id)
 
-    browser.get(stack.url("monitoring", "/dashboard"))
-    wait = WebDriverWait(browser, 30, poll_frequency=0.3)
+    wait = sign_in(browser, stack)
     wait.until(lambda b: "order" in b.find_element(By.ID, "service-health").text.lower())
     health = browser.find_element(By.ID, "service-health").text.lower()
     for service in ("order", "payment", "inventory", "notification", "orchestrator", "monitoring"):

@@ -5,19 +5,19 @@ from __future__ import annotations
 import concurrent.futures
 import uuid
 
-import requests
-
 from tests.e2e.conftest import new_customer, order_body, stock, wait_until
 
 
 def payments_for(stack, order_id):
-    response = requests.get(stack.url("payment", "/payments"), params={"order_id": order_id}, timeout=5)
+    response = stack.http.get(stack.url("payment", "/payments"), params={"order_id": order_id}, timeout=5)
     assert response.status_code == 200, response.text
     return response.json()["payments"]
 
 
 def notifications_for(stack, customer_id):
-    response = requests.get(stack.url("notification", "/notifications"), params={"customer_id": customer_id}, timeout=5)
+    response = stack.http.get(
+        stack.url("notification", "/notifications"), params={"customer_id": customer_id}, timeout=5
+    )
     assert response.status_code == 200, response.text
     return response.json()["notifications"]
 
@@ -43,9 +43,9 @@ def test_the_readme_happy_path_completes_with_one_charge_and_one_notification(st
     assert [p["status"] for p in payments] == ["completed"]
     notes = wait_until(lambda: notifications_for(stack, body["customer_id"]), what="the confirmation")
     assert [n["type"] for n in notes] == ["order_confirmation"]
-    flow = requests.get(stack.url("orchestrator", f"/flows/{created['order_id']}"), timeout=5).json()
+    flow = stack.http.get(stack.url("orchestrator", f"/flows/{created['order_id']}"), timeout=5).json()
     assert flow["state"] == "completed"
-    events = requests.get(stack.url("orchestrator", f"/orders/{created['order_id']}/events"), timeout=5)
+    events = stack.http.get(stack.url("orchestrator", f"/orders/{created['order_id']}/events"), timeout=5)
     assert events.status_code == 200, events.text
     steps = [(e["step"], e["status"]) for e in events.json()["events"]]
     assert steps[0] == ("validate_order", "completed") and ("take_payment", "completed") in steps, steps
@@ -83,7 +83,7 @@ def test_a_declined_card_fails_the_order_and_releases_the_stock_exactly_once(sta
     assert [p["status"] for p in payments_for(stack, created["order_id"])] == ["failed"]
 
     def timeline():  # monitoring follows the topics on its own, a little behind the order
-        body = requests.get(stack.url("monitoring", f"/orders/{created['order_id']}/events"), timeout=5).json()
+        body = stack.http.get(stack.url("monitoring", f"/orders/{created['order_id']}/events"), timeout=5).json()
         types = [e["event_type"] for e in body.get("events", [])]
         return types if {"InventoryReleased", "OrderFailed"} <= set(types) else None
 
@@ -108,17 +108,17 @@ def test_invalid_bodies_get_a_json_4xx_naming_the_problem(stack):
         (no_customer, "customer_id"),
     ]
     for body, field in cases:
-        response = requests.post(url, json=body, timeout=5)
+        response = stack.http.post(url, json=body, timeout=5)
         assert response.status_code == 400, (body, response.text)
         assert field in response.text, (field, response.text)
         assert response.json()["error"]["code"] == "validation_error"
-    not_json = requests.post(url, data="customer_id=c", headers={"Content-Type": "text/plain"}, timeout=5)
+    not_json = stack.http.post(url, data="customer_id=c", headers={"Content-Type": "text/plain"}, timeout=5)
     assert not_json.status_code == 415 and "error" in not_json.json()
-    broken = requests.post(url, data="{broken", headers={"Content-Type": "application/json"}, timeout=5)
+    broken = stack.http.post(url, data="{broken", headers={"Content-Type": "application/json"}, timeout=5)
     assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
-    assert requests.get(stack.url("order", "/orders/no-such-order"), timeout=5).status_code == 404
-    assert requests.delete(stack.url("order", "/orders"), timeout=5).status_code == 405
-    payment = requests.post(
+    assert stack.http.get(stack.url("order", "/orders/no-such-order"), timeout=5).status_code == 404
+    assert stack.http.delete(stack.url("order", "/orders"), timeout=5).status_code == 405
+    payment = stack.http.post(
         stack.url("payment", "/payments"),
         json={"order_id": "test_order", "amount": -100.00, "payment_method": "credit_card"},
         timeout=5,
@@ -134,7 +134,7 @@ def test_the_seed_payment_failure_demo_answers_402(stack):
         "card_details": {"number": "4000000000000002"},
     }
     for _ in range(2):
-        response = requests.post(stack.url("payment", "/payments"), json=body, timeout=5)
+        response = stack.http.post(stack.url("payment", "/payments"), json=body, timeout=5)
         assert response.status_code == 402, response.text
         assert response.json()["status"] == "failed"
 
@@ -143,7 +143,7 @@ def test_bulk_orders_report_each_result(stack, terminal):
     good = order_body([("usb_cable", 1, 9.99)])
     bad = order_body([("usb_cable", 1, 9.99)])
     bad["total_amount"] = 1.0
-    response = requests.post(stack.url("order", "/orders/bulk"), json={"orders": [good, bad, good]}, timeout=10)
+    response = stack.http.post(stack.url("order", "/orders/bulk"), json={"orders": [good, bad, good]}, timeout=10)
     assert response.status_code in (200, 207), response.text
     results = response.json()["results"]
     assert [r["status"] for r in results] == [201, 400, 201]
@@ -153,14 +153,14 @@ def test_bulk_orders_report_each_result(stack, terminal):
 
 def test_a_cancelled_order_fails_with_reason_cancelled_and_releases_its_stock(stack, place, terminal):
     product = f"slow-{uuid.uuid4().hex[:8]}"
-    created = requests.put(
+    created = stack.http.put(
         stack.url("inventory", f"/inventory/{product}"),
         json={"name": "Cancel me", "price": 5.0, "quantity": 3},
         timeout=5,
     )
     assert created.status_code == 201, created.text
     order = place(order_body([(product, 1, 5.0)]))
-    cancel = requests.post(stack.url("order", f"/orders/{order['order_id']}/cancel"), timeout=5)
+    cancel = stack.http.post(stack.url("order", f"/orders/{order['order_id']}/cancel"), timeout=5)
     if cancel.status_code == 409:
         # The saga was quicker than the cancel: a completed order can't be cancelled.
         assert terminal(order["order_id"])["status"] == "completed"
@@ -173,7 +173,7 @@ def test_a_cancelled_order_fails_with_reason_cancelled_and_releases_its_stock(st
     assert after["available"] == 3
     refunded = [p for p in payments_for(stack, order["order_id"]) if p["status"] == "completed"]
     assert not refunded, "a cancelled order keeps no charge"
-    again = requests.post(stack.url("order", f"/orders/{order['order_id']}/cancel"), timeout=5)
+    again = stack.http.post(stack.url("order", f"/orders/{order['order_id']}/cancel"), timeout=5)
     assert again.status_code == 409
 
 
@@ -181,13 +181,13 @@ def test_the_same_idempotency_key_gives_the_same_order(stack, place):
     key = f"key-{uuid.uuid4()}"
     body = order_body([("mouse", 1, 29.99)])
     first = place(body, headers={"Idempotency-Key": key})
-    second = requests.post(stack.url("order", "/orders"), json=body, headers={"Idempotency-Key": key}, timeout=5)
+    second = stack.http.post(stack.url("order", "/orders"), json=body, headers={"Idempotency-Key": key}, timeout=5)
     assert second.status_code == 200
     assert second.json()["order_id"] == first["order_id"]
     other = dict(body, customer_id=new_customer())
-    conflict = requests.post(stack.url("order", "/orders"), json=other, headers={"Idempotency-Key": key}, timeout=5)
+    conflict = stack.http.post(stack.url("order", "/orders"), json=other, headers={"Idempotency-Key": key}, timeout=5)
     assert conflict.status_code == 409
-    listed = requests.get(stack.url("order", f"/customers/{body['customer_id']}/orders"), timeout=5).json()
+    listed = stack.http.get(stack.url("order", f"/customers/{body['customer_id']}/orders"), timeout=5).json()
     assert [o["order_id"] for o in listed["orders"]] == [first["order_id"]]
 
 
@@ -196,7 +196,7 @@ def test_the_timeline_lists_each_step_once_in_time_order(stack, place, terminal)
     terminal(created["order_id"])
 
     def timeline():
-        body = requests.get(stack.url("monitoring", f"/orders/{created['order_id']}/events"), timeout=5).json()
+        body = stack.http.get(stack.url("monitoring", f"/orders/{created['order_id']}/events"), timeout=5).json()
         types = [e["event_type"] for e in body.get("events", [])]
         return body if "OrderCompleted" in types and "NotificationSent" in types else None
 
@@ -208,12 +208,12 @@ def test_the_timeline_lists_each_step_once_in_time_order(stack, place, terminal)
     assert types.index("InventoryReserved") < types.index("PaymentRequested") < types.index("OrderCompleted")
     stamps = [e["timestamp"] for e in events]
     assert stamps == sorted(stamps)
-    assert requests.get(stack.url("monitoring", "/orders/nope/events"), timeout=5).status_code == 404
+    assert stack.http.get(stack.url("monitoring", "/orders/nope/events"), timeout=5).status_code == 404
 
 
 def test_prometheus_counters_move_when_orders_complete(stack, place, terminal):
     def completed_total() -> float:
-        text = requests.get(stack.url("monitoring", "/metrics/prometheus"), timeout=5).text
+        text = stack.http.get(stack.url("monitoring", "/metrics/prometheus"), timeout=5).text
         for line in text.splitlines():
             if line.startswith("ecommerce_orders_completed_total"):
                 return float(line.split()[-1])
@@ -223,13 +223,13 @@ def test_prometheus_counters_move_when_orders_complete(stack, place, terminal):
     terminal(place(order_body([("headphones", 1, 199.99)]))["order_id"])
     wait_until(lambda: completed_total() >= before + 1, what="the completed counter")
     for service in ("order", "payment", "inventory", "notification", "orchestrator", "monitoring"):
-        metrics = requests.get(stack.url(service, "/metrics"), timeout=5)
+        metrics = stack.http.get(stack.url(service, "/metrics"), timeout=5)
         assert metrics.status_code == 200 and "http_requests_total" in metrics.text
 
 
 def test_ten_concurrent_orders_for_the_last_five_units_complete_exactly_five(stack, place, terminal):
     product = f"last5-{uuid.uuid4().hex[:8]}"
-    response = requests.put(
+    response = stack.http.put(
         stack.url("inventory", f"/inventory/{product}"),
         json={"name": "Scarce", "price": 10.0, "quantity": 5},
         timeout=5,
@@ -246,9 +246,9 @@ def test_ten_concurrent_orders_for_the_last_five_units_complete_exactly_five(sta
 
 def test_every_service_reports_health_and_dependencies(stack):
     for service in ("order", "payment", "inventory", "notification", "orchestrator", "monitoring"):
-        health = requests.get(stack.url(service, "/health"), timeout=5).json()
+        health = stack.http.get(stack.url(service, "/health"), timeout=5).json()
         assert health["status"] == "healthy" and health["service"] == service
-        detailed = requests.get(stack.url(service, "/health/detailed"), timeout=5)
+        detailed = stack.http.get(stack.url(service, "/health/detailed"), timeout=5)
         assert detailed.status_code == 200
         deps = detailed.json()["dependencies"]
         assert deps["kafka"]["status"] == "up" and deps["mongo"]["status"] == "up"

@@ -6,7 +6,6 @@ import time
 import uuid
 
 import pytest
-import requests
 from confluent_kafka import Consumer
 
 from devstack import infra
@@ -16,19 +15,21 @@ from tests.e2e.conftest import create_product, order_body, stock, wait_until
 
 
 def notifications_of(stack, customer_id: str) -> list[dict]:
-    response = requests.get(stack.url("notification", "/notifications"), params={"customer_id": customer_id}, timeout=5)
+    response = stack.http.get(
+        stack.url("notification", "/notifications"), params={"customer_id": customer_id}, timeout=5
+    )
     return response.json()["notifications"]
 
 
 def snapshot(stack, order_id: str, customer_id: str, product: str) -> dict:
-    payments = requests.get(stack.url("payment", "/payments"), params={"order_id": order_id}, timeout=5).json()
-    timeline = requests.get(stack.url("monitoring", f"/orders/{order_id}/events"), timeout=5).json()
+    payments = stack.http.get(stack.url("payment", "/payments"), params={"order_id": order_id}, timeout=5).json()
+    timeline = stack.http.get(stack.url("monitoring", f"/orders/{order_id}/events"), timeout=5).json()
     return {
         "stock": {k: stock(stack, product)[k] for k in ("available", "reserved", "sold")},
         "payments": sorted((p["payment_id"], p["status"]) for p in payments["payments"]),
         "notifications": sorted(n["notification_id"] for n in notifications_of(stack, customer_id)),
         "timeline": sorted(e["event_id"] for e in timeline.get("events", [])),
-        "order": requests.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()["status"],
+        "order": stack.http.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()["status"],
     }
 
 
@@ -110,13 +111,13 @@ def test_a_replayed_dead_letter_is_applied_once_however_often_it_is_replayed(sta
     )
 
     def entry():
-        entries = requests.get(stack.url("monitoring", "/dlq"), params={"limit": 500}, timeout=5).json()["entries"]
+        entries = stack.http.get(stack.url("monitoring", "/dlq"), params={"limit": 500}, timeout=5).json()["entries"]
         return next((e for e in entries if e.get("key") == order_id), None)
 
     letter = wait_until(entry, what="the dead letter in monitoring")
     assert letter["topic"] == original and letter["service"] == "notification"
     for count in (1, 2):
-        replay = requests.post(stack.url("monitoring", f"/dlq/{letter['id']}/replay"), timeout=10)
+        replay = stack.http.post(stack.url("monitoring", f"/dlq/{letter['id']}/replay"), timeout=10)
         assert replay.status_code == 202, replay.text
         assert replay.json()["replayed_count"] == count
     wait_until(lambda: notifications_of(stack, customer), what="the replayed notification")
@@ -125,7 +126,7 @@ def test_a_replayed_dead_letter_is_applied_once_however_often_it_is_replayed(sta
 
 
 def dependency_status(stack, service: str, dependency: str) -> tuple[int, str]:
-    response = requests.get(stack.url(service, "/health/detailed"), timeout=15)
+    response = stack.http.get(stack.url(service, "/health/detailed"), timeout=15)
     return response.status_code, response.json()["dependencies"][dependency]["status"]
 
 
@@ -146,7 +147,7 @@ def test_a_database_outage_answers_503_and_every_accepted_order_finishes_afterwa
     infra.stop_mongo()
     try:
         started = time.monotonic()
-        response = requests.post(stack.url("order", "/orders"), json=order_body([("usb_cable", 1, 9.99)]), timeout=30)
+        response = stack.http.post(stack.url("order", "/orders"), json=order_body([("usb_cable", 1, 9.99)]), timeout=30)
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "database_unavailable"
         assert time.monotonic() - started < 15, "a request must not hang while the database is down"
@@ -167,7 +168,7 @@ def test_a_broker_outage_keeps_accepting_orders_and_delivers_them_afterwards(sta
         accepted = [place(order_body([("mouse", 1, 29.99)]))["order_id"] for _ in range(3)]
         wait_until(lambda: dependency_status(stack, "order", "kafka") == (503, "down"), what="the outage to show")
         for order_id in accepted:
-            assert requests.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()["status"] == "pending"
+            assert stack.http.get(stack.url("order", f"/orders/{order_id}"), timeout=5).json()["status"] == "pending"
     finally:
         infra.start_kafka()
     wait_until(lambda: dependency_status(stack, "order", "kafka") == (200, "up"), timeout=60, what="recovery")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import requests
-
 from shared.config import SERVICE_NAMES
 from tests.e2e.conftest import order_body, stock, wait_until
 
 
 def snapshot(stack, order_id: str, customer_id: str) -> dict:
     def get(service: str, path: str, **params: str) -> dict:
-        return requests.get(stack.url(service, path), params=params, timeout=5).json()
+        return stack.http.get(stack.url(service, path), params=params, timeout=5).json()
 
     order = get("order", f"/orders/{order_id}")
     payments = get("payment", "/payments", order_id=order_id)["payments"]

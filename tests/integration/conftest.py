@@ -64,10 +64,12 @@ def mongo_db(mongo_client: MongoClient) -> Iterator[Database]:
 
 @pytest.fixture
 def service_settings(live_settings: Settings, mongo_db: Database) -> Callable[..., Settings]:
-    """Settings for one service whose database is this test's fresh database."""
+    """Settings for one service whose database is this test's fresh database. Credentials are off
+    unless a test asks (test_orchestrator_api.py checks keys in the real store through create_app)."""
 
     def make(service: str, **overrides: Any) -> Settings:
         services = {service: {"database": mongo_db.name}}
+        overrides["auth"] = {"mode": "off", **overrides.get("auth", {})}
         return load_settings(service, environment="test", overrides={"services": services, **overrides})
 
     return make

@@ -8,6 +8,8 @@ from pymongo.database import Database
 
 from services.orchestrator.app import create_app
 from services.orchestrator.mongo import MongoSagaRepository
+from shared.apikeys import MongoKeyStore, new_key
+from shared.auth import SCOPES
 from shared.config import Settings
 from tests.integration.test_orchestrator_mongo import make_repo
 from tests.unit.orchestrator.contract import new_saga
@@ -19,8 +21,16 @@ def test_the_api_reads_flows_and_order_events_from_mongo_and_reports_healthy_dep
     repo: MongoSagaRepository = make_repo(mongo_db)
     saga, events = new_saga("o-1")
     repo.create(saga, events)
-    client = create_app(service_settings("orchestrator")).test_client()
+    # Credentials on, checked against a key in the real store (this test's database as the key database).
+    whole, stored = new_key("operator", ["sagas:read", "monitoring:read"], SCOPES)
+    MongoKeyStore(mongo_db["api_keys"]).add(stored)
+    settings = service_settings("orchestrator", auth={"mode": "on", "database": mongo_db.name})
+    app = create_app(settings)
+    anonymous = app.test_client()
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {whole}"
 
+    assert anonymous.get("/flows").status_code == 401
     listing = client.get("/flows").get_json()
     detail = client.get("/flows/o-1").get_json()
     events = client.get("/orders/o-1/events").get_json()

@@ -215,8 +215,8 @@ def command_problems(doc: Doc, targets: set[str]) -> list[str]:
 
 def _argv_problems(where: str, entry: Callable[[list[str]], Any], argv: list[str], whole: bool) -> list[str]:
     """A command in a code block must parse as shown; in prose (placeholders allowed) its flags must exist."""
-    if whole:
-        _parser, complaint = parse_only(entry, argv)
+    _parser, complaint = parse_only(entry, argv)
+    if whole or not complaint:  # prose that parses as written is fine (subcommands included)
         return [f"{where}: {complaint}"] if complaint else []
     parser, complaint = parse_only(entry, [])
     if parser is None:

@@ -62,11 +62,13 @@ def test_optional_fields_are_kept(client: FlaskClient) -> None:
     assert {key: body[key] for key in fields} == fields
 
 
-def test_a_bare_curl_post_of_json_is_accepted(client: FlaskClient) -> None:
+def test_a_bare_curl_post_of_json_is_refused_as_a_form(client: FlaskClient) -> None:
+    # Any web page can make a browser post a form: only application/json is read.
     response = client.post(
         "/notifications", data=json.dumps(SEED_BODY), content_type="application/x-www-form-urlencoded"
     )
-    assert response.status_code == 201
+    assert response.status_code == 415
+    assert response.get_json()["error"]["code"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize(

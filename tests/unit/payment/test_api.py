@@ -66,12 +66,13 @@ def test_the_seed_demo_with_a_declined_card_answers_402_every_time(client: Flask
         assert client.get(f"/payments/{body['payment_id']}").get_json()["status"] == "failed"
 
 
-def test_the_seed_demo_posted_by_a_bare_curl_is_read_as_json(client: FlaskClient) -> None:
-    form = "application/x-www-form-urlencoded"
-    response = client.post("/payments", data=json.dumps(SEED_DECLINED), content_type=form)
+def test_the_seed_demo_is_read_as_json_and_a_form_post_refused(client: FlaskClient) -> None:
+    response = client.post("/payments", data=json.dumps(SEED_DECLINED), content_type="application/json")
     assert (response.status_code, response.get_json()["status"]) == (402, "failed")
-    response = client.post("/payments", data=json.dumps(SEED_NEGATIVE), content_type=form)
+    response = client.post("/payments", json=SEED_NEGATIVE)
     assert (response.status_code, error_fields(response)) == (400, ["amount"])
+    form = "application/x-www-form-urlencoded"
+    assert client.post("/payments", data=json.dumps(SEED_DECLINED), content_type=form).status_code == 415
     assert client.post("/payments", data="order_id=o-1&amount=5", content_type=form).status_code == 415
 
 

@@ -28,6 +28,7 @@ default:
                alerts: {error_rate: 0.1, error_rate_window_min: 15, slow_order_s: 30, stuck_saga_s: 60, dlq_growth: 1}}
   http: {max_content_length: 2048, workers: 2, threads: 2}
   logging: {level: INFO, format: json}
+  auth: {mode: "on", algorithms: [HS256], issuer: i, audience: a, clock_skew_s: 30, key_cache_s: 5, database: auth}
   services:
     order: {host: 127.0.0.1, port: 5011, database: orders}
 production:

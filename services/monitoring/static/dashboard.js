@@ -1,110 +1,3 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Order processing monitor</title>
-<style>
-  :root { --bg: #f4f5f7; --card: #fff; --ink: #1d2330; --muted: #667085; --line: #e3e6eb;
-          --up: #1f9d55; --down: #d64545; --warn: #d89614; --accent: #2f6fde; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-         background: var(--bg); color: var(--ink); }
-  header { display: flex; align-items: center; gap: 12px; padding: 12px 20px; background: #1d2330; color: #fff; }
-  header h1 { font-size: 18px; margin: 0; flex: 1; }
-  main { padding: 16px 20px; display: grid; gap: 16px; grid-template-columns: repeat(12, 1fr); }
-  section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
-  section h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); margin: 0 0 8px; }
-  .span-12 { grid-column: span 12; } .span-6 { grid-column: span 6; } .span-3 { grid-column: span 3; }
-  @media (max-width: 900px) { .span-6, .span-3 { grid-column: span 12; } }
-  .badge { display: inline-block; padding: 2px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
-           color: #fff; background: var(--muted); }
-  .up, .healthy, .completed { background: var(--up); }
-  .down, .failed { background: var(--down); }
-  .degraded, .in_progress, .warning { background: var(--warn); }
-  .critical { background: var(--down); }
-  #service-health { display: grid; gap: 8px; grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); }
-  .tile { border: 1px solid var(--line); border-left: 6px solid var(--muted); border-radius: 6px; padding: 8px; }
-  .tile.up { border-left-color: var(--up); background: #fff; }
-  .tile.down { border-left-color: var(--down); background: #fff; }
-  .tile.degraded { border-left-color: var(--warn); background: #fff; }
-  .tile .name { font-weight: 600; } .tile .meta { color: var(--muted); font-size: 12px; word-break: break-word; }
-  .kpi { font-size: 28px; font-weight: 700; } .sub { color: var(--muted); font-size: 12px; }
-  table { width: 100%; border-collapse: collapse; }
-  th, td { text-align: left; padding: 5px 6px; border-bottom: 1px solid var(--line); vertical-align: top; }
-  th { color: var(--muted); font-weight: 600; font-size: 12px; }
-  button.link { background: none; border: 0; padding: 0; color: var(--accent); cursor: pointer;
-                font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; text-align: left; }
-  .empty { color: var(--muted); font-style: italic; }
-  .flow-form { display: flex; gap: 8px; margin-bottom: 10px; }
-  .flow-form input { flex: 1; padding: 6px 8px; border: 1px solid var(--line); border-radius: 4px; font: inherit; }
-  .flow-form button { padding: 6px 14px; border: 0; border-radius: 4px; background: var(--accent); color: #fff; cursor: pointer; }
-  ol.steps { list-style: none; margin: 8px 0 0; padding: 0; border-left: 2px solid var(--line); }
-  ol.steps li { position: relative; padding: 4px 0 8px 14px; }
-  ol.steps li::before { content: ""; position: absolute; left: -6px; top: 9px; width: 10px; height: 10px;
-                        border-radius: 50%; background: var(--accent); }
-  ol.steps li.bad::before { background: var(--down); } ol.steps li.good::before { background: var(--up); }
-  #connection-status { font-size: 12px; }
-  #alerts li { margin-bottom: 4px; } #alerts ul { margin: 0; padding-left: 18px; }
-</style>
-</head>
-<body>
-<header>
-  <h1>Order processing monitor</h1>
-  <span id="overall-status" class="badge">loading</span>
-  <span id="connection-status">connecting…</span>
-</header>
-<main>
-  <section class="span-12">
-    <h2>Service health</h2>
-    <div id="service-health"><span class="empty">Waiting for the first health check…</span></div>
-  </section>
-
-  <section class="span-3">
-    <h2>Orders per minute</h2>
-    <div id="orders-per-minute" class="kpi">–</div>
-    <div id="orders-per-minute-detail" class="sub">last 1 min · 5 min · 15 min</div>
-  </section>
-  <section class="span-3">
-    <h2>Success rate</h2>
-    <div id="success-rate" class="kpi">–</div>
-    <div id="success-rate-detail" class="sub">completed / (completed + failed)</div>
-  </section>
-  <section class="span-3">
-    <h2>Order duration</h2>
-    <div id="order-duration" class="kpi">–</div>
-    <div id="order-duration-detail" class="sub">p50 · p95 · p99</div>
-  </section>
-  <section class="span-3">
-    <h2>Dead-letter queue</h2>
-    <div id="dlq-count" class="kpi">–</div>
-    <div class="sub">messages consumers gave up on</div>
-  </section>
-
-  <section class="span-12">
-    <h2>Alerts</h2>
-    <div id="alerts"><span class="empty">No alerts.</span></div>
-  </section>
-
-  <section class="span-6">
-    <h2>Recent orders</h2>
-    <div id="recent-orders"><span class="empty">No orders yet.</span></div>
-  </section>
-  <section class="span-6">
-    <h2>Recent failures</h2>
-    <div id="recent-failures"><span class="empty">No failed orders.</span></div>
-  </section>
-
-  <section class="span-12">
-    <h2>Order flow</h2>
-    <form class="flow-form" id="flow-form">
-      <input id="flow-order-id" type="text" maxlength="200" placeholder="order id" autocomplete="off">
-      <button id="flow-load" type="submit">Show flow</button>
-    </form>
-    <div id="flow-view"><span class="empty">Click an order id or type one to see its events.</span></div>
-  </section>
-</main>
-<script>
 "use strict";
 // Every value from the API reaches the page through textContent only, never as HTML.
 const REFRESH_MS = 2500;
@@ -135,8 +28,17 @@ function fmtTime(iso) {
 
 function fmtNumber(value, digits) { return value == null ? "–" : Number(value).toFixed(digits); }
 
+// The key lives in this tab's sessionStorage and travels as a header, never as a cookie, so no
+// other site can make the browser use it.
+const KEY_ITEM = "monitoringKey";
+let refreshTimer = null;
+
 async function getJson(path) {
-  const response = await fetch(path, {headers: {"Accept": "application/json"}, cache: "no-store"});
+  const key = sessionStorage.getItem(KEY_ITEM);
+  const headers = {"Accept": "application/json"};
+  if (key) headers["Authorization"] = "Bearer " + key;
+  const response = await fetch(path, {headers: headers, cache: "no-store", credentials: "omit"});
+  if (response.status === 401 && key) signOut("Your key was refused (unknown, revoked or expired).");
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     const message = body && body.error ? body.error.message : "HTTP " + response.status;
@@ -222,7 +124,7 @@ function renderTimeline(timeline) {
 }
 
 async function loadFlow() {
-  if (!flowOrderId) return;
+  if (!flowOrderId || !sessionStorage.getItem(KEY_ITEM)) return;
   try {
     renderTimeline(await getJson("/timelines/" + encodeURIComponent(flowOrderId)));
   } catch (err) {
@@ -253,8 +155,41 @@ async function refresh() {
   document.getElementById("connection-status").textContent =
     failed ? "update incomplete (" + failed + " request(s) failed) · " + new Date().toLocaleTimeString()
            : "updated " + new Date().toLocaleTimeString();
-  setTimeout(refresh, REFRESH_MS);
+  if (sessionStorage.getItem(KEY_ITEM)) refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_ITEM);
+  clearTimeout(refreshTimer);
+  document.getElementById("board").hidden = true;
+  document.getElementById("sign-out").hidden = true;
+  document.getElementById("signin").hidden = false;
+  document.getElementById("signin-error").textContent = message || "";
+  document.getElementById("connection-status").textContent = "signed out";
+}
+
+async function signIn(key) {
+  sessionStorage.setItem(KEY_ITEM, key);
+  try {
+    await getJson("/status");
+  } catch (err) {
+    signOut(err.status === 403 ? "This key lacks the monitoring:read scope." : "Sign-in failed: " + err.message);
+    return;
+  }
+  document.getElementById("signin").hidden = true;
+  document.getElementById("board").hidden = false;
+  document.getElementById("sign-out").hidden = false;
+  refresh();
+}
+
+document.getElementById("signin-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const field = document.getElementById("signin-key");
+  const key = field.value.trim();
+  field.value = "";
+  if (key) signIn(key);
+});
+document.getElementById("sign-out").addEventListener("click", () => signOut(""));
 
 document.getElementById("flow-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -262,7 +197,5 @@ document.getElementById("flow-form").addEventListener("submit", (event) => {
 });
 const initial = new URLSearchParams(location.search).get("order");
 if (initial) showFlow(initial);
-refresh();
-</script>
-</body>
-</html>
+const stored = sessionStorage.getItem(KEY_ITEM);
+if (stored) signIn(stored); else signOut("");
