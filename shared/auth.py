@@ -40,6 +40,7 @@ SCOPES: dict[str, str] = {
     "payments:read": "read payments",
     "payments:write": "charge a card over REST",
     "payments:refund": "refund a payment",
+    "payments:vault": "put a card into the payment service's vault for a token (the order service)",
     "notifications:read": "read notifications",
     "notifications:write": "send a notification",
     "sagas:read": "read the orchestrator's sagas and timelines",

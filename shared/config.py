@@ -154,6 +154,28 @@ class PaymentSettings(_Section):
     ledger_path: str
     # A batch of saga charges is charged and its replies written this many at a time.
     charges_per_write: int = Field(ge=1, le=1000)
+    # The card vault's Fernet key (PAYMENT_VAULT_KEY): card numbers are kept encrypted with it,
+    # in the payment service only, until the payment is settled or the saga ends.
+    vault_key: SecretStr | None = None
+    # A vault entry no payment used is deleted after this long (longer than any saga lives).
+    vault_ttl_s: float = Field(gt=0)
+
+
+class RateLimitSettings(_Section):
+    """Limits on writes (shared/ratelimits.py), counted in the store so every process and replica
+    shares them; "N/second|minute|hour" strings (Flask-Limiter's notation)."""
+
+    enabled: bool
+    # Every write (POST, PUT, PATCH, DELETE) of one customer, and of one API key.
+    customer_writes: str = Field(min_length=1)
+    key_writes: str = Field(min_length=1)
+    # Every write from one client address, whoever sends it.
+    address_writes: str = Field(min_length=1)
+    # On top of the above: placing orders, per customer; REST reservations (stock hoarding) and
+    # REST charges (card probing), per principal.
+    order_creation: str = Field(min_length=1)
+    reservations: str = Field(min_length=1)
+    card_charges: str = Field(min_length=1)
 
 
 class NotificationSettings(_Section):
@@ -259,6 +281,7 @@ class Settings(_Section):
     http: HttpSettings
     logging: LoggingSettings
     auth: AuthSettings
+    rate_limits: RateLimitSettings
     services: dict[str, ServiceEndpoint]
     # Set under gunicorn with several workers so /metrics adds up every worker's figures.
     prometheus_multiproc_dir: str | None = None
@@ -363,6 +386,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for key in ("AUTH_MODE", "JWT_SECRET", "JWKS_URL", "AUTH_DATABASE"):
         if env.get(key):
             auth[key.lower().removeprefix("auth_")] = env[key]
+    if env.get("PAYMENT_VAULT_KEY"):
+        data.setdefault("payment", {})["vault_key"] = env["PAYMENT_VAULT_KEY"]
     if env.get("WORKER_METRICS_PORT"):
         data["worker_metrics_port"] = env["WORKER_METRICS_PORT"]
     if env.get("PROMETHEUS_MULTIPROC_DIR"):

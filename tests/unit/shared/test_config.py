@@ -21,7 +21,7 @@ default:
   order: {idempotency_key_purge_interval_s: 3600}
   inventory: {reservation_ttl_s: 900, expiry_interval_s: 30}
   payment: {decline_cards: ["4000000000000002"], amount_limit: 10000, latency_ms: 0, failure_rate: 0,
-            ledger_path: "", charges_per_write: 50}
+            ledger_path: "", charges_per_write: 50, vault_ttl_s: 3600}
   notification: {sender: log, file_path: x, smtp_host: h, smtp_port: 25, smtp_from: a@b.c, sends_per_write: 50}
   monitoring: {health_poll_interval_s: 5, health_timeout_s: 2, timeline_limit: 10,
                recent_events_kept: 1000, open_orders_checked: 100, housekeeping_interval_s: 10, flush_interval_s: 1,
@@ -29,6 +29,8 @@ default:
   http: {max_content_length: 2048, workers: 2, threads: 2}
   logging: {level: INFO, format: json}
   auth: {mode: "on", algorithms: [HS256], issuer: i, audience: a, clock_skew_s: 30, key_cache_s: 5, database: auth}
+  rate_limits: {enabled: true, customer_writes: 1/second, key_writes: 1/second, address_writes: 1/second,
+                order_creation: 1/second, reservations: 1/second, card_charges: 1/second}
   services:
     order: {host: 127.0.0.1, port: 5011, database: orders}
 production:
