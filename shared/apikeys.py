@@ -140,6 +140,10 @@ class MongoKeyStore:
     def __init__(self, collection: Collection) -> None:
         self._keys = collection
 
+    def rate_counters(self) -> Collection:
+        """The rate-limit counters kept beside the keys (shared/ratelimits.py)."""
+        return self._keys.database["rate_limits"]
+
     def get(self, key_id: str) -> StoredKey | None:
         doc = self._keys.find_one({"_id": key_id})
         return _from_doc(doc) if doc else None

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from shared import auth
-from shared.apikeys import KeyCache, KeyStore
+from shared import auth, ratelimits
+from shared.apikeys import KeyCache, KeyStore, MongoKeyStore
 from shared.config import OutboxSettings, Settings
 from shared.kafka_utils import PublishError
 from shared.mongo import DatabaseUnavailable
@@ -131,6 +131,8 @@ def create_service_app(
     _register_request_logging(app)
     cache = KeyCache(keys, settings.auth.key_cache_s) if keys is not None else None
     auth.install(app, auth.Authenticator(settings.auth, cache), settings.auth.mode)
+    # Counted in the auth database beside the keys, so every service and replica shares them.
+    ratelimits.install(app, settings.rate_limits, keys.rate_counters() if isinstance(keys, MongoKeyStore) else None)
     _register_errors(app)
     _register_security_headers(app)
     app.add_url_rule("/health", "health", _health)

@@ -22,6 +22,7 @@ from services.inventory.domain import (
 )
 from services.inventory.service import Reservations
 from shared.auth import requires
+from shared.ratelimits import limited
 from shared.web import ApiError, error_body, parse_body
 
 bp = Blueprint("inventory", __name__)
@@ -99,6 +100,7 @@ def put_product(product_id: str) -> tuple[Response, int]:
 
 @bp.post("/reservations")
 @requires("inventory:reserve")
+@limited("reservations")
 def create_reservation() -> tuple[Response, int]:
     body = parse_body(ReservationBody)
     lines = [Line(item.product_id, item.quantity, item.price) for item in body.items]

@@ -32,6 +32,7 @@ from services.order.service import OrderService, Page
 from shared.auth import Principal, current_principal, requires
 from shared.events import ORDER_STATUSES
 from shared.mongo import DatabaseUnavailable
+from shared.ratelimits import limited
 from shared.web import ApiError, error_body, field_errors, parse_body, query_int
 
 bp = Blueprint("order", __name__)
@@ -112,6 +113,7 @@ def _service() -> OrderService:
 
 @bp.post("/orders")
 @requires("orders:write", "orders:write:any")
+@limited("order_creation")
 def place_order() -> tuple[Response, int]:
     body = parse_body(OrderBody)
     _may_place_for(current_principal(), body.customer_id)
@@ -121,6 +123,7 @@ def place_order() -> tuple[Response, int]:
 
 @bp.post("/orders/bulk")
 @requires("orders:write", "orders:write:any")
+@limited("order_creation", cost=lambda: _bulk_size())
 def place_orders() -> tuple[Response, int]:
     body = parse_body(BulkBody)
     principal = current_principal()
@@ -260,6 +263,13 @@ def _page_view(page: Page) -> dict[str, Any]:
 
 
 FOREIGN_CUSTOMER = "you may place orders only for your own customer id"
+
+
+def _bulk_size() -> int:
+    """How many orders a bulk request holds, for its rate limit (before it is validated)."""
+    body = request.get_json(silent=True)
+    orders = body.get("orders") if isinstance(body, dict) else None
+    return min(len(orders), MAX_BULK) if isinstance(orders, list) else 1
 
 
 def _may_place_for(principal: Principal, customer_id: str) -> None:

@@ -22,6 +22,7 @@ from services.payment.domain import (
 )
 from services.payment.service import PaymentService
 from shared.auth import requires
+from shared.ratelimits import limited
 from shared.web import ApiError, error_body, parse_body, query_int, validate
 
 bp = Blueprint("payment", __name__)
@@ -58,6 +59,7 @@ def _service() -> PaymentService:
 
 @bp.post("/payments")
 @requires("payments:write")
+@limited("card_charges")
 def create_payment() -> tuple[Response, int]:
     body = parse_body(PaymentBody)
     key = request.headers.get("Idempotency-Key") or None

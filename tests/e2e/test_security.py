@@ -152,3 +152,21 @@ def test_health_details_need_a_scope_and_never_show_exception_text(stack):
         timeout=30,
         what="monitoring to see every service up",
     )
+
+
+def test_a_flood_from_one_customer_gets_429_while_another_is_served(stack):
+    alice, bob = new_customer(), new_customer()
+    as_alice, as_bob = stack.as_customer(alice), stack.as_customer(bob)
+    url = stack.url("order", "/orders")
+    body = {**order_body([("usb_cable", 1, 9.99)]), "customer_id": alice}
+    # Limits count in fixed windows of a minute: start the flood early in one.
+    if time.time() % 60 > 45:
+        time.sleep(61 - time.time() % 60)
+    answers = [as_alice.post(url, json=body, timeout=10) for _ in range(35)]
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(201) == 30 and statuses.count(429) == 5, statuses
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    served = as_bob.post(url, json={**body, "customer_id": bob}, timeout=10)
+    assert served.status_code == 201, served.text
