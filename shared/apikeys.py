@@ -140,6 +140,10 @@ class MongoKeyStore:
     def __init__(self, collection: Collection) -> None:
         self._keys = collection
 
+    def audit_entries(self) -> Collection:
+        """The audit trail kept beside the keys (shared/audit.py)."""
+        return self._keys.database["audit"]
+
     def rate_counters(self) -> Collection:
         """The rate-limit counters kept beside the keys (shared/ratelimits.py)."""
         return self._keys.database["rate_limits"]

@@ -46,6 +46,7 @@ SCOPES: dict[str, str] = {
     "sagas:read": "read the orchestrator's sagas and timelines",
     "monitoring:read": "the dashboard, monitoring's reads and every /health/detailed",
     "dlq:replay": "replay a dead letter",
+    "audit:read": "read the audit trail of every service",
     "metrics:read": "scrape /metrics",
     "admin": "everything above",
 }

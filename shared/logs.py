@@ -38,6 +38,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **_context.get(),
         }
+        audit = getattr(record, "audit", None)
+        if audit is not None:  # an audit entry (shared/audit.py) keeps its fields in the JSON line
+            line["audit"] = audit
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return scrub_card_numbers(json.dumps(line, default=str))

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from shared import auth, ratelimits
+from shared import audit, auth, ratelimits
 from shared.apikeys import KeyCache, KeyStore, MongoKeyStore
 from shared.config import OutboxSettings, Settings
 from shared.kafka_utils import PublishError
@@ -129,6 +129,8 @@ def create_service_app(
     app.extensions["settings"] = settings
     # Timing first, so a refused request is logged and counted like any other.
     _register_request_logging(app)
+    # The correlation id first, so even a refused request has one in its audit entry.
+    audit.install(app, audit.AuditTrail(name, keys.audit_entries() if isinstance(keys, MongoKeyStore) else None))
     cache = KeyCache(keys, settings.auth.key_cache_s) if keys is not None else None
     auth.install(app, auth.Authenticator(settings.auth, cache), settings.auth.mode)
     # Counted in the auth database beside the keys, so every service and replica shares them.

@@ -24,6 +24,7 @@ from services.monitoring.domain import (
 )
 from services.monitoring.service import MonitoringService
 from shared.auth import public, requires
+from shared.config import SERVICE_NAMES
 from shared.web import ApiError, error_body, query_int
 
 bp = Blueprint("monitoring", __name__)
@@ -210,6 +211,21 @@ def dead_letters() -> Response:
 @requires("monitoring:read")
 def dead_letter(letter_id: str) -> Response:
     return jsonify(_letter_json(_service().dead_letter(letter_id)))
+
+
+@bp.get("/audit")
+@requires("audit:read")
+def audit_trail() -> Response:
+    """The latest audit entries of every service, newest first (shared/audit.py)."""
+    service = request.args.get("service") or None
+    if service is not None and service not in SERVICE_NAMES:
+        raise ApiError(400, "validation_error", f"service must be one of {', '.join(SERVICE_NAMES)}")
+    principal = request.args.get("principal_id") or None
+    if principal is not None and len(principal) > 100:
+        raise ApiError(400, "validation_error", "principal_id is too long")
+    trail = current_app.extensions["audit"]
+    entries = trail.recent(query_int("limit", 100, 1, 500), service=service, principal_id=principal)
+    return jsonify({"entries": [{**e, "at": e["at"].isoformat()} for e in entries]})
 
 
 @bp.post("/dlq/<letter_id>/replay")

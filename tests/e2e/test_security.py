@@ -170,3 +170,26 @@ def test_a_flood_from_one_customer_gets_429_while_another_is_served(stack):
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     served = as_bob.post(url, json={**body, "customer_id": bob}, timeout=10)
     assert served.status_code == 201, served.text
+
+
+def test_writes_are_audited_and_an_admin_reads_the_trail_of_every_service(stack):
+    carol = new_customer()
+    body = {**order_body([("usb_cable", 1, 9.99)]), "customer_id": carol}
+    placed = stack.as_customer(carol).post(
+        stack.url("order", "/orders"), json=body, headers={"X-Request-ID": f"audit-{carol}"}, timeout=10
+    )
+    assert placed.status_code == 201 and placed.headers["X-Request-ID"] == f"audit-{carol}"
+    refused = stack.with_key("OPERATOR_KEY").post(stack.url("payment", "/payments/pay_x/refund"), timeout=5)
+    assert refused.status_code == 403
+    assert stack.with_key("OPERATOR_KEY").get(stack.url("monitoring", "/audit"), timeout=5).status_code == 403
+
+    def entries(**params):
+        response = stack.http.get(stack.url("monitoring", "/audit"), params={"limit": 500, **params}, timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()["entries"]
+
+    mine = wait_until(lambda: entries(principal_id=carol), timeout=10, what="the order's audit entry")
+    assert mine[0]["action"] == "POST /orders" and mine[0]["outcome"] == 201
+    assert mine[0]["correlation_id"] == f"audit-{carol}" and mine[0]["scope"] == "orders:write"
+    refusals = [e for e in entries(service="payment") if e["action"] == "POST /payments/<payment_id>/refund"]
+    assert refusals and refusals[0]["outcome"] == 403 and refusals[0]["principal"]["kind"] == "key"
