@@ -196,6 +196,8 @@ def install(app: Flask, authenticator: Authenticator | None, mode: Literal["on",
     def authorize() -> tuple[Response, int] | None:
         if request.endpoint is None:
             return None  # no such route: Flask answers 404/405
+        if request.method == "OPTIONS":
+            return None  # Flask's own answer (and a CORS preflight, which carries no credentials)
         rule = rule_of(app.view_functions.get(request.endpoint))
         if rule is PUBLIC:
             return None

@@ -217,6 +217,16 @@ class HttpSettings(_Section):
     max_content_length: int = Field(ge=1024)
     workers: int = Field(ge=1, le=64)
     threads: int = Field(ge=1, le=64)
+    # Browser origins allowed to call the APIs from their pages (CORS); empty: none.
+    cors_origins: tuple[str, ...]
+    # Host headers answered (others get 400); empty: any.
+    trusted_hosts: tuple[str, ...]
+    # How many proxies in front of the service set X-Forwarded-For/-Proto/-Host (0: trust none).
+    proxies: int = Field(ge=0, le=5)
+    # Behind a TLS-terminating proxy: answer plain-HTTP requests with a 308 to https (not /health).
+    https_redirect: bool
+    # Compress answers of at least this many bytes for clients that accept it (0: never).
+    compress_min_bytes: int = Field(ge=0)
 
 
 class LoggingSettings(_Section):

@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, redirect, request
+from flask_compress import Compress
+from flask_cors import CORS
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -21,10 +23,11 @@ from prometheus_client import (
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import audit, auth, ratelimits
 from shared.apikeys import KeyCache, KeyStore, MongoKeyStore
-from shared.config import OutboxSettings, Settings
+from shared.config import HttpSettings, OutboxSettings, Settings
 from shared.kafka_utils import PublishError
 from shared.mongo import DatabaseUnavailable
 from shared.outbox import OutboxRelay
@@ -137,6 +140,7 @@ def create_service_app(
     ratelimits.install(app, settings.rate_limits, keys.rate_counters() if isinstance(keys, MongoKeyStore) else None)
     _register_errors(app)
     _register_security_headers(app)
+    _register_http_middleware(app, settings.http)
     app.add_url_rule("/health", "health", _health)
     app.add_url_rule("/health/detailed", "health_detailed", _health_detailed)
     app.add_url_rule("/metrics", "metrics", _metrics)
@@ -153,6 +157,40 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+
+
+def _register_http_middleware(app: Flask, http: HttpSettings) -> None:
+    """Proxies, trusted hosts, HTTPS redirect, CORS and compression, as the environment says."""
+    if http.proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=http.proxies, x_proto=http.proxies, x_host=http.proxies)  # type: ignore[method-assign]
+    if http.trusted_hosts:
+        app.config["TRUSTED_HOSTS"] = list(http.trusted_hosts)
+
+        @app.before_request
+        def check_host() -> None:
+            _ = request.host  # raises SecurityError (400) for a host not in TRUSTED_HOSTS
+
+    if http.https_redirect:
+
+        @app.before_request
+        def to_https() -> Response | None:
+            if request.is_secure or request.path == "/health":
+                return None
+            return redirect(request.url.replace("http://", "https://", 1), code=308)
+
+    if http.cors_origins:
+        CORS(
+            app,
+            origins=list(http.cors_origins),
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "WWW-Authenticate", "ETag"],
+            supports_credentials=False,  # credentials travel in headers, never cookies
+            max_age=600,
+        )
+    if http.compress_min_bytes:
+        app.config["COMPRESS_MIN_SIZE"] = http.compress_min_bytes
+        app.config["COMPRESS_ALGORITHM"] = ["gzip"]
+        Compress(app)
 
 
 def _register_security_headers(app: Flask) -> None:

@@ -26,7 +26,8 @@ default:
   monitoring: {health_poll_interval_s: 5, health_timeout_s: 2, timeline_limit: 10,
                recent_events_kept: 1000, open_orders_checked: 100, housekeeping_interval_s: 10, flush_interval_s: 1,
                alerts: {error_rate: 0.1, error_rate_window_min: 15, slow_order_s: 30, stuck_saga_s: 60, dlq_growth: 1}}
-  http: {max_content_length: 2048, workers: 2, threads: 2}
+  http: {max_content_length: 2048, workers: 2, threads: 2, cors_origins: [], trusted_hosts: [], proxies: 0,
+         https_redirect: false, compress_min_bytes: 0}
   logging: {level: INFO, format: json}
   auth: {mode: "on", algorithms: [HS256], issuer: i, audience: a, clock_skew_s: 30, key_cache_s: 5, database: auth}
   rate_limits: {enabled: true, customer_writes: 1/second, key_writes: 1/second, address_writes: 1/second,
