@@ -17,6 +17,7 @@ from services.payment.domain import (
     Payment,
     PaymentError,
     PaymentNotFound,
+    VaultUnavailable,
     card_digits,
     to_cents,
 )
@@ -43,6 +44,10 @@ class PaymentBody(BaseModel):
     payment_method: Method
     card_details: CardDetails | None = None
     customer_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+
+
+class CardBody(BaseModel):
+    card_number: CardNumber
 
 
 class RefundBody(BaseModel):
@@ -84,6 +89,14 @@ def create_payment() -> tuple[Response, int]:
     return jsonify(payment_json(payment)), 402 if payment.status == FAILED else 201
 
 
+@bp.post("/payment-methods")
+@requires("payments:vault")
+def add_payment_method() -> tuple[Response, int]:
+    """Keep a card in the vault for the saga's payment; the caller keeps only the token."""
+    card = _service().vault.store(parse_body(CardBody).card_number)
+    return jsonify({"token": card.token, "brand": card.brand, "last4": card.last4}), 201
+
+
 @bp.get("/payments/<payment_id>")
 @requires("payments:read")
 def get_payment(payment_id: str) -> Response:
@@ -113,6 +126,8 @@ def error_response(err: PaymentError) -> tuple[Response, int]:
         return error_body(409, "already_paid", str(err), {"order_id": err.order_id, "payment_id": err.payment_id})
     if isinstance(err, IdempotencyConflict):
         return error_body(409, "idempotency_conflict", str(err), {"payment_id": err.payment_id})
+    if isinstance(err, VaultUnavailable):
+        return error_body(503, "vault_unavailable", "the card vault is not configured; try again later")
     if isinstance(err, NotRefundable):
         return error_body(409, "not_refundable", str(err), {"payment_id": err.payment_id, "status": err.status})
     return error_body(409, "conflict", str(err))

@@ -10,9 +10,10 @@ from services.payment.domain import PaymentError
 from services.payment.gateway import SimulatedGateway
 from services.payment.handlers import HANDLERS, handle_batch
 from services.payment.ledger import GatewayLedger
-from services.payment.mongo import MongoPaymentRepository
-from services.payment.ports import PaymentGateway, PaymentRepository
+from services.payment.mongo import MongoPaymentRepository, MongoStoredCardRepository
+from services.payment.ports import PaymentGateway, PaymentRepository, StoredCardRepository
 from services.payment.service import PaymentService
+from services.payment.vault import CardVault
 from shared.config import Settings, load_settings
 from shared.runtime import Clients, ServiceWorker, connect, publish_from_api
 from shared.web import create_service_app
@@ -23,19 +24,26 @@ def bootstrap(
     *,
     clients: Clients | None = None,
     payments: PaymentRepository | None = None,
+    cards: StoredCardRepository | None = None,
     gateway: PaymentGateway | None = None,
 ) -> PaymentService:
     """Build the payment service; a Mongo repository's outbox relay is registered on the clients for the runtime."""
-    if payments is None:
+    if payments is None or cards is None:
         clients = clients or connect(settings)
-        relay = clients.relay("payments")
-        mongo_payments = MongoPaymentRepository(clients.db["payments"], clients.db["order_charges"], relay)
-        mongo_payments.ensure_indexes()
-        payments = mongo_payments
+        if payments is None:
+            relay = clients.relay("payments")
+            mongo_payments = MongoPaymentRepository(clients.db["payments"], clients.db["order_charges"], relay)
+            mongo_payments.ensure_indexes()
+            payments = mongo_payments
+        if cards is None:
+            mongo_cards = MongoStoredCardRepository(clients.db["payment_methods"])
+            mongo_cards.ensure_indexes()
+            cards = mongo_cards
     if gateway is None:
         ledger = GatewayLedger(settings.payment.ledger_path) if settings.payment.ledger_path else None
         gateway = SimulatedGateway(settings.payment, ledger=ledger)
-    return PaymentService(payments, gateway, charges_per_write=settings.payment.charges_per_write)
+    vault = CardVault(cards, settings.payment.vault_key, ttl_s=settings.payment.vault_ttl_s)
+    return PaymentService(payments, gateway, vault=vault, charges_per_write=settings.payment.charges_per_write)
 
 
 def create_app(settings: Settings | None = None, service: PaymentService | None = None) -> Flask:
@@ -59,5 +67,11 @@ def create_app(settings: Settings | None = None, service: PaymentService | None 
     return app
 
 
-# Every fetched command at once: new payments, claims and replies each go out in one write.
-WORKER = ServiceWorker(HANDLERS, handle_batch)
+WORKER = ServiceWorker(
+    HANDLERS,
+    # Every fetched command at once: new payments, claims and replies each go out in one write.
+    handle_batch,
+    # Cards nobody forgot (an unused retry's, a crash's) go soon after their expiry: a sweep every
+    # tenth of their time to live keeps one at most that much longer.
+    jobs=lambda service, settings: [(settings.payment.vault_ttl_s / 10, service.vault.purge_expired)],
+)

@@ -14,6 +14,8 @@ HOLDS_CHARGE = frozenset({PROCESSING, COMPLETED})
 CARD_DECLINED, AMOUNT_OVER_LIMIT, GATEWAY_ERROR = "card_declined", "amount_over_limit", "gateway_error"
 # Not a gateway answer: another payment holds the order's charge, so this one was not made.
 ALREADY_PAID = "already_paid"
+# Not a gateway answer either: the vault no longer holds the card of the token (expired or deleted).
+PAYMENT_METHOD_UNAVAILABLE = "payment_method_unavailable"
 
 MAX_AMOUNT = 1_000_000_000.0
 _CARD_SEPARATORS = re.compile(r"[\s-]")
@@ -47,6 +49,10 @@ class IdempotencyConflict(PaymentError):
     def __init__(self, payment_id: str) -> None:
         super().__init__(f"this Idempotency-Key was used for a different payment ({payment_id})")
         self.payment_id = payment_id
+
+
+class VaultUnavailable(PaymentError):
+    """The card vault has no usable key, so it can neither keep nor give back a card number."""
 
 
 class AlreadyPaid(PaymentError):
@@ -87,9 +93,35 @@ def card_digits(number: str) -> str:
     return digits
 
 
+def card_brand(number: str) -> str:
+    """Name a card's network from its leading digits (visa, mastercard, amex, discover or other)."""
+    if number.startswith("4"):
+        return "visa"
+    if 51 <= int(number[:2]) <= 55 or 2221 <= int(number[:4]) <= 2720:
+        return "mastercard"
+    if number[:2] in ("34", "37"):
+        return "amex"
+    if number.startswith(("6011", "65")) or 644 <= int(number[:3]) <= 649:
+        return "discover"
+    return "other"
+
+
+@dataclass(frozen=True)
+class StoredCard:
+    """A card in the vault: its number encrypted, what may be shown of it, and when it goes."""
+
+    token: str
+    encrypted_number: str = field(repr=False)
+    brand: str
+    last4: str
+    created_at: datetime
+    expires_at: datetime
+
+
 @dataclass(frozen=True)
 class ChargeRequest:
-    """What to charge; ``card_number`` lives only in memory, never in storage or responses."""
+    """What to charge: a card number (REST; only in memory, never in storage or responses) or the
+    token of a card in the vault (the saga), whose last four digits come with it."""
 
     order_id: str
     amount: float
@@ -97,6 +129,8 @@ class ChargeRequest:
     card_number: str | None = field(default=None, repr=False)
     customer_id: str | None = None
     payment_id: str | None = None
+    payment_method_token: str | None = None
+    card_last4: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +164,7 @@ class Payment:
             order_id=request.order_id,
             amount=request.amount,
             payment_method=request.payment_method,
-            card_last4=request.card_number[-4:] if request.card_number else None,
+            card_last4=request.card_number[-4:] if request.card_number else request.card_last4,
             status=PROCESSING,
             created_at=now,
             updated_at=now,

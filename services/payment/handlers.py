@@ -1,4 +1,4 @@
-"""Kafka in: the saga's payment commands."""
+"""Kafka in: the saga's payment commands, and failed orders whose vaulted cards can go."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from shared.kafka_utils import PermanentError
 
 Data = TypeVar("Data", bound=BaseModel)
 Text = Annotated[str, StringConstraints(min_length=1, max_length=150)]
+Token = Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_-]{1,100}$")]
 
 
 class CardData(BaseModel):
@@ -26,8 +27,16 @@ class PaymentRequestedData(BaseModel):
     # No upper bound here: an amount over the gateway limit must be declined, not dead-lettered.
     amount: Annotated[StrictFloat, AfterValidator(partial(to_cents, cap=None))]
     payment_method: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    # The card in the vault. card_details (the number) came from earlier versions of the orchestrator:
+    # a command of theirs still in flight is charged as it was.
+    payment_method_token: Token | None = None
+    card_last4: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")] | None = None
     card_details: CardData | None = None
     customer_id: Text | None = None
+
+
+class OrderFailedData(BaseModel):
+    payment_method_token: Token | None = None
 
 
 class RefundRequestedData(BaseModel):
@@ -48,6 +57,7 @@ def handle_batch(service: PaymentService, events: Sequence[Envelope]) -> dict[st
     return the unusable ones by event id."""
     refused: dict[str, PermanentError] = {}
     run: list[tuple[ChargeRequest, Envelope]] = []
+    ended: list[str] = []
 
     def charge_run() -> None:
         if not run:
@@ -61,11 +71,17 @@ def handle_batch(service: PaymentService, events: Sequence[Envelope]) -> dict[st
             if event.event_type == "PaymentRequested":
                 run.append((_charge_request(event), event))
                 continue
+            if event.event_type == "OrderFailed":
+                # Forgotten together after the charges: a payment a failed saga still asks for is
+                # refunded anyway, or fails for want of its card.
+                ended.extend(_ended_card(event))
+                continue
             charge_run()
             HANDLERS[event.event_type](service, event)
         except PermanentError as err:
             refused[event.event_id] = err
     charge_run()
+    service.vault.forget(ended)
     return refused
 
 
@@ -78,6 +94,8 @@ def _charge_request(event: Envelope) -> ChargeRequest:
         card_number=data.card_details.number if data.card_details else None,
         customer_id=data.customer_id or event.customer_id,
         payment_id=data.payment_id,
+        payment_method_token=data.payment_method_token,
+        card_last4=data.card_last4,
     )
 
 
@@ -87,6 +105,16 @@ def refund_requested(service: PaymentService, event: Envelope) -> None:
     service.process_refund_request(data.payment_id, data.reason or "refund_requested", event)
 
 
+def order_failed(service: PaymentService, event: Envelope) -> None:
+    """Forget the vaulted card of an order that failed (before its payment, or by it)."""
+    service.vault.forget(_ended_card(event))
+
+
+def _ended_card(event: Envelope) -> list[str]:
+    token = _parse(OrderFailedData, event).payment_method_token
+    return [token] if token else []
+
+
 def _parse(model: type[Data], event: Envelope) -> Data:
     try:
         return model.model_validate(event.data)
@@ -94,4 +122,4 @@ def _parse(model: type[Data], event: Envelope) -> Data:
         raise PermanentError(f"{event.event_type} data is invalid: {err}") from err
 
 
-HANDLERS = {"PaymentRequested": payment_requested, "RefundRequested": refund_requested}
+HANDLERS = {"PaymentRequested": payment_requested, "RefundRequested": refund_requested, "OrderFailed": order_failed}

@@ -1,17 +1,18 @@
-"""MongoDB storage of payments and order charge claims; the only place documents meet dataclasses."""
+"""MongoDB storage of payments, order charge claims and the vault's cards; the only place documents
+meet dataclasses."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from services.payment.domain import DuplicatePayment, Payment, now_ms
+from services.payment.domain import DuplicatePayment, Payment, StoredCard, now_ms
 from services.payment.ports import PaymentUpdate
 from shared.events import Envelope
 from shared.mongo import insert_new
@@ -91,6 +92,41 @@ class MongoPaymentRepository:
         self._charges.delete_one({"_id": order_id, "payment_id": payment_id})
 
 
+class MongoStoredCardRepository:
+    """The vault's cards in ``payment_methods``, by token (``_id``)."""
+
+    def __init__(self, cards: Collection) -> None:
+        self._cards = cards
+
+    def ensure_indexes(self) -> None:
+        """Index the expiry, which the purge job looks up."""
+        self._cards.create_index([("expires_at", ASCENDING)])
+
+    def add(self, card: StoredCard) -> None:
+        doc = asdict(card)
+        doc["_id"] = doc.pop("token")
+        self._cards.insert_one(doc)
+
+    def get_all(self, tokens: Sequence[str]) -> list[StoredCard]:
+        return [_stored_card(doc) for doc in self._cards.find({"_id": {"$in": list(tokens)}})]
+
+    def delete(self, tokens: Sequence[str]) -> int:
+        return self._cards.delete_many({"_id": {"$in": list(tokens)}}).deleted_count
+
+    def delete_expired(self, now: datetime) -> int:
+        return self._cards.delete_many({"expires_at": {"$lte": now}}).deleted_count
+
+
+def _stored_card(doc: dict[str, Any]) -> StoredCard:
+    times = {name: _aware(doc[name]) for name in ("created_at", "expires_at")}
+    return StoredCard(doc["_id"], doc["encrypted_number"], doc["brand"], doc["last4"], **times)
+
+
+def _aware(moment: datetime) -> datetime:
+    # Servers without tz-aware clients hand back naive UTC datetimes.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _new_document(payment: Payment) -> dict[str, Any]:
     return {**_to_document(payment), "outbox": outbox_document(())}
 
@@ -113,8 +149,7 @@ def _to_document(payment: Payment) -> dict[str, Any]:
 def _from_document(doc: dict[str, Any]) -> Payment:
     values = {name: doc.get(name) for name in _FIELDS if name != "payment_id"}
     for name in ("created_at", "updated_at"):
-        # Servers without tz-aware clients hand back naive UTC datetimes.
-        if values[name] is not None and values[name].tzinfo is None:
-            values[name] = values[name].replace(tzinfo=UTC)
+        if values[name] is not None:
+            values[name] = _aware(values[name])
     values["refunded_amount"] = values["refunded_amount"] or 0.0
     return Payment(payment_id=doc["_id"], **values)

@@ -1,12 +1,13 @@
-"""Ports of the payment service: where payments are stored and who moves the money."""
+"""Ports of the payment service: where payments and vaulted cards are stored and who moves the money."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from services.payment.domain import ChargeResult, Payment
+from services.payment.domain import ChargeResult, Payment, StoredCard
 from shared.events import Envelope
 
 
@@ -53,6 +54,22 @@ class PaymentRepository(Protocol):
 
     def release_order(self, order_id: str, payment_id: str) -> None:
         """Forget the order's charge if ``payment_id`` still holds it."""
+
+
+class StoredCardRepository(Protocol):
+    """The vault's cards by token (their numbers encrypted before they get here)."""
+
+    def add(self, card: StoredCard) -> None:
+        """Store a new card."""
+
+    def get_all(self, tokens: Sequence[str]) -> list[StoredCard]:
+        """Return the stored cards of these tokens (unknown tokens are left out), expired or not."""
+
+    def delete(self, tokens: Sequence[str]) -> int:
+        """Delete the cards of these tokens; return how many were there."""
+
+    def delete_expired(self, now: datetime) -> int:
+        """Delete the cards whose ``expires_at`` is at or before ``now``; return how many."""
 
 
 class PaymentGateway(Protocol):

@@ -9,6 +9,8 @@ that loses the claim race is not made (a saga charge then replies PaymentFailed 
 A saga charge uses the saga's deterministic payment id, so a redelivered PaymentRequested
 finds its payment and either does nothing (the reply is already in the outbox) or, when a
 crash left it ``processing``, repeats the charge with the payment id as idempotency key.
+A saga charge names its card by the vault's token: the number is revealed for the charge and the
+card forgotten once the payment is settled (so a charge repeated after a crash still has it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from services.payment.domain import (
     ALREADY_PAID,
     COMPLETED,
     HOLDS_CHARGE,
+    PAYMENT_METHOD_UNAVAILABLE,
     PROCESSING,
     AlreadyPaid,
     ChargeRequest,
@@ -38,6 +41,7 @@ from services.payment.domain import (
     now_ms,
 )
 from services.payment.ports import PaymentGateway, PaymentRepository, PaymentUpdate
+from services.payment.vault import CardVault
 from shared.events import Envelope
 
 logger = logging.getLogger(__name__)
@@ -58,12 +62,14 @@ class PaymentService:
         payments: PaymentRepository,
         gateway: PaymentGateway,
         *,
+        vault: CardVault,
         charges_per_write: int,
         clock: Callable[[], datetime] = now_ms,
         new_id: Callable[[], str] = new_payment_id,
     ) -> None:
         self._payments = payments
         self._gateway = gateway
+        self.vault = vault
         # A batch is charged this many at a time, each group's replies written before the next group
         # is charged: with a slow gateway, a whole batch's first reply would otherwise wait for every charge.
         self._charges_per_write = charges_per_write
@@ -93,7 +99,7 @@ class PaymentService:
                 self._payments.add(payment)
             except DuplicatePayment:  # the same key at the same moment: answer as its twin will
                 return self.charge(request, idempotency_key)
-        lost_to = self._charge(payment, request.card_number)
+        lost_to = self._charge(payment, request, {})
         self._payments.update(payment, expected_status=PROCESSING)
         self._count(payment)
         if lost_to:
@@ -111,13 +117,15 @@ class PaymentService:
             payment = self._existing(request.payment_id, request.order_id)
             if payment.status != PROCESSING:
                 logger.info("payment %s is already %s; its reply was sent", payment.payment_id, payment.status)
+                self._forget_cards([request])  # a crash may have come between the settling and this
                 return
             logger.warning("payment %s was interrupted mid-charge; finishing it", payment.payment_id)
         # No pre-check of the order's claim here: a crash may have left this charge made but
         # unclaimed, and only charging (idempotently) then claiming settles that case correctly.
-        self._charge(payment, request.card_number)
+        self._charge(payment, request, self._reveal_cards([request]))
         if self._payments.update(payment, expected_status=PROCESSING, events=[self._reply(payment, cause)]):
             self._count(payment)
+        self._forget_cards([request])
 
     def process_payment_requests(self, requests: Sequence[tuple[ChargeRequest, Envelope]]) -> dict[str, InvalidPayment]:
         """Charge for many saga commands as ``process_payment_request`` would one by one,
@@ -146,11 +154,13 @@ class PaymentService:
         payments = [Payment.start(request.payment_id or "", request, now) for request, _cause in valid]
         added = self._payments.add_all(payments)
         fresh = [(p, request, cause) for p, (request, cause), ok in zip(payments, valid, added, strict=True) if ok]
-        self._charge_all([(payment, request.card_number) for payment, request, _cause in fresh])
+        revealed = self._reveal_cards([request for _payment, request, _cause in fresh])
+        self._charge_all([(payment, request) for payment, request, _cause in fresh], revealed)
         updates = [PaymentUpdate(payment, PROCESSING, (self._reply(payment, cause),)) for payment, _r, cause in fresh]
         for update, stored in zip(updates, self._payments.update_all(updates), strict=True):
             if stored:
                 self._count(update.payment)
+        self._forget_cards([request for _payment, request, _cause in fresh])
         for (request, cause), ok in zip(valid, added, strict=True):
             if not ok:
                 try:
@@ -201,25 +211,35 @@ class PaymentService:
         """Return the order's payments, newest first."""
         return self._payments.list_by_order(order_id, limit)
 
-    def _charge(self, payment: Payment, card_number: str | None) -> str | None:
+    def _charge(self, payment: Payment, request: ChargeRequest, revealed: dict[str, str]) -> str | None:
         """Claim the order, then call the gateway and settle ``payment`` in memory; return the
         payment holding the order when another one does (then no money moves)."""
-        return self._charge_claimed(payment, card_number, self._claim(payment))
+        return self._charge_claimed(payment, request, revealed, self._claim(payment))
 
-    def _charge_all(self, charges: Sequence[tuple[Payment, str | None]]) -> None:
+    def _charge_all(self, charges: Sequence[tuple[Payment, ChargeRequest]], revealed: dict[str, str]) -> None:
         """``_charge`` for many payments, with their claims in one write."""
-        claimed = self._payments.claim_all([(payment.order_id, payment.payment_id) for payment, _card in charges])
-        for (payment, card_number), recorded in zip(charges, claimed, strict=True):
-            self._charge_claimed(payment, card_number, None if recorded else self._claim(payment))
+        claimed = self._payments.claim_all([(payment.order_id, payment.payment_id) for payment, _request in charges])
+        for (payment, request), recorded in zip(charges, claimed, strict=True):
+            self._charge_claimed(payment, request, revealed, None if recorded else self._claim(payment))
 
-    def _charge_claimed(self, payment: Payment, card_number: str | None, lost_to: str | None) -> str | None:
+    def _charge_claimed(
+        self, payment: Payment, request: ChargeRequest, revealed: dict[str, str], lost_to: str | None
+    ) -> str | None:
         if lost_to:
             logger.warning(
                 "order %s is held by payment %s; not charging %s", payment.order_id, lost_to, payment.payment_id
             )
             payment.settle(ChargeResult(approved=False, reason=ALREADY_PAID), self._clock())
             return lost_to
-        payment.settle(self._gateway_charge(payment, card_number), self._clock())
+        token = request.payment_method_token
+        if token and token not in revealed:
+            logger.warning(
+                "payment %s fails: the vault no longer holds its card (expired or deleted)", payment.payment_id
+            )
+            result = ChargeResult(approved=False, reason=PAYMENT_METHOD_UNAVAILABLE)
+        else:
+            result = self._gateway_charge(payment, revealed[token] if token else request.card_number)
+        payment.settle(result, self._clock())
         if payment.status != COMPLETED:
             self._payments.release_order(payment.order_id, payment.payment_id)  # declined: the order is free again
         return None
@@ -233,6 +253,13 @@ class PaymentService:
             idempotency_key=payment.payment_id,
             order_id=payment.order_id,
         )
+
+    def _reveal_cards(self, requests: Sequence[ChargeRequest]) -> dict[str, str]:
+        return self.vault.reveal(r.payment_method_token for r in requests if r.payment_method_token)
+
+    def _forget_cards(self, requests: Sequence[ChargeRequest]) -> None:
+        """Delete the vaulted cards of settled payments: nothing charges them again."""
+        self.vault.forget(r.payment_method_token for r in requests if r.payment_method_token)
 
     def _claim(self, payment: Payment) -> str | None:
         holder = self._payments.claim_order(payment.order_id, payment.payment_id)

@@ -1,12 +1,12 @@
-"""The Mongo payment repository keeps the same contract as the in-memory fake."""
+"""The Mongo payment and card repositories keep the same contracts as the in-memory fakes."""
 
 from __future__ import annotations
 
 import pytest
 from pymongo.database import Database
 
-from services.payment.mongo import MongoPaymentRepository
-from tests.unit.payment.contract import PaymentRepositoryContract, a_payment
+from services.payment.mongo import MongoPaymentRepository, MongoStoredCardRepository
+from tests.unit.payment.contract import PaymentRepositoryContract, StoredCardRepositoryContract, a_payment
 
 
 class TestMongoPaymentRepository(PaymentRepositoryContract):
@@ -30,3 +30,14 @@ class TestMongoPaymentRepository(PaymentRepositoryContract):
         assert doc["card_last4"] == "4242"
         assert "4242424242424242" not in repr(doc)
         assert doc["outbox"] == {}
+
+
+class TestMongoStoredCardRepository(StoredCardRepositoryContract):
+    @pytest.fixture(autouse=True)
+    def _database(self, mongo_db: Database) -> None:
+        self.db = mongo_db
+
+    def make_cards(self) -> MongoStoredCardRepository:
+        cards = MongoStoredCardRepository(self.db["payment_methods"])
+        cards.ensure_indexes()
+        return cards

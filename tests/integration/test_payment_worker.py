@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka import Consumer
+from cryptography.fernet import Fernet
 
 from services.payment.app import bootstrap
 from services.payment.handlers import HANDLERS
+from services.payment.service import PaymentService
 from shared.config import Settings
 from shared.consuming import ConsumerRunner
 from shared.events import Envelope
@@ -31,7 +33,7 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str =
 
 @pytest.fixture
 def clients(service_settings: Callable[..., Settings]) -> Iterator[Clients]:
-    settings = service_settings("payment")
+    settings = service_settings("payment", payment={"vault_key": Fernet.generate_key().decode()})
     ensure_topics(settings.kafka)
     clients = connect(settings)
     yield clients
@@ -40,9 +42,13 @@ def clients(service_settings: Callable[..., Settings]) -> Iterator[Clients]:
 
 
 @pytest.fixture
-def worker(clients: Clients, unique: Callable[[str], str]) -> Iterator[ConsumerRunner]:
+def service(clients: Clients) -> PaymentService:
+    return bootstrap(clients.settings, clients=clients)
+
+
+@pytest.fixture
+def worker(clients: Clients, service: PaymentService, unique: Callable[[str], str]) -> Iterator[ConsumerRunner]:
     """The payment handlers consuming as a fresh group, with the outbox relay running."""
-    service = bootstrap(clients.settings, clients=clients)
     (relay,) = clients.relays
     group = unique("payment-it")
     handlers = bind_handlers(HANDLERS, service)
@@ -117,3 +123,29 @@ def test_a_repeated_payment_request_makes_one_payment_that_a_refund_request_refu
     assert doc["refunded_amount"] == 12.0
     assert payments.count_documents({"order_id": order_id}) == 1
     assert clients.db["order_charges"].find_one({"_id": order_id}) is None
+
+
+def test_a_payment_by_token_charges_the_vaulted_card_and_deletes_it_and_a_failed_order_deletes_its_card(
+    clients: Clients, service: PaymentService, worker: ConsumerRunner, unique: Callable[[str], str]
+) -> None:
+    order_id, failed_order = unique("order"), unique("order")
+    declined, unused = service.vault.store("4000000000000002"), service.vault.store("4242424242424242")
+    cards = clients.db["payment_methods"]
+    assert cards.count_documents({}) == 2
+    assert "4000000000000002" not in repr(list(cards.find()))
+    data = {
+        "payment_id": f"pay_{order_id}",
+        "amount": 10.0,
+        "payment_method": "credit_card",
+        "payment_method_token": declined.token,
+        "card_brand": declined.brand,
+        "card_last4": declined.last4,
+    }
+    clients.publisher.publish_sync(Envelope("PaymentRequested", order_id, "orchestrator", data))
+    failed = {"reason": "out_of_stock", "detail": "x", "payment_method_token": unused.token}
+    clients.publisher.publish_sync(Envelope("OrderFailed", failed_order, "orchestrator", failed))
+    doc = wait_for(
+        lambda: clients.db["payments"].find_one({"_id": f"pay_{order_id}", "status": "failed"}), what="the payment"
+    )
+    assert (doc["reason"], doc["card_last4"]) == ("card_declined", "0002")
+    wait_for(lambda: cards.count_documents({}) == 0, what="both cards to be deleted")

@@ -30,7 +30,7 @@ from tests.unit.monitoring.conftest import build_world
 from tests.unit.notification.fakes import InMemoryNotificationRepository, RecordingSender
 from tests.unit.orchestrator.fakes import FakeClock, InMemorySagaRepository
 from tests.unit.order.fakes import InMemoryOrderRepository
-from tests.unit.payment.fakes import InMemoryPaymentRepository
+from tests.unit.payment.fakes import InMemoryPaymentRepository, InMemoryStoredCardRepository
 
 SECRET = "route-access-" + "x" * 40
 # Only liveness and the dashboard's static files (a sign-in form until a key is given) are open.
@@ -55,7 +55,10 @@ def build_apps(make_settings: Callable[..., Settings]) -> dict[str, Flask]:
     return {
         "order": order_app(s["order"], service=order_bootstrap(s["order"], orders=InMemoryOrderRepository())),
         "payment": payment_app(
-            s["payment"], service=payment_bootstrap(s["payment"], payments=InMemoryPaymentRepository())
+            s["payment"],
+            service=payment_bootstrap(
+                s["payment"], payments=InMemoryPaymentRepository(), cards=InMemoryStoredCardRepository()
+            ),
         ),
         "inventory": inventory_app(
             s["inventory"],

@@ -46,7 +46,7 @@ from tests.unit.inventory.fakes import InMemoryReservationRepository, InMemorySt
 from tests.unit.models import model_settings
 from tests.unit.orchestrator.fakes import FakeClock, InMemorySagaRepository, order_created, reply
 from tests.unit.orchestrator.test_batches import outcome
-from tests.unit.payment.fakes import InMemoryPaymentRepository
+from tests.unit.payment.fakes import InMemoryPaymentRepository, InMemoryStoredCardRepository, in_memory_vault
 from tests.unit.payment.test_charge_model import DECLINED_CARD, GOOD_CARD, LedgerGateway
 
 PAYMENT_TIMEOUT_S = 60
@@ -84,8 +84,11 @@ class SagaMachine(RuleBasedStateMachine):
         self.reservations = InMemoryReservationRepository()
         self.inventory = InventoryService(self.stock, self.reservations, ttl_s=TTL_S, clock=self.clock)
         self.payments = InMemoryPaymentRepository()
+        self.cards = InMemoryStoredCardRepository()
         self.gateway = LedgerGateway()
-        self.payment = PaymentService(self.payments, self.gateway, charges_per_write=50, clock=self.clock)
+        self.payment = PaymentService(
+            self.payments, self.gateway, vault=in_memory_vault(self.cards), charges_per_write=50, clock=self.clock
+        )
         self.services = {"orchestrator": self.orchestrator, "inventory": self.inventory, "payment": self.payment}
         # Kafka: per (topic, order) the events not yet consumed; per consumer what it has consumed.
         self.queues: dict[tuple[str, str], deque[Envelope]] = defaultdict(deque)

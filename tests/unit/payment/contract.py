@@ -1,4 +1,5 @@
-"""The behaviour every PaymentRepository must have; subclasses provide make_repo()."""
+"""The behaviour every PaymentRepository and StoredCardRepository must have; subclasses provide make_repo()
+and make_cards()."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from services.payment.domain import (
     ChargeResult,
     DuplicatePayment,
     Payment,
+    StoredCard,
     now_ms,
 )
-from services.payment.ports import PaymentRepository, PaymentUpdate
+from services.payment.ports import PaymentRepository, PaymentUpdate, StoredCardRepository
 from shared.events import Envelope
 
 
@@ -139,3 +141,35 @@ class PaymentRepositoryContract:
         assert repo.order_holder("order-1") == "pay_a"
         assert repo.order_holder("order-2") == "pay_c"
         assert repo.claim_all([]) == []
+
+
+def a_card(token: str = "pm_1", *, expires_in_s: float = 3600) -> StoredCard:
+    now = now_ms()
+    return StoredCard(token, "gAAAA-encrypted", "visa", "4242", now, now + timedelta(seconds=expires_in_s))
+
+
+class StoredCardRepositoryContract:
+    def make_cards(self) -> StoredCardRepository:
+        raise AssertionError("subclasses provide make_cards()")
+
+    def test_an_added_card_reads_back_equal_and_unknown_tokens_are_left_out(self) -> None:
+        cards = self.make_cards()
+        card = a_card()
+        cards.add(card)
+        assert cards.get_all(["pm_1", "pm_missing"]) == [card]
+        assert cards.get_all(["pm_missing"]) == []
+
+    def test_delete_removes_the_named_cards_and_counts_those_that_were_there(self) -> None:
+        cards = self.make_cards()
+        cards.add(a_card("pm_1"))
+        cards.add(a_card("pm_2"))
+        assert cards.delete(["pm_1", "pm_missing"]) == 1
+        assert cards.delete(["pm_1"]) == 0
+        assert [card.token for card in cards.get_all(["pm_1", "pm_2"])] == ["pm_2"]
+
+    def test_delete_expired_removes_only_cards_past_their_expiry(self) -> None:
+        cards = self.make_cards()
+        cards.add(a_card("pm_old", expires_in_s=-1))
+        cards.add(a_card("pm_new"))
+        assert cards.delete_expired(now_ms()) == 1
+        assert [card.token for card in cards.get_all(["pm_old", "pm_new"])] == ["pm_new"]

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
-from services.payment.domain import ChargeResult, DuplicatePayment, Payment
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
+from services.payment.domain import ChargeResult, DuplicatePayment, Payment, StoredCard
 from services.payment.ports import PaymentUpdate
+from services.payment.vault import CardVault
 from shared.events import Envelope
+
+VAULT_KEY = SecretStr(Fernet.generate_key().decode())
 
 
 class InMemoryPaymentRepository:
@@ -78,6 +85,32 @@ class InMemoryPaymentRepository:
     def release_order(self, order_id: str, payment_id: str) -> None:
         if self.claims.get(order_id) == payment_id:
             del self.claims[order_id]
+
+
+class InMemoryStoredCardRepository:
+    """The vault's cards in a dict by token."""
+
+    def __init__(self) -> None:
+        self.cards: dict[str, StoredCard] = {}
+
+    def add(self, card: StoredCard) -> None:
+        self.cards[card.token] = card
+
+    def get_all(self, tokens: Sequence[str]) -> list[StoredCard]:
+        return [self.cards[token] for token in tokens if token in self.cards]
+
+    def delete(self, tokens: Sequence[str]) -> int:
+        return sum(self.cards.pop(token, None) is not None for token in tokens)
+
+    def delete_expired(self, now: datetime) -> int:
+        expired = [token for token, card in self.cards.items() if card.expires_at <= now]
+        return self.delete(expired)
+
+
+def in_memory_vault(cards: InMemoryStoredCardRepository | None = None, **kwargs: object) -> CardVault:
+    """A vault over an in-memory store with a fresh key (pass ``key=None`` for one without)."""
+    options: dict = {"key": VAULT_KEY, "ttl_s": 3600.0, **kwargs}
+    return CardVault(cards if cards is not None else InMemoryStoredCardRepository(), **options)
 
 
 class ScriptedGateway:

@@ -8,14 +8,20 @@ from services.payment.ports import PaymentGateway
 from services.payment.service import PaymentService
 from shared.config import Settings
 from shared.events import Envelope
-from tests.unit.payment.fakes import InMemoryPaymentRepository
+from tests.unit.payment.fakes import InMemoryPaymentRepository, InMemoryStoredCardRepository
 
 DECLINED_CARD = "4000000000000002"
 GOOD_CARD = "4242424242424242"
 
 
-def build(settings: Settings, repo: InMemoryPaymentRepository, gateway: PaymentGateway | None = None) -> PaymentService:
-    return bootstrap(settings, payments=repo, gateway=gateway)
+def build(
+    settings: Settings,
+    repo: InMemoryPaymentRepository,
+    gateway: PaymentGateway | None = None,
+    cards: InMemoryStoredCardRepository | None = None,
+) -> PaymentService:
+    cards = cards if cards is not None else InMemoryStoredCardRepository()
+    return bootstrap(settings, payments=repo, cards=cards, gateway=gateway)
 
 
 def requested(order_id: str = "o-1", amount: object = 40.0, card: str | None = GOOD_CARD, **extra: object) -> Envelope:

@@ -15,7 +15,7 @@ from services.payment.app import bootstrap, create_app
 from services.payment.gateway import SimulatedGateway
 from services.payment.service import PaymentService
 from shared.config import Settings
-from tests.unit.payment.fakes import InMemoryPaymentRepository
+from tests.unit.payment.fakes import InMemoryPaymentRepository, InMemoryStoredCardRepository, in_memory_vault
 
 SEED_DECLINED = {
     "order_id": "test_order",
@@ -35,7 +35,7 @@ def repo() -> InMemoryPaymentRepository:
 @pytest.fixture
 def client(make_settings: Callable[..., Settings], repo: InMemoryPaymentRepository) -> FlaskClient:
     settings = make_settings("payment")
-    service = bootstrap(settings, payments=repo)
+    service = bootstrap(settings, payments=repo, cards=InMemoryStoredCardRepository())
     return create_app(settings, service=service).test_client()
 
 
@@ -164,6 +164,7 @@ def test_list_payments_of_an_order_newest_first(
     service = PaymentService(
         repo,
         SimulatedGateway(settings.payment),
+        vault=in_memory_vault(),
         charges_per_write=settings.payment.charges_per_write,
         clock=lambda: START + timedelta(seconds=next(ticks)),
     )

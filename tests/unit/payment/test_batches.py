@@ -15,7 +15,7 @@ from services.payment.handlers import HANDLERS, handle_batch
 from services.payment.service import PaymentService
 from shared.config import Settings
 from tests.unit.batches import one_by_one
-from tests.unit.payment.fakes import InMemoryPaymentRepository
+from tests.unit.payment.fakes import InMemoryPaymentRepository, in_memory_vault
 from tests.unit.payment.support import DECLINED_CARD, GOOD_CARD, refund_requested, requested
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -59,7 +59,13 @@ def world(settings: Settings) -> World:
     repo = InMemoryPaymentRepository()
     gateway = LedgerGateway(settings)
     return World(
-        PaymentService(repo, gateway, charges_per_write=settings.payment.charges_per_write, clock=lambda: T0),
+        PaymentService(
+            repo,
+            gateway,
+            vault=in_memory_vault(),
+            charges_per_write=settings.payment.charges_per_write,
+            clock=lambda: T0,
+        ),
         repo,
         gateway,
     )

@@ -40,7 +40,7 @@ from shared.events import Envelope
 from tests.unit.batches import one_by_one
 from tests.unit.models import model_settings
 from tests.unit.orchestrator.fakes import FakeClock
-from tests.unit.payment.fakes import InMemoryPaymentRepository
+from tests.unit.payment.fakes import InMemoryPaymentRepository, in_memory_vault
 
 GOOD_CARD, DECLINED_CARD = "4242424242424242", "4000000000000002"
 ORDERS = {"o-1": (25.5, GOOD_CARD), "o-2": (40.0, DECLINED_CARD), "o-3": (12.0, None)}
@@ -122,7 +122,12 @@ class ChargeMachine(RuleBasedStateMachine):
         self.gateway = LedgerGateway()
         ids = itertools.count(1)  # REST payment ids: random ones would make the runs differ
         self.service = PaymentService(
-            self.repo, self.gateway, charges_per_write=50, clock=FakeClock(), new_id=lambda: f"pay_rest_{next(ids)}"
+            self.repo,
+            self.gateway,
+            vault=in_memory_vault(),
+            charges_per_write=50,
+            clock=FakeClock(),
+            new_id=lambda: f"pay_rest_{next(ids)}",
         )
         self.handled: list[Envelope] = []  # saga commands delivered at least once
         self.unacked: list[Envelope] = []  # saga commands whose handling a crash cut short
@@ -232,7 +237,9 @@ def test_no_order_keeps_two_charges_whatever_is_redelivered_retried_or_interrupt
 def interrupted_rest_charge(order_id: str) -> tuple[InMemoryPaymentRepository, LedgerGateway, PaymentService]:
     """A service whose REST charge of ``order_id`` (no Idempotency-Key) died after the gateway charged."""
     repo, gateway = InMemoryPaymentRepository(), LedgerGateway()
-    service = PaymentService(repo, gateway, charges_per_write=50, clock=FakeClock(), new_id=lambda: "pay_rest")
+    service = PaymentService(
+        repo, gateway, vault=in_memory_vault(), charges_per_write=50, clock=FakeClock(), new_id=lambda: "pay_rest"
+    )
     gateway.crash_next = True
     amount, card = ORDERS[order_id]
     with pytest.raises(Crash):

@@ -15,7 +15,7 @@ from services.payment.domain import (
 )
 from services.payment.service import PaymentService, rest_payment_id
 from shared.config import Settings
-from tests.unit.payment.fakes import InMemoryPaymentRepository, ScriptedGateway
+from tests.unit.payment.fakes import InMemoryPaymentRepository, ScriptedGateway, in_memory_vault
 from tests.unit.payment.support import DECLINED_CARD, GOOD_CARD, build
 
 
@@ -49,7 +49,7 @@ def test_a_rest_charge_that_loses_the_race_for_the_order_is_not_made() -> None:
                 self.claim_order("o-1", "pay_winner")
 
     repo, gateway = ConcurrentWinner(), ScriptedGateway()
-    racing = PaymentService(repo, gateway, charges_per_write=50, new_id=lambda: "pay_loser")
+    racing = PaymentService(repo, gateway, vault=in_memory_vault(), charges_per_write=50, new_id=lambda: "pay_loser")
     with pytest.raises(AlreadyPaid) as err:
         racing.charge(ChargeRequest("o-1", 10.0, "credit_card", None))
     assert err.value.payment_id == "pay_winner"

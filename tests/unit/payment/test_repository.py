@@ -1,9 +1,9 @@
-"""The in-memory payment repository keeps the same contract as the Mongo one."""
+"""The in-memory payment and card repositories keep the same contracts as the Mongo ones."""
 
 from __future__ import annotations
 
-from tests.unit.payment.contract import PaymentRepositoryContract
-from tests.unit.payment.fakes import InMemoryPaymentRepository
+from tests.unit.payment.contract import PaymentRepositoryContract, StoredCardRepositoryContract
+from tests.unit.payment.fakes import InMemoryPaymentRepository, InMemoryStoredCardRepository
 
 
 class TestInMemoryPaymentRepository(PaymentRepositoryContract):
@@ -12,3 +12,8 @@ class TestInMemoryPaymentRepository(PaymentRepositoryContract):
 
     def queued_event_types(self, repo: InMemoryPaymentRepository, payment_id: str) -> list[str]:
         return [event.event_type for event in repo.outbox.get(payment_id, [])]
+
+
+class TestInMemoryStoredCardRepository(StoredCardRepositoryContract):
+    def make_cards(self) -> InMemoryStoredCardRepository:
+        return InMemoryStoredCardRepository()
