@@ -3,12 +3,13 @@
 ``python -m devstack.credentials`` (run by ``make run``) writes two files under ``.local/``, each
 created with mode 600:
 
-- ``auth.env``: what the services read (JWT_SECRET, monitoring's own key), as defaults beside
-  ``infra.env``;
+- ``auth.env``: what the services read (JWT_SECRET, the payment vault's key, the order and
+  monitoring services' own keys), as defaults beside ``infra.env``;
 - ``tokens.env``: what a person uses (``source .local/tokens.env``): ADMIN_KEY, OPERATOR_KEY,
   CHECKOUT_KEY, METRICS_KEY, CUSTOMER_ID and CUSTOMER_TOKEN.
 
-Keys still valid in the store are kept; the customer token is minted again on every run.
+Keys still valid in the store are kept, and so are the JWT secret and the vault key (a new vault key
+would leave the cards in the vault unreadable); the customer token is minted again on every run.
 Test and benchmark stacks call ``provision`` for credentials of their own.
 """
 
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
+from cryptography.fernet import Fernet
 
 from shared.apikeys import KeyCache, MongoKeyStore, new_key
 from shared.auth import SCOPES
@@ -49,8 +51,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "CHECKOUT_KEY": ("orders:write:any", "orders:read:any", "orders:cancel:any", "inventory:read"),
     "METRICS_KEY": ("metrics:read",),
     "MONITORING_API_KEY": ("monitoring:read",),
+    # The order API hands card numbers to the payment service's vault.
+    "ORDER_API_KEY": ("payments:vault",),
 }
-SERVICE_SIDE = ("MONITORING_API_KEY",)
+SERVICE_SIDE = ("MONITORING_API_KEY", "ORDER_API_KEY")
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,19 @@ class Credentials:
     keys: dict[str, str]  # env name -> the whole key
     issuer: str
     audience: str
+    vault_key: str  # PAYMENT_VAULT_KEY: the Fernet key of the payment service's card vault
 
     def customer_token(self, customer_id: str, ttl: timedelta = CUSTOMER_TOKEN_TTL, **claims: object) -> str:
         return mint_customer_token(self.jwt_secret, customer_id, self.issuer, self.audience, ttl, **claims)
 
     @property
     def service_env(self) -> dict[str, str]:
-        """What the services' processes need: the JWT secret and their own keys."""
-        return {"JWT_SECRET": self.jwt_secret, **{name: self.keys[name] for name in SERVICE_SIDE}}
+        """What the services' processes need: the JWT secret, the vault key and their own keys."""
+        return {
+            "JWT_SECRET": self.jwt_secret,
+            "PAYMENT_VAULT_KEY": self.vault_key,
+            **{name: self.keys[name] for name in SERVICE_SIDE},
+        }
 
     def headers(self, key_name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[key_name]}"}
@@ -81,9 +90,15 @@ def mint_customer_token(
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
-def provision(settings: Settings, *, jwt_secret: str | None = None, keep: dict[str, str] | None = None) -> Credentials:
+def provision(
+    settings: Settings,
+    *,
+    jwt_secret: str | None = None,
+    vault_key: str | None = None,
+    keep: dict[str, str] | None = None,
+) -> Credentials:
     """Make the keys of a stack in ``settings.auth.database`` (keeping those in ``keep`` that are still
-    valid there) and a JWT secret (``jwt_secret`` if given)."""
+    valid there), a JWT secret and a vault key (``jwt_secret`` and ``vault_key`` if given)."""
     client = make_mongo_client(settings.mongo)
     try:
         store = MongoKeyStore(client[settings.auth.database]["api_keys"])
@@ -100,7 +115,13 @@ def provision(settings: Settings, *, jwt_secret: str | None = None, keep: dict[s
             keys[env_name] = whole
     finally:
         client.close()
-    return Credentials(jwt_secret or secrets.token_urlsafe(48), keys, settings.auth.issuer, settings.auth.audience)
+    return Credentials(
+        jwt_secret or secrets.token_urlsafe(48),
+        keys,
+        settings.auth.issuer,
+        settings.auth.audience,
+        vault_key or Fernet.generate_key().decode(),
+    )
 
 
 def write_private(path: Path, text: str) -> None:
@@ -117,7 +138,9 @@ def write_private(path: Path, text: str) -> None:
 def local(settings: Settings) -> Credentials:
     """The local stack's credentials: kept from the last run where still valid, written to .local/."""
     previous = {**read_env_file(AUTH_ENV_FILE), **read_env_file(TOKENS_FILE)}
-    credentials = provision(settings, jwt_secret=previous.get("JWT_SECRET"), keep=previous)
+    credentials = provision(
+        settings, jwt_secret=previous.get("JWT_SECRET"), vault_key=previous.get("PAYMENT_VAULT_KEY"), keep=previous
+    )
     service_side = "\n".join(f"{name}={value}" for name, value in credentials.service_env.items())
     write_private(
         AUTH_ENV_FILE,
@@ -146,7 +169,9 @@ def from_local_files() -> Credentials:
         raise SystemExit(f"no local credentials in {AUTH_ENV_FILE} and {TOKENS_FILE}: start the stack with `make run`")
     settings = load_settings(env=process_env())
     keys = {name: values[name] for name in KEYS if name in values}
-    return Credentials(values["JWT_SECRET"], keys, settings.auth.issuer, settings.auth.audience)
+    return Credentials(
+        values["JWT_SECRET"], keys, settings.auth.issuer, settings.auth.audience, values.get("PAYMENT_VAULT_KEY", "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
