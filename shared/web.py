@@ -25,7 +25,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import audit, auth, ratelimits
+from shared import audit, auth, openapi, ratelimits
 from shared.apikeys import KeyCache, KeyStore, MongoKeyStore
 from shared.config import HttpSettings, OutboxSettings, Settings
 from shared.kafka_utils import PublishError
@@ -72,6 +72,12 @@ def parse_body(model: type[Model], *, allow_empty: bool = False) -> Model:
     except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
     return validate(model, data)
+
+
+def parse_query(model: type[Model]) -> Model:
+    """Validate the query string against ``model`` (the same model the OpenAPI document shows):
+    400 naming each bad parameter, or the parsed model. Empty values count as absent."""
+    return validate(model, {name: value for name, value in request.args.items() if value != ""})
 
 
 def validate(model: type[Model], data: Any) -> Model:
@@ -145,6 +151,7 @@ def create_service_app(
     app.add_url_rule("/health/detailed", "health_detailed", _health_detailed)
     app.add_url_rule("/metrics", "metrics", _metrics)
     app.add_url_rule("/metrics/custom", "metrics_custom", _metrics_custom)
+    openapi.install(app, f"{name} service")
     return app
 
 
@@ -248,6 +255,7 @@ def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, dict[str, Any]]:
 
 
 @auth.public
+@openapi.documented("Liveness: the process answers")
 def _health() -> Response:
     return jsonify(
         {
@@ -259,6 +267,7 @@ def _health() -> Response:
 
 
 @auth.requires("monitoring:read")
+@openapi.documented("Each dependency's status and latency (503 when one is down)")
 def _health_detailed() -> tuple[Response, int]:
     results = run_checks(current_app.extensions["health_checks"])
     healthy = all(r["status"] == "up" for r in results.values())
@@ -281,11 +290,13 @@ def metrics_registry() -> CollectorRegistry:
 
 
 @auth.requires("metrics:read")
+@openapi.documented("Prometheus metrics", media="text/plain")
 def _metrics() -> Response:
     return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
 
 
 @auth.requires("metrics:read")
+@openapi.documented("The same figures as JSON")
 def _metrics_custom() -> Response:
     figures: dict[str, list[dict[str, Any]]] = {}
     for metric in metrics_registry().collect():

@@ -22,6 +22,7 @@ from services.inventory.domain import (
 )
 from services.inventory.service import Reservations
 from shared.auth import requires
+from shared.openapi import documented
 from shared.ratelimits import limited
 from shared.web import ApiError, error_body, parse_body
 
@@ -79,18 +80,25 @@ def _reservations() -> Reservations:
 
 @bp.get("/inventory")
 @requires("inventory:read")
+@documented("The catalogue with stock")
 def list_products() -> Response:
     return jsonify({"products": [item.to_dict() for item in _catalogue().list_products()]})
 
 
 @bp.get("/inventory/<product_id>")
 @requires("inventory:read")
+@documented("One product with its stock")
 def get_product(product_id: str) -> Response:
     return jsonify(_catalogue().get_product(product_id).to_dict())
 
 
 @bp.put("/inventory/<product_id>")
 @requires("inventory:write")
+@documented(
+    "Create a product (name, price, quantity) or reprice/rename/restock one",
+    body=ProductBody,
+    responses={200: "updated", 201: "created"},
+)
 def put_product(product_id: str) -> tuple[Response, int]:
     _check_product_id(product_id)
     body = parse_body(ProductBody)
@@ -101,6 +109,7 @@ def put_product(product_id: str) -> tuple[Response, int]:
 @bp.post("/reservations")
 @requires("inventory:reserve")
 @limited("reservations")
+@documented("Hold stock for an order", body=ReservationBody, responses={201: "reserved", 409: "not enough stock"})
 def create_reservation() -> tuple[Response, int]:
     body = parse_body(ReservationBody)
     lines = [Line(item.product_id, item.quantity, item.price) for item in body.items]
@@ -110,12 +119,16 @@ def create_reservation() -> tuple[Response, int]:
 
 @bp.get("/reservations/<reservation_id>")
 @requires("inventory:reserve")
+@documented("A reservation")
 def get_reservation(reservation_id: str) -> Response:
     return jsonify(_reservations().get_reservation(reservation_id).to_dict())
 
 
 @bp.delete("/reservations/<reservation_id>")
 @requires("inventory:reserve")
+@documented(
+    "Release a reservation made over REST", responses={200: "released (or already settled)", 409: "managed by a saga"}
+)
 def release_reservation(reservation_id: str) -> Response:
     reservation, released = _reservations().release(reservation_id, reason="released over the API")
     return jsonify({"reservation_id": reservation_id, "status": reservation.status, "released": released})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel, Field
 
 from services.monitoring import prometheus
 from services.monitoring.alerts import Alert
@@ -25,7 +26,8 @@ from services.monitoring.domain import (
 from services.monitoring.service import MonitoringService
 from shared.auth import public, requires
 from shared.config import SERVICE_NAMES
-from shared.web import ApiError, error_body, query_int
+from shared.openapi import documented
+from shared.web import ApiError, error_body, parse_query
 
 bp = Blueprint("monitoring", __name__)
 
@@ -38,6 +40,25 @@ DASHBOARD_CSP = (
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 DASHBOARD_FILES = {"dashboard.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+
+
+class RecentOrdersQuery(BaseModel):
+    limit: int = Field(default=20, ge=1, le=100)
+    status: Literal["completed", "failed"] | None = None
+
+
+class EventsQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class DeadLettersQuery(BaseModel):
+    limit: int = Field(default=50, ge=0, le=500)
+
+
+class AuditQuery(BaseModel):
+    limit: int = Field(default=100, ge=1, le=500)
+    service: Literal[SERVICE_NAMES] | None = None  # type: ignore[valid-type]
+    principal_id: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 def _service() -> MonitoringService:
@@ -122,6 +143,7 @@ def _alert_json(alert: Alert) -> dict[str, Any]:
 
 @bp.get("/orders/<order_id>/events")
 @requires("monitoring:read")
+@documented("Every event monitoring saw of an order")
 def order_events(order_id: str) -> Response:
     timeline = _service().timeline(_order_id(order_id))
     return jsonify({"order_id": timeline.order_id, "events": [_event_json(e) for e in timeline.events]})
@@ -129,28 +151,23 @@ def order_events(order_id: str) -> Response:
 
 @bp.get("/orders/recent")
 @requires("monitoring:read")
+@documented("Orders seen lately, newest first", query=RecentOrdersQuery)
 def recent_orders() -> Response:
-    limit = query_int("limit", 20, 1, 100)
-    status = request.args.get("status") or None
-    if status not in (None, "completed", "failed"):
-        raise ApiError(
-            400,
-            "validation_error",
-            "status must be completed or failed",
-            [{"field": "status", "message": "not one of completed, failed"}],
-        )
-    return jsonify({"orders": [_order_summary(t) for t in _service().recent_orders(limit, status)]})
+    query = parse_query(RecentOrdersQuery)
+    return jsonify({"orders": [_order_summary(t) for t in _service().recent_orders(query.limit, query.status)]})
 
 
 @bp.get("/events")
 @requires("monitoring:read")
+@documented("Events seen lately, newest first", query=EventsQuery)
 def recent_events() -> Response:
-    limit = query_int("limit", 50, 1, 500)
+    limit = parse_query(EventsQuery).limit
     return jsonify({"events": [_event_json(e, order_id) for order_id, e in _service().recent_events(limit)]})
 
 
 @bp.get("/timelines/<order_id>")
 @requires("monitoring:read")
+@documented("An order's timeline with status and duration")
 def order_timeline(order_id: str) -> Response:
     """Answer what monitoring observed of an order on the topics: its events in time order, status and duration."""
     timeline = _service().timeline(_order_id(order_id))
@@ -169,6 +186,7 @@ def order_timeline(order_id: str) -> Response:
 
 @bp.get("/status")
 @requires("monitoring:read")
+@documented("Overall status and each service's health")
 def status() -> Response:
     overall, health, checked_at = _service().status()
     return jsonify(
@@ -178,58 +196,61 @@ def status() -> Response:
 
 @bp.get("/services/health")
 @requires("monitoring:read")
+@documented("Each service's last health check")
 def services_health() -> Response:
     return jsonify({"services": [_health_json(h) for h in _service().current_health()]})
 
 
 @bp.get("/performance")
 @requires("monitoring:read")
+@documented("Orders per minute, success rate, durations")
 def performance() -> Response:
     return jsonify(_service().performance())
 
 
 @bp.get("/metrics/prometheus")
 @requires("metrics:read")
+@documented("Business metrics for Prometheus", media="text/plain")
 def metrics_prometheus() -> Response:
     return Response(prometheus.render(_service().metrics()), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 
 @bp.get("/alerts")
 @requires("monitoring:read")
+@documented("Alerts firing now")
 def alerts() -> Response:
     return jsonify({"alerts": [_alert_json(a) for a in _service().alerts()]})
 
 
 @bp.get("/dlq")
 @requires("monitoring:read")
+@documented("Dead letters, newest first", query=DeadLettersQuery)
 def dead_letters() -> Response:
-    letters, total = _service().dead_letters(query_int("limit", 50, 0, 500))
+    letters, total = _service().dead_letters(parse_query(DeadLettersQuery).limit)
     return jsonify({"entries": [_letter_json(x, preview=True) for x in letters], "total": total})
 
 
 @bp.get("/dlq/<letter_id>")
 @requires("monitoring:read")
+@documented("One dead letter with its message")
 def dead_letter(letter_id: str) -> Response:
     return jsonify(_letter_json(_service().dead_letter(letter_id)))
 
 
 @bp.get("/audit")
 @requires("audit:read")
+@documented("The audit trail of every service, newest first", query=AuditQuery)
 def audit_trail() -> Response:
     """The latest audit entries of every service, newest first (shared/audit.py)."""
-    service = request.args.get("service") or None
-    if service is not None and service not in SERVICE_NAMES:
-        raise ApiError(400, "validation_error", f"service must be one of {', '.join(SERVICE_NAMES)}")
-    principal = request.args.get("principal_id") or None
-    if principal is not None and len(principal) > 100:
-        raise ApiError(400, "validation_error", "principal_id is too long")
+    query = parse_query(AuditQuery)
     trail = current_app.extensions["audit"]
-    entries = trail.recent(query_int("limit", 100, 1, 500), service=service, principal_id=principal)
+    entries = trail.recent(query.limit, service=query.service, principal_id=query.principal_id)
     return jsonify({"entries": [{**e, "at": e["at"].isoformat()} for e in entries]})
 
 
 @bp.post("/dlq/<letter_id>/replay")
 @requires("dlq:replay")
+@documented("Publish a dead letter again to its topic", responses={202: "replayed", 409: "not replayable"})
 def replay(letter_id: str) -> tuple[Response, int]:
     """Re-publish the stored message to its original topic (at least once).
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from pydantic import BaseModel, StringConstraints
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel, Field, StringConstraints
 
 from services.notification.domain import DeliveryFailed, Notification, NotificationError, NotificationNotFound
 from services.notification.service import NotificationRequest, NotificationService
 from shared.auth import requires
-from shared.web import error_body, parse_body, query_int, validate
+from shared.openapi import documented
+from shared.web import error_body, parse_body, parse_query
 
 bp = Blueprint("notification", __name__)
 
@@ -29,8 +30,9 @@ class NotificationBody(BaseModel):
     order_id: Id | None = None
 
 
-class CustomerQuery(BaseModel):
+class NotificationQuery(BaseModel):
     customer_id: Id
+    limit: int = Field(default=50, ge=1, le=200)
 
 
 def _service() -> NotificationService:
@@ -39,6 +41,11 @@ def _service() -> NotificationService:
 
 @bp.post("/notifications")
 @requires("notifications:write")
+@documented(
+    "Send a notification",
+    body=NotificationBody,
+    responses={201: "sent", 422: "undeliverable", 502: "delivery failed; retry"},
+)
 def create_notification() -> tuple[Response, int]:
     body = parse_body(NotificationBody)
     notification = _service().send(
@@ -57,15 +64,17 @@ def create_notification() -> tuple[Response, int]:
 
 @bp.get("/notifications/<notification_id>")
 @requires("notifications:read")
+@documented("A notification")
 def get_notification(notification_id: str) -> Response:
     return jsonify(notification_json(_service().get(notification_id)))
 
 
 @bp.get("/notifications")
 @requires("notifications:read")
+@documented("A customer's notifications, newest first", query=NotificationQuery)
 def list_notifications() -> Response:
-    query = validate(CustomerQuery, {"customer_id": request.args.get("customer_id")})
-    found = _service().list_for_customer(query.customer_id, query_int("limit", 50, 1, 200))
+    query = parse_query(NotificationQuery)
+    found = _service().list_for_customer(query.customer_id, query.limit)
     return jsonify({"customer_id": query.customer_id, "notifications": [notification_json(n) for n in found]})
 
 

@@ -3,36 +3,37 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel, Field
 
 from services.orchestrator.domain import SagaError, SagaNotFound, Step
 from services.orchestrator.saga import STATES, Deadline, SagaState
 from services.orchestrator.service import SagaService
 from shared.auth import requires
-from shared.web import ApiError, error_body, query_int
+from shared.openapi import documented
+from shared.web import error_body, parse_query
 
 bp = Blueprint("orchestrator", __name__)
 
 
+class FlowsQuery(BaseModel):
+    state: Literal[STATES] | None = None  # type: ignore[valid-type]
+    limit: int = Field(default=50, ge=1, le=200)
+
+
 @bp.get("/flows")
 @requires("sagas:read")
+@documented("Sagas, newest first", query=FlowsQuery)
 def list_flows() -> Response:
-    state = request.args.get("state") or None
-    if state is not None and state not in STATES:
-        raise ApiError(
-            400,
-            "validation_error",
-            f"state must be one of {', '.join(STATES)}",
-            [{"field": "state", "message": "unknown state"}],
-        )
-    limit = query_int("limit", 50, 1, 200)
-    return jsonify({"flows": [_summary(flow) for flow in _service().flows(state, limit)]})
+    query = parse_query(FlowsQuery)
+    return jsonify({"flows": [_summary(flow) for flow in _service().flows(query.state, query.limit)]})
 
 
 @bp.get("/flows/<order_id>")
 @requires("sagas:read")
+@documented("One saga: state, steps and deadlines")
 def get_flow(order_id: str) -> Response:
     service = _service()
     flow = service.flow(order_id)
@@ -58,6 +59,7 @@ def get_flow(order_id: str) -> Response:
 
 @bp.get("/orders/<order_id>/events")
 @requires("sagas:read")
+@documented("The order's timeline as the saga recorded it")
 def order_events(order_id: str) -> Response:
     """Answer the saga's steps of ``order_id`` as its timeline, in the order the saga recorded them."""
     flow = _service().flow(order_id)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from pydantic import AfterValidator, BaseModel, StrictFloat, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StrictFloat, StringConstraints
 
 from services.payment.domain import (
     FAILED,
@@ -23,8 +23,9 @@ from services.payment.domain import (
 )
 from services.payment.service import PaymentService
 from shared.auth import requires
+from shared.openapi import documented
 from shared.ratelimits import limited
-from shared.web import ApiError, error_body, parse_body, query_int, validate
+from shared.web import ApiError, error_body, parse_body, parse_query
 
 bp = Blueprint("payment", __name__)
 
@@ -54,8 +55,9 @@ class RefundBody(BaseModel):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = "requested"
 
 
-class OrderQuery(BaseModel):
+class PaymentsQuery(BaseModel):
     order_id: OrderId
+    limit: int = Field(default=50, ge=1, le=200)
 
 
 def _service() -> PaymentService:
@@ -65,6 +67,11 @@ def _service() -> PaymentService:
 @bp.post("/payments")
 @requires("payments:write")
 @limited("card_charges")
+@documented(
+    "Charge a card (Idempotency-Key header honoured)",
+    body=PaymentBody,
+    responses={201: "charged", 402: "declined", 409: "already paid or key reused"},
+)
 def create_payment() -> tuple[Response, int]:
     body = parse_body(PaymentBody)
     key = request.headers.get("Idempotency-Key") or None
@@ -91,6 +98,9 @@ def create_payment() -> tuple[Response, int]:
 
 @bp.post("/payment-methods")
 @requires("payments:vault")
+@documented(
+    "Keep a card in the vault; answer its token, brand and last 4 digits", body=CardBody, responses={201: "stored"}
+)
 def add_payment_method() -> tuple[Response, int]:
     """Keep a card in the vault for the saga's payment; the caller keeps only the token."""
     card = _service().vault.store(parse_body(CardBody).card_number)
@@ -99,20 +109,25 @@ def add_payment_method() -> tuple[Response, int]:
 
 @bp.get("/payments/<payment_id>")
 @requires("payments:read")
+@documented("A payment")
 def get_payment(payment_id: str) -> Response:
     return jsonify(payment_json(_service().get(payment_id)))
 
 
 @bp.get("/payments")
 @requires("payments:read")
+@documented("An order's payments", query=PaymentsQuery)
 def list_payments() -> Response:
-    query = validate(OrderQuery, {"order_id": request.args.get("order_id")})
-    payments = _service().list_for_order(query.order_id, query_int("limit", 50, 1, 200))
+    query = parse_query(PaymentsQuery)
+    payments = _service().list_for_order(query.order_id, query.limit)
     return jsonify({"order_id": query.order_id, "payments": [payment_json(p) for p in payments]})
 
 
 @bp.post("/payments/<payment_id>/refund")
 @requires("payments:refund")
+@documented(
+    "Refund a payment", body=RefundBody, body_required=False, responses={200: "refunded", 409: "not refundable"}
+)
 def refund_payment(payment_id: str) -> Response:
     body = parse_body(RefundBody, allow_empty=True)
     return jsonify(payment_json(_service().refund(payment_id, body.reason)))
