@@ -8,41 +8,57 @@ orders and notifications behind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from shared.config import SERVICE_NAMES
 
-
-@pytest.fixture(params=SERVICE_NAMES)
-def api_schema(request, stack):
-    service = request.param
-    document = requests.get(stack.url(service, "/openapi.json"), timeout=10).json()
-    document["servers"] = [{"url": stack.url(service)}]
-    return schemathesis.openapi.from_dict(document)
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-@schema.parametrize()
-@settings(
-    max_examples=25,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
+FUZZ = settings(
+    max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck)
 )
-def test_every_operation_keeps_to_its_document_with_credentials(case, stack):
-    case.call_and_validate(headers=stack.credentials.headers("ADMIN_KEY"), timeout=30)
+PROBE = settings(max_examples=3, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
 
 
-@schema.parametrize()
-@settings(max_examples=3, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-def test_every_guarded_operation_answers_401_without_credentials(case):
-    response = case.call(timeout=30)
-    if case.operation.definition.raw.get("security") == []:  # public: liveness and the document itself
-        assert response.status_code < 500
-    else:
-        assert response.status_code == 401, (case.method, case.path, response.status_code, response.text[:200])
+def operations(stack, service: str) -> list:
+    document = requests.get(stack.url(service, "/openapi.json"), timeout=10).json()
+    schema = schemathesis.openapi.from_dict(document)
+    found = [result.ok() for result in schema.get_all_operations()]
+    assert found, f"{service} documents no operation"
+    return found
+
+
+def run_each(found: list, rules: settings, check: Callable) -> None:
+    for operation in found:
+
+        @rules
+        @given(case=operation.as_strategy())
+        def fuzz(case) -> None:
+            check(case)
+
+        fuzz()
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+def test_every_operation_keeps_to_its_document_with_credentials(stack, service):
+    admin = stack.credentials.headers("ADMIN_KEY")
+    run_each(
+        operations(stack, service),
+        FUZZ,
+        lambda case: case.call_and_validate(base_url=stack.url(service), headers=admin, timeout=30),
+    )
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+def test_every_guarded_operation_answers_401_without_credentials(stack, service):
+    def anonymous(case) -> None:
+        response = case.call(base_url=stack.url(service), timeout=30)
+        if case.operation.definition.raw.get("security") == []:  # public: liveness, the document
+            assert response.status_code < 500
+        else:
+            assert response.status_code == 401, (case.method, case.path, response.status_code, response.text[:200])
+
+    run_each(operations(stack, service), PROBE, anonymous)
