@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 CENT = Decimal("0.01")
+TOKEN = re.compile(r"^pm_[A-Za-z0-9_-]{1,100}$")
+LAST4 = re.compile(r"^[0-9]{4}$")
+# The token of an order whose card number an earlier version carried in clear (and this one drops):
+# no vault holds it, so the payment fails (payment_method_unavailable) instead of going without a card.
+WITHDRAWN_CARD = "pm_withdrawn"
 
 
 class SagaError(Exception):
@@ -43,7 +49,10 @@ class OrderSnapshot:
     items: tuple[LineItem, ...]
     total_amount: float
     payment_method: str
-    card_details: dict[str, str] | None = None
+    # The card is in the payment service's vault: the saga carries its token, brand and last 4 only.
+    payment_method_token: str | None = None
+    card_brand: str | None = None
+    card_last4: str | None = None
 
     def item_dicts(self, *, with_price: bool = True) -> list[dict[str, Any]]:
         """Return the items as event payload dicts."""
@@ -71,17 +80,33 @@ def parse_order(data: dict[str, Any]) -> tuple[OrderSnapshot, str | None]:
         items = tuple(
             LineItem(str(i["product_id"]), int(i["quantity"]), round(float(i["price"]), 2)) for i in data["items"]
         )
-    card = data.get("card_details")
+    token, brand, last4 = _card(data)
     snapshot = OrderSnapshot(
         customer_id=_text(data.get("customer_id")) or "",
         customer_email=_text(data.get("customer_email")),
         items=items,
         total_amount=round(float(data["total_amount"]), 2) if _is_money(data.get("total_amount")) else 0.0,
         payment_method=_text(data.get("payment_method")) or "",
-        # Only the card number is kept: nothing else of an untrusted map reaches the database.
-        card_details={"number": str(card["number"])} if isinstance(card, dict) and "number" in card else None,
+        payment_method_token=token,
+        card_brand=brand,
+        card_last4=last4,
     )
     return snapshot, problem
+
+
+def _card(data: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """The vaulted card of an OrderCreated: token, brand and last 4, each kept only in its own shape."""
+    last4 = data.get("card_last4")
+    last4 = last4 if isinstance(last4, str) and LAST4.fullmatch(last4) else None
+    token = data.get("payment_method_token")
+    if isinstance(token, str) and TOKEN.fullmatch(token):
+        brand = data.get("card_brand")
+        return token, brand[:20] if isinstance(brand, str) and brand.isalpha() else None, last4
+    legacy = data.get("card_details")
+    if token is not None or (isinstance(legacy, dict) and legacy.get("number")):
+        # A malformed token, or the number in clear from an earlier version: not kept, not charged.
+        return WITHDRAWN_CARD, None, last4
+    return None, None, None
 
 
 def _order_problem(data: dict[str, Any]) -> str | None:

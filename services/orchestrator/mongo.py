@@ -13,7 +13,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.orchestrator.domain import LineItem, OrderSnapshot, Step
+from services.orchestrator.domain import WITHDRAWN_CARD, LineItem, OrderSnapshot, Step
 from services.orchestrator.ports import SagaWrite, Timer
 from services.orchestrator.saga import SagaState
 from shared.events import Envelope
@@ -177,6 +177,20 @@ class MongoSagaRepository:
         cursor = self._sagas.find({"state": {"$in": list(states)}}, NO_OUTBOX)
         return [to_saga(doc) for doc in cursor if doc["_id"] not in timed]
 
+    def scrub_card_numbers(self) -> int:
+        # The version moves on, so a copy another worker cached before the scrub is read again.
+        result = self._sagas.update_many(
+            {"order.card_details": {"$ne": None}},
+            {
+                "$unset": {"order.card_details": ""},
+                "$set": {"order.payment_method_token": WITHDRAWN_CARD},
+                "$inc": {"version": 1},
+            },
+        )
+        with self._cache_lock:
+            self._cache.clear()
+        return result.modified_count
+
     def _flush_timers(self) -> None:
         """Write this process's waiting timer changes first, so reads of the timers see them."""
         if self._timer_writes:
@@ -257,7 +271,9 @@ def _order_document(order: OrderSnapshot | None) -> dict[str, Any] | None:
         "items": order.item_dicts(),
         "total_amount": order.total_amount,
         "payment_method": order.payment_method,
-        "card_details": order.card_details,
+        "payment_method_token": order.payment_method_token,
+        "card_brand": order.card_brand,
+        "card_last4": order.card_last4,
     }
 
 
@@ -270,7 +286,11 @@ def _order(doc: dict[str, Any] | None) -> OrderSnapshot | None:
         items=tuple(LineItem(i["product_id"], i["quantity"], i["price"]) for i in doc.get("items", [])),
         total_amount=doc["total_amount"],
         payment_method=doc["payment_method"],
-        card_details=doc.get("card_details"),
+        # A card number an earlier version kept in clear (not yet scrubbed) is never read: its saga
+        # cannot charge it.
+        payment_method_token=WITHDRAWN_CARD if doc.get("card_details") else doc.get("payment_method_token"),
+        card_brand=doc.get("card_brand"),
+        card_last4=doc.get("card_last4"),
     )
 
 

@@ -64,3 +64,7 @@ class SagaRepository(Protocol):
 
     def untimed_active(self, states: Iterable[str]) -> list[SagaState]:
         """Return the sagas in ``states`` that have no timer (a crash between two writes)."""
+
+    def scrub_card_numbers(self) -> int:
+        """Remove the card numbers that earlier versions kept in saga documents (their sagas then
+        carry a withdrawn card, which no vault holds); return how many sagas held one."""

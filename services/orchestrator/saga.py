@@ -179,7 +179,10 @@ def fail(
         saga, "order_failed", f"Order {saga.order_id} could not be completed", f"Your order failed: {text}."
     )
     steps = [*steps, ("notify_customer", "completed", "order_failed requested")]
-    events = [("OrderFailed", {"reason": reason, "detail": detail}), ("NotificationRequested", message)]
+    failed: dict[str, Any] = {"reason": reason, "detail": detail}
+    if saga.order is not None and saga.order.payment_method_token:
+        failed["payment_method_token"] = saga.order.payment_method_token  # the vault deletes its card
+    events = [("OrderFailed", failed), ("NotificationRequested", message)]
     return change(saga, ctx, cause, steps, events, state=FAILED, failure_reason=reason, failure_detail=detail)
 
 

@@ -138,6 +138,12 @@ class SagaService:
                 repaired += 1
         return repaired
 
+    def scrub_card_numbers(self) -> int:
+        """Remove the card numbers sagas written by earlier versions still hold (once, at start)."""
+        scrubbed = self._sagas.scrub_card_numbers()
+        logger.info("scrubbed the card numbers of %d saga(s) written by earlier versions", scrubbed)
+        return scrubbed
+
     def flows(self, state: str | None, limit: int) -> list[SagaState]:
         """Return recent sagas, newest first."""
         return self._sagas.recent(state, limit)

@@ -72,7 +72,9 @@ def on_inventory_reserved(saga: SagaState, event: Envelope, ctx: Context) -> Tra
         "payment_id": payment_id,
         "amount": order.total_amount,
         "payment_method": order.payment_method,
-        "card_details": order.card_details,
+        "payment_method_token": order.payment_method_token,
+        "card_brand": order.card_brand,
+        "card_last4": order.card_last4,
         "customer_id": order.customer_id,
     }
     return change(
@@ -84,8 +86,6 @@ def on_inventory_reserved(saga: SagaState, event: Envelope, ctx: Context) -> Tra
         state=AWAITING_PAYMENT,
         payment_id=payment_id,
         payment_deadline=ctx.now + ctx.timeouts.payment,
-        # The card number is needed only for this request; don't keep it any longer.
-        order=replace(order, card_details=None),
     )
 
 

@@ -39,6 +39,10 @@ def main(settings: Settings | None = None) -> None:
         background.append(admission)
     service = bootstrap(settings, clients=clients, sagas=sagas, saga_ended=admission.ended if admission else None)
     try:
+        service.scrub_card_numbers()
+    except PyMongoError:
+        logger.exception("could not scrub card numbers from earlier versions' sagas; the next start tries again")
+    try:
         service.reconcile_timers()
     except PyMongoError:
         logger.exception("could not check the saga timers at start; the periodic check will retry")

@@ -26,6 +26,7 @@ from services.order.domain import (
     OrderError,
     OrderNotFound,
     OrderTerminal,
+    PaymentVaultUnavailable,
     iso,
 )
 from services.order.service import OrderService, Page
@@ -151,6 +152,10 @@ def place_orders() -> tuple[Response, int]:
             error = {"code": "database_unavailable", "message": "not created; retry this order", "details": None}
             results[index] = {"index": index, "status": 503, "error": error}
             continue
+        except PaymentVaultUnavailable:
+            error = {"code": "payment_vault_unavailable", "message": VAULT_DOWN, "details": None}
+            results[index] = {"index": index, "status": 503, "error": error}
+            continue
         results[index] = {"index": index, "status": 201, "order_id": order.order_id}
         created += 1
     failed = len(body.orders) - created
@@ -203,11 +208,16 @@ ERRORS: dict[type[OrderError], tuple[int, str]] = {
     OrderTerminal: (409, "order_terminal"),
     IdempotencyConflict: (409, "idempotency_conflict"),
     InvalidCursor: (400, "validation_error"),
+    PaymentVaultUnavailable: (503, "payment_vault_unavailable"),
 }
+VAULT_DOWN = "the card could not be handed to the payment service; nothing was created, retry shortly"
 MESSAGES = {
     OrderNotFound: "order {} not found",
     OrderTerminal: "order {} is already completed or failed",
+    PaymentVaultUnavailable: VAULT_DOWN,
 }
+# How long a client should wait before placing an order again after payment_vault_unavailable.
+VAULT_RETRY_AFTER_S = "2"
 
 
 @bp.errorhandler(OrderError)
@@ -216,11 +226,14 @@ def order_error(err: OrderError) -> tuple[Response, int]:
     status, code = ERRORS.get(type(err), (409, "conflict"))
     message = MESSAGES.get(type(err), "{}").format(err)
     details = [{"field": "cursor", "message": message}] if isinstance(err, InvalidCursor) else None
-    return error_body(status, code, message, details)
+    response, status = error_body(status, code, message, details)
+    if isinstance(err, PaymentVaultUnavailable):
+        response.headers["Retry-After"] = VAULT_RETRY_AFTER_S
+    return response, status
 
 
 def order_view(order: Order) -> dict[str, Any]:
-    """Serialize an order for clients: never the card number, at most its last four digits."""
+    """Serialize an order for clients: of the card, its brand and last four digits only."""
     return {
         "order_id": order.order_id,
         "customer_id": order.customer_id,
@@ -228,6 +241,7 @@ def order_view(order: Order) -> dict[str, Any]:
         "items": [{"product_id": i.product_id, "quantity": i.quantity, "price": i.price} for i in order.items],
         "total_amount": order.total_amount,
         "payment_method": order.payment_method,
+        "card_brand": order.card_brand,
         "card_last4": order.card_last4,
         "status": order.status,
         "failure_reason": order.failure_reason,

@@ -8,15 +8,23 @@ from flask import Flask
 from services.order import api
 from services.order.handlers import HANDLERS, apply_batch
 from services.order.mongo import MongoOrderRepository
-from services.order.ports import OrderRepository
+from services.order.ports import CardVault, OrderRepository
 from services.order.service import OrderService
+from services.order.vault import HttpCardVault
 from shared.config import Settings, load_settings
 from shared.runtime import Clients, ServiceWorker, connect, publish_from_api
 from shared.web import create_service_app
 
+# How long placing an order waits for the payment service's vault to take its card.
+VAULT_TIMEOUT_S = 5.0
+
 
 def bootstrap(
-    settings: Settings, *, clients: Clients | None = None, orders: OrderRepository | None = None
+    settings: Settings,
+    *,
+    clients: Clients | None = None,
+    orders: OrderRepository | None = None,
+    vault: CardVault | None = None,
 ) -> OrderService:
     """Build the service; a Mongo repository's outbox relay is registered on the clients for the runtime."""
     if orders is None:
@@ -24,7 +32,12 @@ def bootstrap(
         repository = MongoOrderRepository(clients.db["orders"], clients.db["idempotency_keys"], clients.relay("orders"))
         repository.ensure_indexes()
         orders = repository
-    return OrderService(orders)
+    if vault is None:
+        key = settings.auth.service_key
+        vault = HttpCardVault(
+            settings.services["payment"].url, key.get_secret_value() if key else None, timeout_s=VAULT_TIMEOUT_S
+        )
+    return OrderService(orders, vault)
 
 
 def create_app(settings: Settings | None = None, service: OrderService | None = None) -> Flask:

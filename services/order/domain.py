@@ -40,6 +40,10 @@ class InvalidCursor(OrderError):
     """A list cursor is not one this service issued."""
 
 
+class PaymentVaultUnavailable(OrderError):
+    """The payment service's vault did not take the card, so nothing was written; retry later."""
+
+
 @dataclass(frozen=True)
 class Item:
     product_id: str
@@ -64,6 +68,15 @@ class NewOrder:
         fields = {**asdict(self), "card_number": self.card_number[-4:] if self.card_number else None}
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class VaultedCard:
+    """A card in the payment service's vault: all the order service keeps of it."""
+
+    token: str
+    brand: str
+    last4: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,9 @@ class Order:
     updated_at: datetime
     customer_email: str | None = None
     payment_method: str = "credit_card"
+    # The card is in the payment service's vault: the order keeps its token, brand and last 4 only.
+    payment_method_token: str | None = None
+    card_brand: str | None = None
     card_last4: str | None = None
     status: str = "pending"
     failure_reason: str | None = None
@@ -109,8 +125,8 @@ class Order:
     status_history: tuple[StatusChange, ...] = ()
 
     @classmethod
-    def place(cls, order_id: str, request: NewOrder, at: datetime) -> Order:
-        """Create a pending order; only the card's last four digits are kept."""
+    def place(cls, order_id: str, request: NewOrder, at: datetime, card: VaultedCard | None = None) -> Order:
+        """Create a pending order paid with ``card`` (vaulted from the request's card number), if any."""
         return cls(
             order_id=order_id,
             customer_id=request.customer_id,
@@ -120,7 +136,9 @@ class Order:
             updated_at=at,
             customer_email=request.customer_email,
             payment_method=request.payment_method,
-            card_last4=request.card_number[-4:] if request.card_number else None,
+            payment_method_token=card.token if card else None,
+            card_brand=card.brand if card else None,
+            card_last4=card.last4 if card else None,
             status_history=(StatusChange("pending", at),),
         )
 

@@ -24,7 +24,7 @@ from shared.events import TERMINAL_STATUSES, Envelope
 from shared.outbox import BULK_CHUNK, OutboxRelay, outbox_document, outbox_fields
 
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
-# The outbox may still hold an OrderCreated event with the card number: never read it back.
+# The outbox is the relay's: reads leave it out.
 WITHOUT_OUTBOX = {"outbox": 0}
 
 
@@ -149,6 +149,8 @@ def to_document(order: Order) -> dict[str, Any]:
         "items": [{"product_id": i.product_id, "quantity": i.quantity, "price": i.price} for i in order.items],
         "total_amount": order.total_amount,
         "payment_method": order.payment_method,
+        "payment_method_token": order.payment_method_token,
+        "card_brand": order.card_brand,
         "card_last4": order.card_last4,
         "status": order.status,
         "failure_reason": order.failure_reason,
@@ -172,6 +174,8 @@ def from_document(doc: dict[str, Any]) -> Order:
         updated_at=_utc(doc["updated_at"]),
         customer_email=doc.get("customer_email"),
         payment_method=doc.get("payment_method", "credit_card"),
+        payment_method_token=doc.get("payment_method_token"),
+        card_brand=doc.get("card_brand"),
         card_last4=doc.get("card_last4"),
         status=doc["status"],
         failure_reason=doc.get("failure_reason"),

@@ -1,4 +1,4 @@
-"""What the order service needs from storage."""
+"""What the order service needs from storage and from the payment service's card vault."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.order.domain import Cursor, Order, Transition
+from services.order.domain import Cursor, Order, Transition, VaultedCard
 from shared.events import Envelope
 
 
@@ -45,3 +45,10 @@ class OrderRepository(Protocol):
 
     def purge_keys(self, older_than: datetime) -> int:
         """Delete idempotency keys created before ``older_than``; return how many."""
+
+
+class CardVault(Protocol):
+    """The payment service's vault: the only place a card number goes from the order API."""
+
+    def store(self, card_number: str) -> VaultedCard:
+        """Hand over the card number for a token; raise PaymentVaultUnavailable when it is not taken."""

@@ -18,10 +18,11 @@ from services.order.domain import (
     OrderNotFound,
     OrderTerminal,
     Transition,
+    VaultedCard,
     iso,
     now,
 )
-from services.order.ports import IdempotencyRecord, OrderRepository
+from services.order.ports import CardVault, IdempotencyRecord, OrderRepository
 from shared.events import Envelope, new_id
 
 logger = logging.getLogger(__name__)
@@ -42,14 +43,21 @@ class Page:
 class OrderService:
     """Place, read and cancel orders; follow the saga's status reports."""
 
-    def __init__(self, orders: OrderRepository, *, key_ttl: timedelta = timedelta(hours=24)) -> None:
+    def __init__(self, orders: OrderRepository, vault: CardVault, *, key_ttl: timedelta = timedelta(hours=24)) -> None:
         self._orders = orders
+        self._vault = vault
         self._key_ttl = key_ttl
 
     def place_order(self, request: NewOrder, idempotency_key: str | None = None) -> tuple[Order, bool]:
-        """Create a pending order and its OrderCreated event; return it and whether it is new."""
+        """Create a pending order and its OrderCreated event; return it and whether it is new.
+
+        A card number goes to the payment service's vault first, before anything is written: when
+        the vault does not take it (PaymentVaultUnavailable) there is nothing to undo. A retry with
+        the same key vaults the card again and returns the first order; the unused entry expires.
+        """
+        card = self._vault_card(request)
         if idempotency_key is None:
-            return self._create(new_id(), request), True
+            return self._create(new_id(), request, card), True
         fingerprint = request.fingerprint()
         # The key row names the order id before the order exists, so a retry after a crash
         # between the two writes creates the same order instead of a second one.
@@ -61,14 +69,14 @@ class OrderService:
             if existing is not None:
                 return existing, False
         try:
-            return self._create(claim.order_id, request), True
+            return self._create(claim.order_id, request, card), True
         except OrderExists:
             # A concurrent request with the same key won the insert.
             return self.get_order(claim.order_id), False
 
     def place_orders(self, requests: list[NewOrder]) -> list[Order]:
-        """Create several independent orders, each with its own event."""
-        return [self._create(new_id(), request) for request in requests]
+        """Create several independent orders, each with its own event (and its card vaulted first)."""
+        return [self._create(new_id(), request, self._vault_card(request)) for request in requests]
 
     def get_order(self, order_id: str) -> Order:
         """Return the order or raise OrderNotFound."""
@@ -139,9 +147,12 @@ class OrderService:
             logger.info("purged %d expired idempotency keys", purged)
         return purged
 
-    def _create(self, order_id: str, request: NewOrder) -> Order:
-        order = Order.place(order_id, request, now())
-        self._orders.add(order, [created_event(order, request)])
+    def _vault_card(self, request: NewOrder) -> VaultedCard | None:
+        return self._vault.store(request.card_number) if request.card_number else None
+
+    def _create(self, order_id: str, request: NewOrder, card: VaultedCard | None) -> Order:
+        order = Order.place(order_id, request, now(), card)
+        self._orders.add(order, [created_event(order)])
         ORDERS_CREATED.inc()
         STATUS_TRANSITIONS.labels("pending").inc()
         logger.info("order %s placed by %s for %.2f", order_id, order.customer_id, order.total_amount)
@@ -162,8 +173,8 @@ def _ignored(order_id: str, transition: Transition, status: str | None) -> None:
         logger.debug("ignoring %s for order %s, which is %s", transition.status, order_id, status)
 
 
-def created_event(order: Order, request: NewOrder) -> Envelope:
-    """Build the OrderCreated event; the only place the full card number travels."""
+def created_event(order: Order) -> Envelope:
+    """Build the OrderCreated event: the card travels as the vault's token, with brand and last 4."""
     return Envelope(
         event_type="OrderCreated",
         order_id=order.order_id,
@@ -175,7 +186,9 @@ def created_event(order: Order, request: NewOrder) -> Envelope:
             "items": [{"product_id": i.product_id, "quantity": i.quantity, "price": i.price} for i in order.items],
             "total_amount": order.total_amount,
             "payment_method": order.payment_method,
-            "card_details": {"number": request.card_number} if request.card_number else None,
+            "payment_method_token": order.payment_method_token,
+            "card_brand": order.card_brand,
+            "card_last4": order.card_last4,
             "created_at": iso(order.created_at),
         },
     )

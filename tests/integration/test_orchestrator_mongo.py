@@ -279,3 +279,57 @@ def test_a_crash_that_loses_waiting_timer_writes_is_repaired_by_reconciling(
     after_restart = bootstrap(settings, sagas=make_repo(mongo_db), clock=FakeClock())
     assert after_restart.reconcile_timers() == 1
     assert mongo_db["saga_timers"].find_one({"_id": "o-1"})["kind"] == "order"
+
+
+def legacy_saga(order_id: str, state: str, card: str | None) -> dict[str, Any]:
+    """A saga document as the versions before the card vault wrote it: the number in clear."""
+    order = {
+        "customer_id": "cust-1",
+        "customer_email": None,
+        "items": [
+            {"product_id": "p-1", "quantity": 2, "price": 10.0},
+            {"product_id": "p-2", "quantity": 1, "price": 5.5},
+        ],
+        "total_amount": 25.5,
+        "payment_method": "credit_card",
+        "card_details": {"number": card} if card else None,
+    }
+    return {
+        "_id": order_id,
+        "state": state,
+        "order": order,
+        "reservation_id": f"res_{order_id}",
+        "payment_id": None,
+        "steps": [],
+        "handled_events": [],
+        "attempts": {},
+        "version": 3,
+        "created_at": T0,
+        "updated_at": T0,
+        "outbox": {},
+    }
+
+
+def test_the_scrub_removes_card_numbers_of_earlier_versions_and_their_sagas_cannot_charge_them(
+    mongo_db: Database,
+) -> None:
+    card = "4111111111111111"
+    mongo_db["sagas"].insert_many(
+        [
+            legacy_saga("o-reserving", "reserving", card),
+            legacy_saga("o-failed", "failed", card),
+            legacy_saga("o-paid", "completed", None),  # asked for its payment: the number was dropped then
+        ]
+    )
+    repo = make_repo(mongo_db)
+    assert repo.scrub_card_numbers() == 2
+    assert repo.scrub_card_numbers() == 0
+    docs = {doc["_id"]: doc for doc in mongo_db["sagas"].find()}
+    assert card not in repr(docs)
+    assert (docs["o-reserving"]["version"], docs["o-paid"]["version"]) == (4, 3)
+    saga = repo.get("o-reserving")
+    assert saga.order.payment_method_token == "pm_withdrawn"
+    reserved = transitions.apply(saga, reply("InventoryReserved", "o-reserving"), Context(T0, TIMEOUTS))
+    [payment] = [e for e in reserved.events if e.event_type == "PaymentRequested"]
+    assert payment.data["payment_method_token"] == "pm_withdrawn"
+    assert card not in repr(reserved)

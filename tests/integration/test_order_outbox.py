@@ -12,6 +12,7 @@ from services.order.app import bootstrap, create_app
 from shared.config import Settings
 from shared.kafka_utils import make_consumer, topic_name
 from shared.runtime import connect
+from tests.unit.order.fakes import FakeCardVault
 from tests.unit.order.samples import CARD, order_body
 
 
@@ -23,7 +24,7 @@ def test_order_created_event_is_relayed_to_kafka(
 ) -> None:
     settings = service_settings("order")
     clients = connect(settings)
-    service = bootstrap(settings, clients=clients)
+    service = bootstrap(settings, clients=clients, vault=FakeCardVault())
     (relay,) = clients.relays
     relay.start()
     customer = unique("customer")
@@ -40,7 +41,8 @@ def test_order_created_event_is_relayed_to_kafka(
     assert event is not None, "OrderCreated never reached orders.created"
     assert event["source"] == "order"
     assert event["data"]["customer_id"] == customer
-    assert event["data"]["card_details"] == {"number": CARD}
+    assert (event["data"]["payment_method_token"], event["data"]["card_last4"]) == ("pm_test1", "1111")
+    assert CARD not in json.dumps(event)
     assert event["data"]["total_amount"] == 44.98
     assert _outbox_drained(mongo_db, order_id, timeout=10.0), "the relay left the event in the outbox"
 

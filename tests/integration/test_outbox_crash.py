@@ -43,6 +43,7 @@ from tests.integration.harness import (
     running,
     wait_until,
 )
+from tests.unit.order.fakes import FakeCardVault
 from tests.unit.order.samples import new_order
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def place_an_order_and_die_before_clearing(markers: Path) -> None:
     relay held where it would clear the acknowledged events from their documents."""
     settings = load_settings("order")
     clients = connect(settings)
-    service = order_bootstrap(settings, clients=clients)
+    service = order_bootstrap(settings, clients=clients, vault=FakeCardVault())
     (relay,) = clients.relays
 
     def acknowledged(_collection: Any, published: dict[Any, list[str]]) -> None:

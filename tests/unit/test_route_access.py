@@ -29,7 +29,7 @@ from tests.unit.inventory.fakes import InMemoryReservationRepository, InMemorySt
 from tests.unit.monitoring.conftest import build_world
 from tests.unit.notification.fakes import InMemoryNotificationRepository, RecordingSender
 from tests.unit.orchestrator.fakes import FakeClock, InMemorySagaRepository
-from tests.unit.order.fakes import InMemoryOrderRepository
+from tests.unit.order.fakes import FakeCardVault, InMemoryOrderRepository
 from tests.unit.payment.fakes import InMemoryPaymentRepository, InMemoryStoredCardRepository
 
 SECRET = "route-access-" + "x" * 40
@@ -57,7 +57,9 @@ def build_apps(make_settings: Callable[..., Settings]) -> dict[str, Flask]:
     s["monitoring"] = make_settings("monitoring", kafka={"topic_prefix": ""}, auth={"mode": "on", "jwt_secret": SECRET})
     clock = FakeClock()
     return {
-        "order": order_app(s["order"], service=order_bootstrap(s["order"], orders=InMemoryOrderRepository())),
+        "order": order_app(
+            s["order"], service=order_bootstrap(s["order"], orders=InMemoryOrderRepository(), vault=FakeCardVault())
+        ),
         "payment": payment_app(
             s["payment"],
             service=payment_bootstrap(

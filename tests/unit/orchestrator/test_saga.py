@@ -75,7 +75,9 @@ def test_the_happy_path_emits_exactly_the_right_events_in_order() -> None:
         "payment_id": f"pay_{OID}",
         "amount": 25.5,
         "payment_method": "credit_card",
-        "card_details": {"number": "4111111111111111"},
+        "payment_method_token": "pm_card1",
+        "card_brand": "visa",
+        "card_last4": "1111",
         "customer_id": "cust-1",
     }
     assert by_type["CommitInventory"] == {"reservation_id": f"res_{OID}"}
@@ -97,12 +99,64 @@ def test_the_happy_path_emits_exactly_the_right_events_in_order() -> None:
     ]
 
 
-def test_the_card_number_is_not_kept_once_the_payment_is_requested() -> None:
+def test_the_saga_keeps_the_vaulted_card_token_brand_and_last_four_only() -> None:
     current, _ = run(reply("InventoryReserved", OID))
 
     assert current.state == "awaiting_payment"
-    assert current.order.card_details is None
+    order = current.order
+    assert (order.payment_method_token, order.card_brand, order.card_last4) == ("pm_card1", "visa", "1111")
     assert current.payment_deadline == T0 + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("replies", "reason"),
+    [
+        ([reply("InventoryReservationFailed", OID, reason="out_of_stock")], "out_of_stock"),
+        ([reply("OrderCancelRequested", OID), reply("InventoryReleased", OID)], "cancelled"),
+        (
+            [reply("InventoryReserved", OID), reply("PaymentFailed", OID), reply("InventoryReleased", OID)],
+            "payment_declined",
+        ),
+    ],
+)
+def test_a_failed_order_names_its_card_token_so_the_vault_deletes_it(replies: list[Envelope], reason: str) -> None:
+    current, emitted = run(*replies)
+    [failed] = [e for e in emitted if e.event_type == "OrderFailed"]
+    assert (current.failure_reason, failed.data["reason"]) == (reason, reason)
+    assert failed.data["payment_method_token"] == "pm_card1"
+
+
+def test_an_invalid_order_and_a_timed_out_one_name_their_card_token_too() -> None:
+    invalid = saga.start(order_created(OID, total_amount=1.0), ctx())
+    assert invalid.events[0].data["payment_method_token"] == "pm_card1"
+    current, _ = run(reply("InventoryReserved", OID))
+    timed_out = saga.on_timeout(current, ctx(61))
+    released = transitions.apply(timed_out.saga, reply("InventoryReleased", OID), ctx(62))
+    [failed] = [e for e in released.events if e.event_type == "OrderFailed"]
+    assert (failed.data["reason"], failed.data["payment_method_token"]) == ("payment_timeout", "pm_card1")
+
+
+def test_an_order_without_a_card_fails_without_a_token() -> None:
+    started = saga.start(
+        order_created(OID, payment_method_token=None, card_brand=None, card_last4=None, items=[]), ctx()
+    )
+    assert "payment_method_token" not in started.events[0].data
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        {"payment_method_token": None, "card_details": {"number": "4111111111111111"}, "card_last4": "1111"},
+        {"payment_method_token": "not a token", "card_brand": "visa", "card_last4": "1111"},
+    ],
+)
+def test_a_card_number_in_clear_or_a_malformed_token_is_withdrawn_not_charged(card: dict[str, Any]) -> None:
+    started = saga.start(order_created(OID, **card), ctx())
+    current, emitted = started.saga, list(started.events)
+    step = transitions.apply(current, reply("InventoryReserved", OID), ctx())
+    [payment] = [e for e in step.events if e.event_type == "PaymentRequested"]
+    assert payment.data["payment_method_token"] == "pm_withdrawn"
+    assert "4111111111111111" not in repr(step.saga) + repr(emitted) + repr(step.events)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +204,11 @@ def test_out_of_stock_fails_the_order_with_the_inventory_detail() -> None:
     assert current.state == "failed"
     assert current.failure_reason == "out_of_stock"
     assert types(emitted)[2:] == ["OrderFailed", "NotificationRequested"]
-    assert emitted[2].data == {"reason": "out_of_stock", "detail": "p-1: 1 available, 2 requested"}
+    assert emitted[2].data == {
+        "reason": "out_of_stock",
+        "detail": "p-1: 1 available, 2 requested",
+        "payment_method_token": "pm_card1",
+    }
     assert saga.next_deadline(current, TIMEOUTS) is None
 
 
@@ -178,7 +236,11 @@ def test_a_declined_payment_fails_the_order_only_after_the_stock_is_released() -
     assert released.saga.state == "failed"
     assert released.saga.failure_reason == "payment_declined"
     assert types(released.events) == ["OrderFailed", "NotificationRequested"]
-    assert released.events[0].data == {"reason": "payment_declined", "detail": "payment failed: card_declined"}
+    assert released.events[0].data == {
+        "reason": "payment_declined",
+        "detail": "payment failed: card_declined",
+        "payment_method_token": "pm_card1",
+    }
 
 
 @pytest.mark.parametrize("replies", [[], ["InventoryReserved"]])

@@ -15,7 +15,8 @@ stock put in = available + reserved + sold with nothing negative; no reservation
 twice or both released and committed. At the end the machine delivers everything still in
 flight and lets every deadline pass, then checks the outcome: every order's saga is terminal; a
 completed order has exactly one charge kept, of its total, and its units sold; a failed one has
-no charge kept (a late payment was refunded) and holds no stock.
+no charge kept (a late payment was refunded) and holds no stock; and the payment service's vault
+holds no card any more.
 
 ``test_batches_end_as_one_event_after_another`` checks the orchestrator's batch path alone: any
 sequence of events, cut into batches anyhow, ends as the same events handled one by one.
@@ -152,7 +153,13 @@ class SagaMachine(RuleBasedStateMachine):
         if p2:
             items.append({"product_id": "p-2", "quantity": p2, "price": PRICES["p-2"]})
         total = round(sum(item["quantity"] * item["price"] for item in items), 2)
-        details = {"card_details": {"number": card}} if card else {"card_details": None}
+        # As the order API does: the card goes to the payment service's vault, the order carries its token.
+        stored = self.payment.vault.store(card) if card else None
+        details = {
+            "payment_method_token": stored.token if stored else None,
+            "card_brand": stored.brand if stored else None,
+            "card_last4": stored.last4 if stored else None,
+        }
         self.orders[order_id] = order_created(order_id, items=items, total_amount=total, **details)
         self.publish(self.orders[order_id])
 
@@ -288,6 +295,8 @@ class SagaMachine(RuleBasedStateMachine):
         for item in self.stock.list():
             assert item.reserved == 0 and item.holds == {}, item
             assert item.sold == sold[item.product_id], (item, sold)
+        # Every card went once its payment was settled or its order failed.
+        assert self.cards.cards == {}, self.cards.cards
 
 
 def test_every_saga_ends_once_with_its_money_and_stock_right() -> None:

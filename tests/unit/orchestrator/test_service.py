@@ -384,3 +384,13 @@ def test_a_redelivery_decided_on_an_outdated_copy_gives_a_finished_saga_no_deadl
         service.advance(reserved)  # found handled on the outdated copy
 
     assert repo.timers == {}
+
+
+def test_the_scrub_at_start_removes_card_numbers_of_earlier_versions_and_logs_how_many(
+    service: SagaService, repo: InMemorySagaRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo.legacy_cards = {"o-old-1", "o-old-2"}
+    with caplog.at_level("INFO", logger="services.orchestrator.service"):
+        assert service.scrub_card_numbers() == 2
+        assert service.scrub_card_numbers() == 0
+    assert "scrubbed the card numbers of 2 saga(s) written by earlier versions" in caplog.text

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from services.order.app import bootstrap, create_app
 from services.order.service import OrderService
 from shared.config import Settings
-from tests.unit.order.fakes import InMemoryOrderRepository
+from tests.unit.order.fakes import FakeCardVault, InMemoryOrderRepository
 
 
 @pytest.fixture
@@ -19,8 +19,15 @@ def repo() -> InMemoryOrderRepository:
 
 
 @pytest.fixture
-def service(make_settings: Callable[..., Settings], repo: InMemoryOrderRepository) -> OrderService:
-    return bootstrap(make_settings("order"), orders=repo)
+def vault() -> FakeCardVault:
+    return FakeCardVault()
+
+
+@pytest.fixture
+def service(
+    make_settings: Callable[..., Settings], repo: InMemoryOrderRepository, vault: FakeCardVault
+) -> OrderService:
+    return bootstrap(make_settings("order"), orders=repo, vault=vault)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.order.domain import Cursor, Item, NewOrder, Order, OrderExists, Transition
+from services.order.domain import Cursor, Item, NewOrder, Order, OrderExists, Transition, VaultedCard
 from services.order.ports import IdempotencyRecord, OrderRepository
 from shared.events import Envelope
 
@@ -23,7 +23,7 @@ def make_order(customer_id: str = "c-1", at: datetime = T0, order_id: str | None
         customer_email="ann@example.com",
         card_number="4111111111111111",
     )
-    return Order.place(order_id or str(uuid.uuid4()), request, at)
+    return Order.place(order_id or str(uuid.uuid4()), request, at, VaultedCard("pm_abc", "visa", "1111"))
 
 
 def event(order: Order, event_type: str = "OrderCreated") -> Envelope:
@@ -49,10 +49,11 @@ class OrderRepositoryContract(ABC):
         assert repo.get(order.order_id) == order
         assert self.outbox_types(repo, order.order_id) == ["OrderCreated"]
 
-    def test_keeps_only_the_last_four_card_digits(self, repo: OrderRepository) -> None:
+    def test_keeps_the_vaulted_card_token_brand_and_last_four_digits(self, repo: OrderRepository) -> None:
         order = make_order()
         repo.add(order, [])
-        assert repo.get(order.order_id).card_last4 == "1111"
+        stored = repo.get(order.order_id)
+        assert (stored.payment_method_token, stored.card_brand, stored.card_last4) == ("pm_abc", "visa", "1111")
 
     def test_refuses_a_second_order_with_the_same_id(self, repo: OrderRepository) -> None:
         order = make_order()

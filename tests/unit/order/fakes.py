@@ -6,9 +6,24 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from services.order.domain import Cursor, Order, OrderExists, Transition
+from services.order.domain import Cursor, Order, OrderExists, PaymentVaultUnavailable, Transition, VaultedCard
 from services.order.ports import IdempotencyRecord
 from shared.events import Envelope
+
+
+class FakeCardVault:
+    """The payment service's vault as a dict of token -> number; ``available = False`` refuses cards."""
+
+    def __init__(self) -> None:
+        self.cards: dict[str, str] = {}
+        self.available = True
+
+    def store(self, card_number: str) -> VaultedCard:
+        if not self.available:
+            raise PaymentVaultUnavailable("the payment service's vault did not answer")
+        token = f"pm_test{len(self.cards) + 1}"
+        self.cards[token] = card_number
+        return VaultedCard(token, "visa" if card_number.startswith("4") else "other", card_number[-4:])
 
 
 class InMemoryOrderRepository:

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from services.order.domain import Transition, now
 from services.order.service import OrderService
-from tests.unit.order.fakes import InMemoryOrderRepository
+from tests.unit.order.fakes import FakeCardVault, InMemoryOrderRepository
 from tests.unit.order.samples import CARD, order_body
 
 
@@ -35,7 +35,8 @@ def test_places_a_pending_order_and_writes_its_created_event(
     assert order["status_history"] == [{"status": "pending", "at": order["created_at"]}]
     [event] = repo.events
     assert (event.event_type, event.order_id, event.source) == ("OrderCreated", order["order_id"], "order")
-    assert event.data["card_details"] == {"number": CARD}
+    assert (event.data["payment_method_token"], event.data["card_last4"]) == ("pm_test1", "1111")
+    assert "card_details" not in event.data
     assert event.data["total_amount"] == 44.98
 
 
@@ -117,10 +118,26 @@ def test_accepts_a_total_that_matches_to_the_cent(client: FlaskClient) -> None:
     assert place(client, order_body(items=items, total_amount=0.3)).status_code == 201
 
 
-def test_accepts_a_card_number_typed_with_spaces(client: FlaskClient, repo: InMemoryOrderRepository) -> None:
+def test_accepts_a_card_number_typed_with_spaces(client: FlaskClient, vault: FakeCardVault) -> None:
     response = place(client, order_body(card_details={"number": "4111 1111 1111 1111"}))
     assert response.status_code == 201
-    assert repo.events[0].data["card_details"] == {"number": CARD}
+    assert vault.cards == {"pm_test1": CARD}
+
+
+def test_answers_503_with_retry_after_and_creates_nothing_when_the_vault_is_unavailable(
+    client: FlaskClient, repo: InMemoryOrderRepository, vault: FakeCardVault
+) -> None:
+    vault.available = False
+    response = place(client, Idempotency_Key="k-vault")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "payment_vault_unavailable"
+    assert response.headers["Retry-After"] == "2"
+    bulk = client.post("/orders/bulk", json={"orders": [order_body(), order_body(card_details=None)]})
+    assert bulk.status_code == 207
+    first, second = bulk.get_json()["results"]
+    assert (first["status"], first["error"]["code"], second["status"]) == (503, "payment_vault_unavailable", 201)
+    assert [event.data["payment_method_token"] for event in repo.events] == [None]
+    assert repo.keys == {}
 
 
 def test_answers_415_for_a_body_that_is_not_json(client: FlaskClient) -> None:
@@ -154,7 +171,7 @@ def test_never_echoes_the_card_number(client: FlaskClient, service: OrderService
     ]
     for response in responses:
         assert CARD not in response.get_data(as_text=True)
-    assert created.get_json()["card_last4"] == "1111"
+    assert (created.get_json()["card_brand"], created.get_json()["card_last4"]) == ("visa", "1111")
 
 
 def test_replays_the_same_order_for_a_repeated_idempotency_key(

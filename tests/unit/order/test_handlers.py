@@ -13,7 +13,7 @@ from services.order.handlers import HANDLERS, apply_batch
 from services.order.service import OrderService
 from shared.events import Envelope
 from shared.kafka_utils import PermanentError
-from tests.unit.order.fakes import InMemoryOrderRepository
+from tests.unit.order.fakes import FakeCardVault, InMemoryOrderRepository
 from tests.unit.order.samples import new_order
 
 DATA: dict[str, dict[str, Any]] = {
@@ -147,7 +147,9 @@ BATCHES = {
 
 @pytest.mark.parametrize("name", BATCHES)
 def test_a_batch_has_the_outcome_of_its_events_one_by_one(make_settings, name: str) -> None:
-    one_by_one, batched = (bootstrap(make_settings("order"), orders=InMemoryOrderRepository()) for _ in range(2))
+    one_by_one, batched = (
+        bootstrap(make_settings("order"), orders=InMemoryOrderRepository(), vault=FakeCardVault()) for _ in range(2)
+    )
     ids = [service.place_order(new_order())[0].order_id for service in (one_by_one, batched)]
     # Interleave a second order's happy path, so a batch holds several orders.
     others = [service.place_order(new_order())[0].order_id for service in (one_by_one, batched)]

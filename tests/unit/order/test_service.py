@@ -6,15 +6,22 @@ from datetime import timedelta
 
 import pytest
 
-from services.order.domain import IdempotencyConflict, OrderNotFound, OrderTerminal, Transition, now
+from services.order.domain import (
+    IdempotencyConflict,
+    OrderNotFound,
+    OrderTerminal,
+    PaymentVaultUnavailable,
+    Transition,
+    now,
+)
 from services.order.ports import IdempotencyRecord
 from services.order.service import OrderService
-from tests.unit.order.fakes import InMemoryOrderRepository
+from tests.unit.order.fakes import FakeCardVault, InMemoryOrderRepository
 from tests.unit.order.samples import CARD, new_order
 
 
 def test_writes_the_order_created_event_with_the_saga_payload(
-    service: OrderService, repo: InMemoryOrderRepository
+    service: OrderService, repo: InMemoryOrderRepository, vault: FakeCardVault
 ) -> None:
     order, created = service.place_order(new_order())
     assert created
@@ -30,16 +37,50 @@ def test_writes_the_order_created_event_with_the_saga_payload(
         ],
         "total_amount": 44.98,
         "payment_method": "credit_card",
-        "card_details": {"number": CARD},
+        "payment_method_token": "pm_test1",
+        "card_brand": "visa",
+        "card_last4": "1111",
         "created_at": event.data["created_at"],
     }
-    assert order.card_last4 == "1111"
+    assert vault.cards == {"pm_test1": CARD}
+    assert (order.payment_method_token, order.card_brand, order.card_last4) == ("pm_test1", "visa", "1111")
+    assert CARD not in repr(order) and CARD not in repr(event)
 
 
-def test_sends_no_card_details_when_none_were_given(service: OrderService, repo: InMemoryOrderRepository) -> None:
+def test_sends_no_card_when_none_was_given(
+    service: OrderService, repo: InMemoryOrderRepository, vault: FakeCardVault
+) -> None:
     order, _ = service.place_order(new_order(card_number=None))
-    assert repo.events[0].data["card_details"] is None
+    data = repo.events[0].data
+    assert (data["payment_method_token"], data["card_brand"], data["card_last4"]) == (None, None, None)
     assert order.card_last4 is None
+    assert vault.cards == {}
+
+
+def test_writes_nothing_when_the_vault_does_not_take_the_card(
+    service: OrderService, repo: InMemoryOrderRepository, vault: FakeCardVault
+) -> None:
+    vault.available = False
+    for key in (None, "key-down"):
+        with pytest.raises(PaymentVaultUnavailable):
+            service.place_order(new_order(), key)
+    with pytest.raises(PaymentVaultUnavailable):
+        service.place_orders([new_order()])
+    assert (repo.orders, repo.keys, repo.events) == ({}, {}, [])
+    vault.available = True
+    order, created = service.place_order(new_order(), "key-down")  # the retry goes through
+    assert created and order.payment_method_token == "pm_test1"
+
+
+def test_a_retry_with_the_same_key_returns_the_first_order_and_its_token(
+    service: OrderService, repo: InMemoryOrderRepository, vault: FakeCardVault
+) -> None:
+    first, _ = service.place_order(new_order(), "key-retry")
+    again, created = service.place_order(new_order(), "key-retry")
+    assert (again, created) == (first, False)
+    assert first.payment_method_token == "pm_test1"
+    assert len(vault.cards) == 2  # the retry's entry is never used; the vault lets it expire
+    assert len(repo.events) == 1
 
 
 def test_recreates_the_order_of_a_key_whose_order_was_never_written(
