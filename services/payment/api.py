@@ -32,7 +32,11 @@ bp = Blueprint("payment", __name__)
 OrderId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Amount = Annotated[StrictFloat, AfterValidator(to_cents)]
 Method = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
-CardNumber = Annotated[str, StringConstraints(max_length=40), AfterValidator(card_digits)]
+# 12 to 19 digits, spaces and dashes allowed between them (the pattern tells API clients and the
+# OpenAPI document what card_digits accepts).
+CardNumber = Annotated[
+    str, StringConstraints(max_length=40, pattern=r"^[ -]*(?:[0-9][ -]*){12,19}$"), AfterValidator(card_digits)
+]
 
 
 class CardDetails(BaseModel):
