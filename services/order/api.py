@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import (
@@ -33,8 +33,9 @@ from services.order.service import OrderService, Page
 from shared.auth import Principal, current_principal, requires
 from shared.events import ORDER_STATUSES
 from shared.mongo import DatabaseUnavailable
+from shared.openapi import documented
 from shared.ratelimits import limited
-from shared.web import ApiError, error_body, field_errors, parse_body, query_int
+from shared.web import ApiError, error_body, field_errors, parse_body, parse_query
 
 bp = Blueprint("order", __name__)
 
@@ -103,6 +104,16 @@ class OrderBody(BaseModel):
         )
 
 
+class PageQuery(BaseModel):
+    status: Literal[ORDER_STATUSES] | None = None  # type: ignore[valid-type]
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+
+
+class OrdersQuery(PageQuery):
+    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
+
+
 class BulkBody(BaseModel):
     # Each order is validated on its own below, so one bad order fails alone.
     orders: Annotated[list[Any], Field(min_length=1, max_length=MAX_BULK)]
@@ -115,6 +126,15 @@ def _service() -> OrderService:
 @bp.post("/orders")
 @requires("orders:write", "orders:write:any")
 @limited("order_creation")
+@documented(
+    "Place an order (Idempotency-Key header honoured)",
+    body=OrderBody,
+    responses={
+        200: "the order placed before with this Idempotency-Key",
+        201: "placed",
+        409: "Idempotency-Key used for another order",
+    },
+)
 def place_order() -> tuple[Response, int]:
     body = parse_body(OrderBody)
     _may_place_for(current_principal(), body.customer_id)
@@ -125,6 +145,11 @@ def place_order() -> tuple[Response, int]:
 @bp.post("/orders/bulk")
 @requires("orders:write", "orders:write:any")
 @limited("order_creation", cost=lambda: _bulk_size())
+@documented(
+    "Place up to 100 orders; each answered on its own",
+    body=BulkBody,
+    responses={200: "all placed", 207: "some refused (see each result)"},
+)
 def place_orders() -> tuple[Response, int]:
     body = parse_body(BulkBody)
     principal = current_principal()
@@ -167,16 +192,16 @@ def place_orders() -> tuple[Response, int]:
 
 @bp.get("/orders/<order_id>")
 @requires("orders:read", "orders:read:any")
+@documented("An order with its status history")
 def get_order(order_id: str) -> Response:
     return jsonify(order_view(_visible_order(order_id, "orders:read", "orders:read:any")))
 
 
 @bp.get("/orders")
 @requires("orders:read", "orders:read:any")
+@documented("Orders, newest first (a customer's own; any customer's with orders:read:any)", query=OrdersQuery)
 def list_orders() -> Response:
-    customer_id = request.args.get("customer_id") or None
-    if customer_id is not None:
-        customer_id = _bounded_id("customer_id", customer_id)
+    customer_id = parse_query(OrdersQuery).customer_id
     principal = current_principal()
     if not principal.has("orders:read:any"):
         # A customer lists their own orders: no filter means theirs, another's is not theirs to see.
@@ -186,6 +211,7 @@ def list_orders() -> Response:
 
 @bp.get("/customers/<customer_id>/orders")
 @requires("orders:read", "orders:read:any")
+@documented("A customer's orders, newest first", query=PageQuery)
 def list_customer_orders(customer_id: str) -> Response:
     customer_id = _bounded_id("customer_id", customer_id)
     principal = current_principal()
@@ -196,6 +222,7 @@ def list_customer_orders(customer_id: str) -> Response:
 
 @bp.post("/orders/<order_id>/cancel")
 @requires("orders:cancel", "orders:cancel:any")
+@documented("Ask for an order to be cancelled", responses={202: "cancel requested", 409: "already completed or failed"})
 def cancel_order(order_id: str) -> tuple[Response, int]:
     _visible_order(order_id, "orders:cancel", "orders:cancel:any")
     order = _service().cancel_order(order_id)
@@ -256,20 +283,8 @@ def order_view(order: Order) -> dict[str, Any]:
 
 
 def _list(customer_id: str | None) -> Page:
-    status = request.args.get("status") or None
-    if status is not None and status not in ORDER_STATUSES:
-        raise ApiError(
-            400,
-            "validation_error",
-            f"status must be one of {', '.join(ORDER_STATUSES)}",
-            [{"field": "status", "message": "unknown status"}],
-        )
-    return _service().list_orders(
-        customer_id=customer_id,
-        status=status,
-        limit=query_int("limit", 20, 1, 100),
-        cursor=request.args.get("cursor") or None,
-    )
+    query = parse_query(PageQuery)
+    return _service().list_orders(customer_id=customer_id, status=query.status, limit=query.limit, cursor=query.cursor)
 
 
 def _page_view(page: Page) -> dict[str, Any]:
