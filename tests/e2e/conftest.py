@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,6 +59,8 @@ class Stack:
     settings: Settings
     credentials: Credentials
     children: list[launcher.Child] = field(default_factory=list)
+    # Where each service log file ended before this stack started (the launcher appends to them).
+    log_offsets: dict[Path, int] = field(default_factory=dict)
 
     @property
     def http(self) -> Http:
@@ -81,17 +84,39 @@ class Stack:
         self.children += started
         launcher.wait_healthy(self.settings, [service], started, timeout=60)
 
+    def stop_worker(self, service: str) -> None:
+        """Stop a service's consumer worker; its API goes on answering."""
+        workers = [c for c in self.children if c.service == service and c.role == "worker"]
+        launcher.stop(workers)
+        self.children = [c for c in self.children if c not in workers]
+
+    def start_worker(self, service: str) -> None:
+        """Start a service's consumer worker again, on the same databases and topics."""
+        if not any(c.service == service and c.role == "worker" for c in self.children):
+            self.children += launcher.start([service], env=E2E_ENV, roles=("worker",))
+
+    def logs_written(self) -> dict[Path, str]:
+        """What the stack's processes wrote to their log files since it started, by file."""
+        written = {}
+        for path in sorted(launcher.LOG_DIR.glob("*.log")):
+            if path.name.split("-", 1)[0] in SERVICE_NAMES:
+                with path.open("rb") as log:
+                    log.seek(self.log_offsets.get(path, 0))
+                    written[path] = log.read().decode("utf-8", "replace")
+        return written
+
     def db(self, service: str):
         return make_mongo_client(self.settings.mongo)[self.settings.services[service].database]
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
+    offsets = {path: path.stat().st_size for path in launcher.LOG_DIR.glob("*.log")}
     try:
         settings, children, credentials = launcher.start_fresh(E2E_ENV, timeout=90)
     except RuntimeError as err:
         pytest.fail(f"the e2e stack did not start: {err}")
-    stack = Stack(settings, credentials, children)
+    stack = Stack(settings, credentials, children, offsets)
     try:
         yield stack
     finally:
