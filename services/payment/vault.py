@@ -97,7 +97,7 @@ class CardVault:
 
 def _fernet(key: SecretStr | None) -> Fernet | None:
     if key is None:
-        logger.error("%s is not set: POST /payment-methods answers 503 and saga payments by token fail", NO_KEY)
+        logger.error("PAYMENT_VAULT_KEY is not set: POST /payment-methods answers 503 and payments by token fail")
         return None
     try:
         return Fernet(key.get_secret_value())

@@ -15,7 +15,8 @@ from shared import runtime
 from shared.config import Settings
 from shared.runtime import Clients
 
-JOBS = {"order": [3600.0], "payment": [], "inventory": [1.0], "notification": []}
+# The payment worker purges expired vault cards every tenth of payment.vault_ttl_s (3600 s).
+JOBS = {"order": [3600.0], "payment": [360.0], "inventory": [1.0], "notification": []}
 
 
 @pytest.mark.parametrize("name", sorted(JOBS))
